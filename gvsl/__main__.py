@@ -1,0 +1,3 @@
+from gvsl.cli import main
+
+raise SystemExit(main())

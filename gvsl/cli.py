@@ -1,0 +1,37 @@
+"""The ``gvsl`` command line. Each sub-command lives in the module that does the work.
+
+A command module provides ``add_arguments(parser)`` and ``run(args) -> int``. Expected input errors
+are raised as :class:`gvsl.errors.GVSLInputError` and end the command with one line on stderr and
+exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from gvsl.errors import GVSLInputError
+
+#: sub-command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gvsl", description="Geometric Visual Similarity Learning toolkit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._module.run(args) or 0)
+    except GVSLInputError as err:
+        print(f"gvsl {args.command}: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,18 @@
+"""Networks: the GVSL backbone and heads."""
+
+from gvsl.nets.gvsl import GVSL, VARIANTS, GVSLConfig, GVSLOutput
+from gvsl.nets.heads import AffineHead, DeformableHead, RestorationHead
+from gvsl.nets.unet import PAPER_CHANNELS, ConvBlock, UNet3D
+
+__all__ = [
+    "GVSL",
+    "GVSLConfig",
+    "GVSLOutput",
+    "VARIANTS",
+    "AffineHead",
+    "DeformableHead",
+    "RestorationHead",
+    "PAPER_CHANNELS",
+    "ConvBlock",
+    "UNet3D",
+]

@@ -1,0 +1,85 @@
+"""GVSL heads: the Z-matching head G_ξ (affine + deformable) and the restoration head R_ι.
+
+Adapted from: He et al., CVPR 2023, Sec. 3.2 ("Z-matching head") and 3.3 ("fundament"), and the
+authors' ``GVSL.Affine`` / ``GVSL.Spatial`` / ``res_conv``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from gvsl.geometry import affine_from_parameters
+from gvsl.nets.unet import ConvBlock, check_group_norm_width
+
+__all__ = ["AffineHead", "DeformableHead", "RestorationHead"]
+
+MAX_ROTATION = math.pi / 9
+MAX_SCALE_CHANGE = 0.25
+MAX_SHEAR = math.pi / 18
+
+
+class AffineHead(nn.Module):
+    """Global similarity: regress an affine that aligns the moving image onto the fixed one.
+
+    "The affine head … predicts the rotation, scaling, translation and shearing parameters" (paper
+    Sec. 3.2). ``[f^g_moving, f^g_fixed]`` → block → global average pool → four linear layers
+    (rotation 3, scale 3, translation 3, shear 6); rotation = clamp(r)·π/9, scale = 1 + 0.25·clamp(s),
+    shear = clamp(h)·π/18 with clamp to [-1, 1].
+
+    The translation output is in units of the half-extent of each axis (the ``affine_grid``
+    normalisation), converted to voxels with the fixed image's size. The authors divide a raw
+    output by the volume size instead, which makes its scale depend on the crop size.
+    """
+
+    def __init__(self, global_channels: int, hidden_channels: int = 256):
+        super().__init__()
+        self.block = ConvBlock(2 * global_channels, hidden_channels, "affine_channels")
+        self.rotation = nn.Linear(hidden_channels, 3)
+        self.scale = nn.Linear(hidden_channels, 3)
+        self.translation = nn.Linear(hidden_channels, 3)
+        self.shear = nn.Linear(hidden_channels, 6)
+
+    def forward(self, moving_global: torch.Tensor, fixed_global: torch.Tensor, spatial_shape) -> torch.Tensor:
+        """Return the (B, 3, 4) affine (voxel units, (D, H, W) order) for a fixed grid of ``spatial_shape``."""
+        code = self.block(torch.cat([moving_global, fixed_global], dim=1)).mean(dim=(2, 3, 4))
+        rotation = torch.clamp(self.rotation(code), -1, 1) * MAX_ROTATION
+        scale = 1 + MAX_SCALE_CHANGE * torch.clamp(self.scale(code), -1, 1)
+        shear = torch.clamp(self.shear(code), -1, 1) * MAX_SHEAR
+        # x, y, z are the W, H, D axes.
+        half_extent_xyz = torch.tensor(spatial_shape[::-1], device=code.device, dtype=code.dtype) / 2
+        translation = self.translation(code) * half_extent_xyz
+        return affine_from_parameters(rotation, scale, translation, shear)
+
+
+class DeformableHead(nn.Module):
+    """Local similarity: regress a dense displacement from ``[affine-warped f^l_moving, f^l_fixed]``.
+
+    Block → 3×3×3 convolution → 3-channel DVF in voxels. The last convolution starts near zero (as in
+    voxelmorph) so training starts from the identity; the authors keep PyTorch's default init.
+    """
+
+    def __init__(self, local_channels: int, hidden_channels: int = 16):
+        super().__init__()
+        self.block = ConvBlock(2 * local_channels, hidden_channels, "local_head_channels")
+        self.flow = nn.Conv3d(hidden_channels, 3, kernel_size=3, padding=1)
+        nn.init.normal_(self.flow.weight, std=1e-5)
+        nn.init.zeros_(self.flow.bias)
+
+    def forward(self, moving_local: torch.Tensor, fixed_local: torch.Tensor) -> torch.Tensor:
+        return self.flow(self.block(torch.cat([moving_local, fixed_local], dim=1)))
+
+
+class RestorationHead(nn.Sequential):
+    """Fundament (Models-Genesis style self-restoration): f^l → 3×3×3 conv → GroupNorm(·/4) → LeakyReLU → 1×1×1 conv."""
+
+    def __init__(self, local_channels: int, out_channels: int = 1, hidden_channels: int = 16):
+        check_group_norm_width(hidden_channels, 4, "local_head_channels (restoration)")
+        super().__init__(
+            nn.Conv3d(local_channels, hidden_channels, kernel_size=3, padding=1),
+            nn.GroupNorm(hidden_channels // 4, hidden_channels),
+            nn.LeakyReLU(0.2),
+            nn.Conv3d(hidden_channels, out_channels, kernel_size=1),
+        )
