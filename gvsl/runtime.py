@@ -1,0 +1,75 @@
+"""Where a run executes: device choice, torch.distributed (torchrun) set-up, and provenance."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from gvsl.errors import GVSLInputError
+
+__all__ = ["DistributedContext", "git_commit", "resolve_device", "setup_distributed"]
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA (this process's local rank) when available, else the CPU."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise GVSLInputError(f"device: {err}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GVSLInputError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in a ``torchrun`` job (world size 1 without torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_name: str = "auto") -> tuple[DistributedContext, torch.device]:
+    """Join the process group that ``torchrun`` describes in the environment (NCCL on CUDA, gloo on CPU).
+
+    Multi-node jobs need nothing more: torchrun's rendezvous sets the same variables.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    ctx = DistributedContext(rank, local_rank, world_size)
+    device = resolve_device(device_name, local_rank)
+    if ctx.enabled and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return ctx, device
+
+
+def git_commit(path: str | os.PathLike = ".") -> str:
+    """The commit checked out at ``path`` (with ``+dirty`` for uncommitted changes), or ``unknown``."""
+    try:
+        cwd = Path(path).resolve()
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
