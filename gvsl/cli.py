@@ -14,7 +14,22 @@ import sys
 from gvsl.errors import GVSLInputError
 
 #: sub-command -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("gvsl.data.prepare", "build a prepared dataset from a generated cohort or real data"),
+    "pretrain": ("gvsl.pretrain", "pre-train GVSL or one of its ablations"),
+    "transfer": ("gvsl.transfer", "train and test a transfer protocol (linear or fine-tune)"),
+}
+
+
+def parse_channels(text: str) -> tuple[int, ...]:
+    """Nine comma-separated backbone widths, e.g. ``8,16,32,64,128,64,32,16,8``."""
+    try:
+        channels = tuple(int(c) for c in text.split(","))
+    except ValueError as err:
+        raise GVSLInputError(f"--channels: expecting nine comma-separated integers, got {text!r}") from err
+    if len(channels) != 9:
+        raise GVSLInputError(f"--channels: expecting nine widths (five down, four up), got {len(channels)}: {text!r}")
+    return channels
 
 
 def build_parser() -> argparse.ArgumentParser:

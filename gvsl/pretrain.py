@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from gvsl.checkpoint import atomic_save, load_file, save_backbone
+from gvsl.cli import parse_channels
 from gvsl.errors import GVSLInputError
 from gvsl.losses import GVSLLoss
 from gvsl.nets import GVSL, PAPER_CHANNELS, VARIANTS
@@ -306,14 +307,19 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
                           steps / seconds if seconds > 0 else float("nan"))
 
 
-def _parse_channels(text: str) -> tuple[int, ...]:
-    try:
-        channels = tuple(int(c) for c in text.split(","))
-    except ValueError as err:
-        raise GVSLInputError(f"--channels: expecting nine comma-separated integers, got {text!r}") from err
-    if len(channels) != 9:
-        raise GVSLInputError(f"--channels: expecting nine widths (five down, four up), got {len(channels)}: {text!r}")
-    return channels
+def pretrain_prepared(data: str | Path, out: str | Path, config: PretrainConfig, resume: bool = False,
+                      progress: bool = True) -> PretrainResult:
+    """Pre-train on the ``train`` split of a prepared dataset (labels, if any, are ignored)."""
+    from gvsl.data import load_prepared
+
+    dataset = load_prepared(data)
+    cases = dataset.load_split("train")
+    if not cases:
+        raise GVSLInputError(f"{data}: the train split is empty; nothing to pre-train on")
+    provenance = {"dataset": str(data), "dataset_task": dataset.info.task, "dataset_source": dataset.info.source,
+                  "cases": len(cases)}
+    return pretrain([c.image for c in cases], out, config, resume=resume, ids=[c.id for c in cases],
+                    provenance=provenance, progress=progress)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -335,7 +341,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = PretrainConfig(variant=args.variant, iterations=args.iterations, batch_size=args.batch_size,
-                            crop=tuple(args.crop), channels=_parse_channels(args.channels), lr=args.lr, seed=args.seed,
+                            crop=tuple(args.crop), channels=parse_channels(args.channels), lr=args.lr, seed=args.seed,
                             checkpoint_every=args.checkpoint_every, log_every=args.log_every, device=args.device)
     result = pretrain_prepared(args.data, args.out, config, resume=args.resume)
     print(f"wrote {result.backbone} ({result.iterations} iterations, {result.steps_per_second:.2f} steps/s)")
