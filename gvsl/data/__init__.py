@@ -1,0 +1,13 @@
+"""Data: the prepared-dataset format, readers and checks, the paper's preprocessing, and ``gvsl prepare``.
+
+- :mod:`gvsl.data.dataset` — the folder format every later stage reads (:func:`load_prepared`).
+- :mod:`gvsl.data.io` — NIfTI / NRRD / MetaImage readers with input checks.
+- :mod:`gvsl.data.preprocess` — canonical orientation, resampling, CT window, ROI crops.
+- :mod:`gvsl.data.sources` — one builder per source (generated cohorts, MM-WHS, ASOCA, STOIC, CANDI, MSD, a folder).
+- :mod:`gvsl.data.prepare` — :func:`prepare` and the ``gvsl prepare`` command.
+"""
+
+from gvsl.data.dataset import SPLITS, TASK_TYPES, Case, DatasetInfo, PreparedDataset, load_prepared
+from gvsl.data.prepare import prepare
+
+__all__ = ["SPLITS", "TASK_TYPES", "Case", "DatasetInfo", "PreparedDataset", "load_prepared", "prepare"]
