@@ -28,6 +28,7 @@ from gvsl.errors import GVSLInputError
 from gvsl.losses import GVSLLoss
 from gvsl.nets import GVSL, PAPER_CHANNELS, VARIANTS
 from gvsl.runtime import DistributedContext, git_commit, setup_distributed
+from gvsl.settings import from_mapping
 from gvsl.views import AppearanceTransform, RandSpatialTransform, make_views
 
 __all__ = ["NonFiniteLossError", "PretrainConfig", "PretrainResult", "VolumeBank", "pretrain", "pretrain_prepared"]
@@ -90,10 +91,7 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "PretrainConfig":
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise GVSLInputError(f"pretrain: unknown settings {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**values)
+        return from_mapping(cls, values, "pretrain")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 from gvsl.errors import GVSLInputError
 from gvsl.nets.unet import PAPER_CHANNELS, UNet3D
 from gvsl.runtime import resolve_device
+from gvsl.settings import from_mapping
 
 __all__ = [
     "PROTOCOLS",
@@ -168,10 +169,7 @@ class TransferConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TransferConfig":
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise GVSLInputError(f"transfer: unknown settings {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**values)
+        return from_mapping(cls, values, "transfer")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -11,6 +11,7 @@ from torch import nn
 from gvsl.geometry import affine_to_ddf, compose_affine_ddf, warp, warp_affine
 from gvsl.nets.heads import AffineHead, DeformableHead, RestorationHead
 from gvsl.nets.unet import PAPER_CHANNELS, UNet3D, check_volume
+from gvsl.settings import from_mapping
 
 __all__ = ["GVSL", "GVSLConfig", "GVSLOutput", "VARIANTS"]
 
@@ -37,10 +38,7 @@ class GVSLConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GVSLConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown GVSL config keys {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        return from_mapping(cls, d, "GVSL config")
 
 
 #: The paper's Table 1 ablations as head switches.
