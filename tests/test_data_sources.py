@@ -384,7 +384,7 @@ def test_mni_brain_sbm(fake_generators, tmp_path):
     ds = load_prepared(prepare("mni-brain", tmp_path / "SBM", subjects=4), task="SBM")
     assert ds.info.classes == ("csf", "grey_matter", "white_matter") and ds.info.spacing == (4.0, 4.0, 4.0)
     case = ds.load_case(ds.ids("train")[0])
-    assert case.image.shape == (40, 40, 32) and set(np.unique(case.label)) == {0, 1, 2, 3}
+    assert case.image.shape == (40, 48, 40) and set(np.unique(case.label)) == {0, 1, 2, 3}  # 160×192×160 mm
     assert case.image.min() == 0.0 and case.image.max() == 1.0
 
 

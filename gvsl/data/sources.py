@@ -67,9 +67,11 @@ MMWHS_LABELS = {205: "myocardium", 420: "left_atrium", 500: "left_ventricle", 55
 # Region-of-interest sizes in mm (converted to voxels at the target spacing) and box margins in mm.
 # Real data: a 176 mm cube holds a whole heart with its great vessels plus an 8 mm margin; the lung box
 # covers both lungs of an adult. Generated cohorts: 160 mm heart (32 voxels at 5 mm), 320×240×280 mm chest.
-# CANDI: the paper's 160×160×128 crop at 1 mm.
+# CANDI: the paper's 160×160×128 crop at 1 mm. The MNI152 brain (an adult average, 146×180×148 mm
+# labelled) does not fit that crop, so mni-brain keeps a 160×192×160 mm box.
 ROI_MM = {"heart": (176.0, 176.0, 176.0), "lung": (320.0, 256.0, 320.0), "brain": (160.0, 160.0, 128.0),
-          "phantom-heart": (160.0, 160.0, 160.0), "phantom-lung": (320.0, 240.0, 280.0)}
+          "phantom-heart": (160.0, 160.0, 160.0), "phantom-lung": (320.0, 240.0, 280.0),
+          "phantom-brain": (160.0, 192.0, 160.0)}
 MARGIN_MM = 8.0
 PAPER_SPACING = (1.0, 1.0, 1.0)
 # cohort codes for subject seeds: seeds of different cohorts never collide
@@ -280,7 +282,7 @@ def _build_mni_brain(dest: Path, req: PrepareRequest, task: str) -> None:
     brain = _phantom_module("brain")
     spacing = _spacing(req, (4.0, 4.0, 4.0))
     shape = tuple(req.shape or (48, 48, 40))
-    roi_mm = req.roi_mm or ROI_MM["brain"]
+    roi_mm = req.roi_mm or ROI_MM["phantom-brain"]
     crop_shape = roi_shape(roi_mm, spacing)
     counts = _phantom_split_counts(req, task)
     writer = DatasetWriter(dest, task)
