@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env repro test test-slow bench clean-env
+.PHONY: env repro repro-paper test test-slow bench clean-env
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
+# dvc runs the stages' commands (papermill) from the environment's bin folder
 repro: $(STAMP)
-	$(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+# the paper's settings on real data (see profiles/paper.yaml); `git checkout params.yaml` goes back
+repro-paper: $(STAMP)
+	cp profiles/paper.yaml params.yaml
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

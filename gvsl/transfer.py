@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import time
@@ -187,6 +188,11 @@ class TransferModel(nn.Module):
         frozen: linear protocol: the backbone's parameters get no gradient, the backbone stays in
             ``eval()`` mode whatever ``train()`` is called with, and its forward pass runs without
             autograd (faster, and guarantees its weights are left bit-identical).
+        cache_features: frozen only: remember the backbone's output per distinct input (keyed by a
+            digest of its bytes). A frozen backbone is a fixed function, so this changes no number;
+            it pays off when the same inputs recur — whole-volume crops, where a linear probe sees
+            each case again every epoch — and must stay off when inputs never repeat (random crops
+            of larger volumes), where it would only grow.
 
     Heads (paper Sec. 4.1): segmentation, a 3×3×3 convolution f^l → class logits (softmax in the
     loss and at inference); classification, global average pooling of f^g and a linear layer → one
@@ -196,8 +202,12 @@ class TransferModel(nn.Module):
     classification logits (B, 1).
     """
 
-    def __init__(self, backbone: UNet3D, task: str, num_classes: int, frozen: bool):
+    def __init__(self, backbone: UNet3D, task: str, num_classes: int, frozen: bool, cache_features: bool = False):
         super().__init__()
+        if cache_features and not frozen:
+            raise GVSLInputError("cache_features needs a frozen backbone (linear protocol)")
+        self.cache_features = cache_features
+        self._features: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         if task not in TASKS:
             raise GVSLInputError(f"task: unknown {task!r}; valid: {list(TASKS)}")
         self.backbone = backbone
@@ -217,15 +227,24 @@ class TransferModel(nn.Module):
             self.backbone.eval()
         return self
 
+    def _backbone_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.cache_features:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+                return self.backbone(x)
+        key = (tuple(x.shape), x.dtype, x.device, hashlib.blake2b(x.detach().cpu().numpy().tobytes()).digest())
+        if key not in self._features:
+            with torch.no_grad():
+                self._features[key] = tuple(f.detach() for f in self.backbone(x))
+        return self._features[key]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            global_feature, local_feature = self.backbone(x)
+        global_feature, local_feature = self._backbone_features(x)
         if self.task == "segmentation":
             return self.head(local_feature)
         return self.head(global_feature.mean(dim=(2, 3, 4)))
 
 
-def build_transfer_model(backbone: UNet3D, config: TransferConfig) -> TransferModel:
+def build_transfer_model(backbone: UNet3D, config: TransferConfig, cache_features: bool = False) -> TransferModel:
     """A :class:`TransferModel` over a deep copy of ``backbone`` (the caller's module is never changed).
 
     The head is initialised from ``config.seed`` without touching the global RNG stream.
@@ -233,7 +252,7 @@ def build_transfer_model(backbone: UNet3D, config: TransferConfig) -> TransferMo
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return TransferModel(copy.deepcopy(backbone), config.task, config.num_classes,
-                             frozen=config.protocol == "linear")
+                             frozen=config.protocol == "linear", cache_features=cache_features)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -581,7 +600,12 @@ def run_transfer(backbone: UNet3D, train: Sequence[Case], val: Sequence[Case], t
                                  f"have target {prepared[0].target}")
     sampler = _CropSampler(train_cases, config, torch.Generator().manual_seed(config.seed))
 
-    model = build_transfer_model(backbone, config).to(device=device, memory_format=torch.channels_last_3d)
+    # A linear probe on whole-volume crops sees the same inputs every epoch: cache its frozen features.
+    whole_volumes = all(tuple(c.image.shape[1:]) == tuple(config.crop) for c in train_cases) and all(
+        tuple(np.shape(c.image)[-3:]) == tuple(config.crop) for c in (*val, *test))
+    cache = config.protocol == "linear" and config.batch_size == 1 and whole_volumes
+    model = build_transfer_model(backbone, config, cache_features=cache).to(
+        device=device, memory_format=torch.channels_last_3d)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr)
     loss_function = _loss_function(config, train_cases, device)

@@ -57,7 +57,13 @@ def test_starts_near_identity():
 def test_every_parameter_gets_a_gradient_at_batch_two():
     model = tiny()
     a, b = torch.rand(2, 1, 16, 16, 16), torch.rand(2, 1, 16, 16, 16)
-    GVSLLoss()(model(a, b), a).total.backward()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    # The affine regressors start at zero (identity), so the affine block's gradient is zero on the
+    # very first step only; from the second step on, every parameter learns.
+    for _ in range(2):
+        optimizer.zero_grad()
+        GVSLLoss()(model(a, b), a).total.backward()
+        optimizer.step()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert no_grad == []
     for head in ("affine_head", "deformable_head", "restoration_head"):
@@ -138,3 +144,16 @@ def test_non_finite_input_and_missing_image_b():
 def test_widths_that_do_not_fit_group_norm(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GVSL(**kwargs)
+
+
+def test_affine_head_starts_at_identity_and_bounds_its_translation():
+    from gvsl.nets.heads import MAX_TRANSLATION, AffineHead
+
+    head = AffineHead(16, hidden_channels=16)
+    g_moving, g_fixed = torch.rand(2, 16, 2, 2, 2), torch.rand(2, 16, 2, 2, 2)
+    identity = torch.cat([torch.eye(3), torch.zeros(3, 1)], dim=1).expand(2, 3, 4)
+    assert torch.allclose(head(g_moving, g_fixed, (32, 24, 16)), identity, atol=1e-6)
+    with torch.no_grad():
+        head.translation.bias.fill_(1e3)  # a runaway regressor
+    translation = head(g_moving, g_fixed, (32, 24, 16))[:, :, 3]
+    assert torch.allclose(translation, torch.tensor([16.0, 12.0, 8.0]).expand(2, 3) * MAX_TRANSLATION)

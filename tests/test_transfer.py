@@ -338,3 +338,26 @@ def test_extract_local_features_samples_each_structure_up_to_the_cap():
     again, _ = extract_local_features(backbone, cases, max_per_class=cap, seed=0, device="cpu")
     other, _ = extract_local_features(backbone, cases, max_per_class=cap, seed=1, device="cpu")
     assert np.array_equal(again, features) and not np.array_equal(other, features)
+
+
+def test_frozen_feature_cache_changes_no_number(monkeypatch):
+    """Whole-volume crops turn the cache on for a linear probe; the run must match one without it."""
+    train, val, test = [phantom(i, size=16) for i in range(3)], [phantom(3, size=16)], [phantom(4, size=16)]
+    config = seg_config(iterations=5, val_every=2)
+    cached = run_transfer(tiny_backbone(), train, val, test, config, progress=False)
+    # at most one entry per distinct volume: 3 training (those drawn), 1 validation, 1 test
+    assert cached.model.cache_features and 2 <= len(cached.model._features) <= 5
+
+    def uncached(backbone, config, cache_features=False):
+        return build_transfer_model(backbone, config)
+
+    monkeypatch.setattr(transfer, "build_transfer_model", uncached)
+    plain = run_transfer(tiny_backbone(), train, val, test, config, progress=False)
+    assert not plain.model.cache_features
+    assert states_equal(cached.model.head.state_dict(), plain.model.head.state_dict())
+    assert cached.test == plain.test and cached.val_curve == plain.val_curve
+
+
+def test_feature_cache_needs_a_frozen_backbone():
+    with pytest.raises(GVSLInputError, match="frozen"):
+        TransferModel(tiny_backbone(), "segmentation", 3, frozen=False, cache_features=True)

@@ -1,0 +1,157 @@
+"""The DVC pipeline: its settings files, its stage functions, and a whole tiny run in a temporary copy."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from gvsl import pipeline
+from gvsl.errors import GVSLInputError
+from gvsl.pretrain import PretrainConfig
+from gvsl.transfer import TransferConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = {"default": ROOT / "params.yaml", "paper": ROOT / "profiles" / "paper.yaml"}
+
+
+def load(path):
+    return yaml.safe_load(Path(path).read_text())
+
+
+def key_paths(tree, prefix=()):
+    """Every key path of nested mappings, stopping at per-task dataset settings (their keys vary by source)."""
+    paths = set()
+    for key, value in tree.items():
+        path = (*prefix, key)
+        paths.add(path)
+        if isinstance(value, dict) and path[:2] != ("prepare", "tasks"):
+            paths |= key_paths(value, path)
+    return paths
+
+
+def test_profiles_have_the_same_settings():
+    default, paper = (load(p) for p in PROFILES.values())
+    assert key_paths(default) == key_paths(paper)
+    assert (default["profile"], paper["profile"]) == ("default", "paper")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_builds_typed_configs(profile):
+    params = load(PROFILES[profile])
+    assert set(params["pipeline"]["tasks"]) <= set(pipeline.TASKS)
+    assert set(params["pipeline"]["methods"]) <= set(pipeline.METHODS)
+    assert set(params["prepare"]["tasks"]) == {"pretrain", *params["pipeline"]["tasks"]}
+    for method in params["pipeline"]["methods"]:
+        if method != "scratch":
+            PretrainConfig.from_dict({**params["pretrain"], "variant": method,
+                                      "channels": params["model"]["channels"]})
+    for protocol in pipeline.PROTOCOLS:
+        settings = dict(params["transfer"][protocol])
+        assert len(settings.pop("seeds")) >= 2  # several seeds, so every value has an sd
+        TransferConfig.from_dict({**settings, "task": "segmentation", "protocol": protocol, "num_classes": 8})
+
+
+def test_paper_profile_is_the_papers_schedule():
+    paper = load(PROFILES["paper"])
+    assert paper["model"]["channels"] == [32, 64, 128, 256, 512, 256, 128, 64, 32]
+    assert (paper["pretrain"]["iterations"], paper["pretrain"]["batch_size"], paper["pretrain"]["lr"]) == (
+        200_000, 2, 1e-4)
+    for protocol in pipeline.PROTOCOLS:
+        assert (paper["transfer"][protocol]["iterations"], paper["transfer"][protocol]["val_every"]) == (40_000, 200)
+
+
+def test_stage_settings_errors_name_the_key(tmp_path):
+    params = load(PROFILES["default"])
+    params["prepare"]["tasks"]["SHC"]["colour"] = "blue"
+    with pytest.raises(GVSLInputError, match=r"prepare\.tasks\.SHC: unknown settings \['colour'\]"):
+        pipeline.prepare_stage("SHC", params, build=tmp_path)
+    del params["prepare"]["tasks"]["SAC"]
+    with pytest.raises(GVSLInputError, match=r"missing key prepare\.tasks\.SAC"):
+        pipeline.prepare_stage("SAC", params, build=tmp_path)
+    with pytest.raises(GVSLInputError, match="unknown transfer setting"):
+        pipeline.transfer_stage("SHC", "probe", "gvsl", params, build=tmp_path)
+
+
+def test_dvc_stages_use_the_package_layout():
+    stages = load(ROOT / "dvc.yaml")["stages"]
+    assert "build/prepared/${key}" in stages["prepare"]["do"]["outs"]
+    assert "build/pretrain/${item}" in stages["pretrain"]["do"]["outs"]
+    assert "build/transfer/${item.task}-${item.protocol}-${item.method}" in stages["transfer"]["outs"]
+    assert str(pipeline.transfer_dir("SHC", "linear", "gvsl")) == "build/transfer/SHC-linear-gvsl"
+    assert str(pipeline.pretrain_dir("gvsl")) == "build/pretrain/gvsl"
+    assert str(pipeline.prepared_dir("SHC")) == "build/prepared/SHC"
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+TINY = {
+    "profile": "tiny-test",
+    "pipeline": {"tasks": ["SHC", "CCC"], "methods": ["scratch", "no_zmatch", "no_fundament", "no_affine", "gvsl"]},
+    "prepare": {"seed": 0, "tasks": {
+        "pretrain": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 3},
+        "SHC": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 5},
+        "CCC": {"source": "phantom-ct", "shape": [16, 16, 16], "spacing": [20.0, 20.0, 20.0], "subjects": 10}}},
+    "model": {"channels": [8, 8, 8, 8, 8, 8, 8, 8, 8]},
+    "pretrain": {"iterations": 2, "batch_size": 1, "crop": [16, 16, 16], "lr": 1e-4, "seed": 0,
+                 "checkpoint_every": 2, "log_every": 1, "device": "cpu"},
+    "transfer": {"crop": {"SHC": None, "CCC": None},
+                 "linear": {"seeds": [0, 1], "iterations": 2, "val_every": 1, "lr": 1e-2, "device": "cpu"},
+                 "finetune": {"seeds": [0], "iterations": 2, "val_every": 1, "lr": 1e-3, "device": "cpu"}},
+    "report": {"fig6": {"task": "SHC", "protocol": "finetune"}, "tsne": {"max_per_class": 8, "seed": 0}, "seed": 0},
+}
+
+
+def dvc(project, *args):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory):
+    """A copy of the project with tiny settings, reproduced once."""
+    project = tmp_path_factory.mktemp("project")
+    for name in ("gvsl", "notebooks", "data-embedded", ".dvc"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+    for name in ("dvc.yaml", "data.dvc", ".dvcignore"):
+        shutil.copy(ROOT / name, project / name)
+    (project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    dvc(project, "repro")
+    return project
+
+
+def test_pipeline_reproduces_the_report(tiny_project):
+    table = pd.read_csv(tiny_project / "results" / "table1.csv")
+    assert list(table.columns) == ["method", "protocol", "task", "metric", "value", "sd", "n_seeds", "paper_value",
+                                   "dataset", "profile"]
+    assert len(table) == 2 * 2 * 5 and set(table["profile"]) == {"tiny-test"}
+    assert set(table["n_seeds"][table["protocol"] == "linear"]) == {2}
+    for name in ("fig6_validation", "fig7_tsne", "fig8_ncc", "registration", "cohort-SHC"):
+        assert (tiny_project / "results" / "figures" / f"{name}.png").stat().st_size > 1000
+    assert "paper" in (tiny_project / "results" / "table1.md").read_text()
+    metrics = json.loads((tiny_project / "results" / "metrics.json").read_text())
+    assert set(metrics) == {"linear", "finetune"}
+    for notebook in ("prepare/SHC", "pretrain/gvsl", "transfer/SHC-linear-gvsl", "report"):
+        assert (tiny_project / "build" / "notebooks" / f"{notebook}.ipynb").is_file()
+
+
+def test_unchanged_pipeline_does_nothing_and_a_change_reruns_its_dependents(tiny_project):
+    assert "Data and pipelines are up to date" in dvc(tiny_project, "status")
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["transfer"]["finetune"]["lr"] = 2e-3
+    (tiny_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        changed = set(json.loads(dvc(tiny_project, "status", "--json")))
+    finally:
+        (tiny_project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    assert changed == {f"transfer@{t}-finetune-{m}" for t in TINY["pipeline"]["tasks"]
+                       for m in TINY["pipeline"]["methods"]}
