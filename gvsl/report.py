@@ -28,7 +28,7 @@ from gvsl.errors import GVSLInputError  # noqa: E402
 
 __all__ = ["METHOD_NAMES", "PAPER_TABLE1", "figure6_validation", "figure7_tsne", "figure8_ncc",
            "figure_registration", "load_summaries", "local_features", "metrics_summary", "provenance",
-           "registration_example", "table1", "table1_markdown", "write_html"]
+           "registration_example", "table1", "table1_markdown", "with_sources", "write_html"]
 
 METHODS = ("scratch", "no_zmatch", "no_fundament", "no_affine", "gvsl")
 PROTOCOLS = ("linear", "finetune")
@@ -99,6 +99,14 @@ def table1(summaries: pd.DataFrame, profile: str) -> pd.DataFrame:
                              "dataset": s["dataset_source"], "profile": profile})
     return pd.DataFrame(rows, columns=["method", "protocol", "task", "metric", "value", "sd", "n_seeds",
                                        "paper_value", "dataset", "profile"])
+
+
+def with_sources(table: pd.DataFrame, summaries: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with each row's seeds and commit added (for the report page; table1.csv keeps its columns)."""
+    keys = ["method", "protocol", "task"]
+    sources = summaries[[*keys, "seeds", "commit"]].assign(
+        seeds=lambda frame: frame["seeds"].map(lambda seeds: ", ".join(str(s) for s in seeds)))
+    return table.merge(sources, on=keys, how="left", validate="one_to_one")
 
 
 def _cell(value: float, sd: float) -> str:
@@ -341,7 +349,10 @@ sds is noise."""
 
 def write_html(path: str | Path, table: pd.DataFrame, markdown: str, figures: Mapping[str, str],
                provenance: Mapping[str, Any]) -> Path:
-    """One page: Table 1 (paper layout and long format), the figures, and what produced every number."""
+    """One page: Table 1 (paper layout and ``table`` in long format), the figures, what produced every number.
+
+    ``table`` is normally :func:`with_sources` of :func:`table1`, so each row names its seeds and commit.
+    """
     import markdown_it  # shipped with the pipeline extra (via rich / jupyter); renders the Markdown tables
 
     body = [f"<h1>GVSL reproduction report — profile {html.escape(str(provenance.get('profile')))}</h1>",

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from gvsl import cli
 from gvsl.data import load_prepared, prepare
@@ -321,7 +322,8 @@ def fake_phantom_module():
         heart[inside] = 1 + sector[inside]
         hu[inside] = 60.0
         coronary = ((r > 0.95) & (r <= 1.15) & (np.abs(z - centre[2]) < 2)).astype(np.uint8)
-        return FakePhantomSubject(hu, heart, coronary, opacity, tuple(spacing), (), ())
+        lung_box = ndimage.find_objects(((hu > -900) & (hu < -500)).astype(np.uint8))[0]
+        return FakePhantomSubject(hu, heart, coronary, opacity, tuple(spacing), (), lung_box)
 
     return types.SimpleNamespace(HEART_CLASSES=("myocardium", "left_atrium", "left_ventricle", "right_atrium",
                                                 "right_ventricle", "ascending_aorta", "pulmonary_artery"),

@@ -124,7 +124,10 @@ def tiny_project(tmp_path_factory):
     for name in ("dvc.yaml", "data.dvc", ".dvcignore"):
         shutil.copy(ROOT / name, project / name)
     (project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    # DVCLive refuses a git repository without commits, as a fresh clone never is.
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "tiny"]):
+        subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *command],
+                       cwd=project, check=True)
     dvc(project, "repro")
     return project
 

@@ -251,10 +251,9 @@ def _build_phantom_ct(dest: Path, req: PrepareRequest, task: str) -> None:
             writer.add(case_id, split, ct_window(hu, offset), hu_affine, seed=seed)
             continue
         if task == "CCC":
-            box = foreground_box(lung_mask(hu))
-            if box is None:
-                raise GVSLInputError(f"{case_id} (seed {seed}): no lungs found by thresholding")
-            roi = centred_roi(box, crop_shape, margin=margin, name=case_id, strict=False)
+            # The generator knows its lungs; thresholding (the STOIC path) loses the thin chest wall to
+            # partial volume on coarse grids (>= ~15 mm voxels) and would then find no enclosed air.
+            roi = centred_roi(subject.lung_box, crop_shape, margin=margin, name=case_id, strict=False)
             image, image_affine = crop_or_pad(ct_window(hu, offset), hu_affine, roi)
             writer.add(case_id, split, image, image_affine, target=int(subject.opacity), seed=seed)
             continue

@@ -1,0 +1,230 @@
+"""Table 1, the figures and the HTML page, from summaries and pre-training outputs the tests write."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import ndimage
+
+from gvsl import report
+from gvsl.data.dataset import DatasetInfo, DatasetWriter
+from gvsl.errors import GVSLInputError
+from gvsl.nets import GVSL, GVSLConfig
+
+TINY_CHANNELS = (8,) * 9
+
+
+def write_summary(root, task, protocol, method, tests, metric="dice", curves=None, commit="abc1234"):
+    folder = root / f"{task}-{protocol}-{method}"
+    folder.mkdir(parents=True)
+    finite = [t for t in tests if not math.isnan(t)]
+    summary = {"task": task, "protocol": protocol, "method": method, "metric": metric,
+               "seeds": list(range(len(tests))), "test": tests, "mean": float(np.mean(finite)),
+               "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan, "n_seeds": len(finite),
+               "val_curves": curves or [[[10, 0.1 * (s + 1)], [20, 0.2 * (s + 1)]] for s in range(len(tests))],
+               "dataset_source": "phantom-ct", "profile": "unit", "commit": commit}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+@pytest.fixture
+def summaries(tmp_path):
+    root = tmp_path / "transfer"
+    write_summary(root, "SHC", "linear", "scratch", [0.20, 0.30])
+    write_summary(root, "SHC", "linear", "gvsl", [0.60, 0.70, 0.80])
+    write_summary(root, "CCC", "finetune", "scratch", [0.5, 0.7], metric="auc")
+    write_summary(root, "CCC", "finetune", "gvsl", [0.9, 0.8], metric="auc", commit="def5678")
+    return report.load_summaries(root)
+
+
+def test_table1_is_long_format_in_percent_beside_the_paper(summaries):
+    table = report.table1(summaries, profile="unit")
+    assert list(table.columns) == ["method", "protocol", "task", "metric", "value", "sd", "n_seeds", "paper_value",
+                                   "dataset", "profile"]
+    assert len(table) == 4  # only the settings that ran
+    row = table[(table.method == "gvsl") & (table.task == "SHC")].iloc[0]
+    assert row.value == pytest.approx(70.0) and row.sd == pytest.approx(10.0) and row.n_seeds == 3
+    assert row.paper_value == 68.4  # He et al. Table 1, GVSL, linear, SHC
+    scratch_ccc = table[(table.method == "scratch") & (table.task == "CCC")].iloc[0]
+    assert (scratch_ccc.value, scratch_ccc.paper_value, scratch_ccc.metric) == (pytest.approx(60.0), 74.4, "auc")
+    assert set(table.profile) == {"unit"} and set(table.dataset) == {"phantom-ct"}
+
+
+def test_paper_table_has_every_setting_of_table1():
+    assert len(report.PAPER_TABLE1) == 5 * 2 * 4
+    assert report.PAPER_TABLE1[("no_fundament", "linear", "SAC")] == 0.0
+    assert report.PAPER_TABLE1[("gvsl", "finetune", "SBM")] == 90.0
+
+
+def test_markdown_puts_paper_values_and_gains_beside_ours(summaries):
+    markdown = report.table1_markdown(report.table1(summaries, profile="unit"))
+    assert "| GVSL (whole) | 70.0 ± 10.0 (paper 68.4) |" in markdown
+    # gains: ours 70.0 - 25.0, paper 68.4 - 21.9; CCC fine-tune 85.0 - 60.0, paper 82.2 - 74.4
+    assert "| GVSL (whole) | +45.0 / +46.5 | +25.0 / +7.8 |" in markdown
+    assert "(a) linear SHC Dice" in markdown and "(b) fine-tune CCC AUC" in markdown
+
+
+def test_metrics_summary_nests_protocol_task_method(summaries):
+    metrics = report.metrics_summary(report.table1(summaries, profile="unit"))
+    assert metrics == {"linear": {"SHC": {"scratch": 25.0, "gvsl": 70.0}},
+                       "finetune": {"CCC": {"scratch": 60.0, "gvsl": 85.0}}}
+
+
+def test_a_setting_whose_seeds_all_failed_shows_a_dash(tmp_path):
+    root = tmp_path / "transfer"
+    write_summary(root, "SAC", "linear", "scratch", [0.1])
+    summary = json.loads((root / "SAC-linear-scratch" / "summary.json").read_text())
+    summary.update(mean=math.nan, n_seeds=0)
+    (root / "SAC-linear-scratch" / "summary.json").write_text(json.dumps(summary))
+    table = report.table1(report.load_summaries(root), profile="unit")
+    assert report.metrics_summary(table) == {"linear": {"SAC": {"scratch": None}}}
+    assert "| Scratch | – (paper 10.0) |" in report.table1_markdown(table)
+
+
+def test_bad_summaries_are_named(tmp_path):
+    root = tmp_path / "transfer"
+    with pytest.raises(GVSLInputError, match="no transfer results"):
+        report.load_summaries(root)
+    write_summary(root, "SHC", "linear", "gvsl", [0.5, 0.6])
+    broken = root / "SHC-finetune-gvsl" / "summary.json"
+    broken.parent.mkdir()
+    broken.write_text("{not json")
+    with pytest.raises(GVSLInputError, match=r"SHC-finetune-gvsl/summary.json: unreadable"):
+        report.load_summaries(root)
+    broken.write_text(json.dumps({"task": "SHC"}))
+    with pytest.raises(GVSLInputError, match=r"lacks \['commit'"):
+        report.load_summaries(root)
+    broken.unlink()
+    write_summary(root, "SHC", "probe", "gvsl", [0.5])
+    with pytest.raises(GVSLInputError, match="unknown setting SHC-probe-gvsl"):
+        report.load_summaries(root)
+
+
+def test_provenance_names_sources_seeds_and_commits(summaries):
+    params = {"profile": "unit", "model": {"channels": list(TINY_CHANNELS)}, "pretrain": {"iterations": 2},
+              "transfer": {"linear": {"iterations": 3}}}
+    facts = report.provenance(summaries, params)
+    assert facts["commits"] == ["abc1234", "def5678"]
+    assert facts["seeds per protocol"] == {"linear": [0, 1, 2], "finetune": [0, 1]}
+    assert facts["data sources"] == {"SHC": ["phantom-ct"], "CCC": ["phantom-ct"]}
+    assert facts["backbone widths"] == list(TINY_CHANNELS)
+
+
+def test_figure6_draws_one_mean_curve_per_method(tmp_path):
+    root = tmp_path / "transfer"
+    for method in ("scratch", "no_zmatch", "gvsl"):
+        write_summary(root, "SHC", "finetune", method, [0.5, 0.6])
+    fig = report.figure6_validation(report.load_summaries(root), task="SHC", protocol="finetune")
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["Scratch", "w/o Z-Matching", "GVSL (whole)"]
+    # mean over the two seeds' curves, in percent
+    np.testing.assert_allclose(lines[0].get_ydata(), [15.0, 30.0])
+
+
+def test_figure8_reads_the_dvclive_ncc_logs(tmp_path):
+    for variant, start in (("no_fundament", 0.9), ("gvsl", 0.8)):
+        folder = tmp_path / variant / "dvclive" / "plots" / "metrics" / "train"
+        folder.mkdir(parents=True)
+        pd.DataFrame({"timestamp": 0, "step": range(5), "ncc": np.linspace(start, start - 0.2, 5)}) \
+            .to_csv(folder / "ncc.tsv", sep="\t", index=False)
+    fig = report.figure8_ncc(tmp_path, smooth_window=1)
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 4  # raw and smoothed per variant
+    np.testing.assert_allclose(lines[1].get_ydata(), np.linspace(0.9, 0.7, 5))
+    assert fig.axes[0].get_legend().get_texts()[1].get_text() == "whole GVSL"
+
+
+def test_figure7_has_one_tsne_panel_per_method():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([1, 2, 3], 12)
+    features = {m: (rng.standard_normal((36, 4)).astype(np.float32) + labels[:, None], labels)
+                for m in ("scratch", "gvsl")}
+    fig = report.figure7_tsne(features, ["a", "b", "c"])
+    assert [ax.get_title() for ax in fig.axes] == ["scratch", "whole GVSL"]
+    assert len(fig.axes[0].collections[0].get_offsets()) == 36
+
+
+# ------------------------------------------------------------------------------------------ registration
+
+
+def tiny_dataset(root, shape=(16, 16, 16)):
+    rng = np.random.default_rng(0)
+    writer = DatasetWriter(root, "SHC")
+    grid = np.stack(np.meshgrid(*(np.arange(s) for s in shape), indexing="ij"))
+    for index in range(3):
+        centre = rng.uniform(6, 10, size=(3, 1, 1, 1))
+        label = (np.sqrt(((grid - centre) ** 2).sum(0)) < 4).astype(np.uint8)
+        image = (0.2 + 0.5 * label + 0.05 * rng.standard_normal(shape)).astype(np.float32)
+        writer.add(f"case{index}", "test" if index else "train", image, np.eye(4), label=label)
+    writer.finish(DatasetInfo(task="SHC", classes=("blob",), spacing=(1.0, 1.0, 1.0), source="unit-test",
+                              window={"kind": "none"}))
+    return root
+
+
+def save_model(path, **switches):
+    config = GVSLConfig(channels=TINY_CHANNELS, affine_channels=8, local_head_channels=8, **switches)
+    torch.save({"model_config": config.to_dict(), "model": GVSL.from_config(config).state_dict()}, path)
+    return path
+
+
+def reference_ncc_loss(pred, target, window=9):
+    """Local NCC loss from box sums with zero padding, in float64 (independent of the torch code)."""
+    n = window**3
+
+    def box_sum(a):
+        return ndimage.uniform_filter(a, size=window, mode="constant") * n
+
+    p, t = pred.astype(np.float64), target.astype(np.float64)
+    cross = box_sum(p * t) - box_sum(p) * box_sum(t) / n
+    p_var = box_sum(p * p) - box_sum(p) ** 2 / n
+    t_var = box_sum(t * t) - box_sum(t) ** 2 / n
+    return 1 - np.mean(cross**2 / (p_var * t_var + 1e-5))
+
+
+def test_registration_example_warps_one_test_case_onto_another(tmp_path):
+    data = tiny_dataset(tmp_path / "SHC")
+    example = report.registration_example(save_model(tmp_path / "checkpoint.pt"), data)
+    assert example["ids"] == ["case1", "case2"]
+    assert example["fixed"].shape == example["warped"].shape == (16, 16, 16)
+    assert example["ddf"].shape == (3, 16, 16, 16)
+    assert example["ncc_before"] == pytest.approx(reference_ncc_loss(example["moving"], example["fixed"]), abs=1e-4)
+    assert example["ncc_after"] == pytest.approx(reference_ncc_loss(example["warped"], example["fixed"]), abs=1e-4)
+    fig = report.figure_registration(example)
+    assert len(fig.axes) == 7  # six panels and the DVF colour bar
+    assert "NCC" in fig.axes[3].get_title()
+
+
+def test_registration_needs_a_zmatching_checkpoint(tmp_path):
+    data = tiny_dataset(tmp_path / "SHC")
+    restoration_only = save_model(tmp_path / "no_zmatch.pt", affine=False, deformable=False)
+    with pytest.raises(GVSLInputError, match="no Z-matching head"):
+        report.registration_example(restoration_only, data)
+    torch.save({"state_dict": {}}, tmp_path / "backbone.pt")
+    with pytest.raises(GVSLInputError, match="not a pre-training checkpoint"):
+        report.registration_example(tmp_path / "backbone.pt", data)
+    with pytest.raises(GVSLInputError, match="two different cases"):
+        report.registration_example(save_model(tmp_path / "gvsl.pt"), data, ids=["case1", "case1"])
+
+
+# ------------------------------------------------------------------------------------------------ HTML
+
+
+def test_every_number_names_its_seeds_and_commit(summaries):
+    sourced = report.with_sources(report.table1(summaries, profile="unit"), summaries)
+    gvsl_ccc = sourced[(sourced.method == "gvsl") & (sourced.task == "CCC")].iloc[0]
+    assert (gvsl_ccc.seeds, gvsl_ccc.commit, gvsl_ccc.dataset) == ("0, 1", "def5678", "phantom-ct")
+
+
+def test_html_page_holds_tables_figures_and_provenance(tmp_path, summaries):
+    table = report.table1(summaries, profile="unit")
+    facts = report.provenance(summaries, {"profile": "unit"})
+    page = report.write_html(tmp_path / "report.html", report.with_sources(table, summaries),
+                             report.table1_markdown(table), {"fig6_validation": "figures/fig6_validation.png"},
+                             facts).read_text()
+    assert page.count("<table") == 4  # paper layout, gains, provenance, every number with its sources
+    assert "<td>70.0 ± 10.0 (paper 68.4)</td>" in page
+    assert '<img src="figures/fig6_validation.png"' in page
+    assert "<td>def5678</td>" in page and "<td>0, 1, 2</td>" in page
