@@ -231,11 +231,17 @@ class TransferModel(nn.Module):
         if not self.cache_features:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
                 return self.backbone(x)
-        key = (tuple(x.shape), x.dtype, x.device, hashlib.blake2b(x.detach().cpu().numpy().tobytes()).digest())
-        if key not in self._features:
+        # Per sample, so a batch of already-seen cases in a new combination is a hit (GroupNorm and
+        # eval mode make each sample's features independent of its batch mates).
+        keys = [(tuple(sample.shape), sample.dtype, sample.device,
+                 hashlib.blake2b(sample.detach().cpu().numpy().tobytes()).digest()) for sample in x]
+        missing = {key: index for index, key in enumerate(keys) if key not in self._features}
+        if missing:
             with torch.no_grad():
-                self._features[key] = tuple(f.detach() for f in self.backbone(x))
-        return self._features[key]
+                global_f, local_f = self.backbone(x[list(missing.values())])
+            for row, key in enumerate(missing):
+                self._features[key] = (global_f[row].detach(), local_f[row].detach())
+        return tuple(torch.stack([self._features[key][part] for key in keys]) for part in (0, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         global_feature, local_feature = self._backbone_features(x)
@@ -603,7 +609,7 @@ def run_transfer(backbone: UNet3D, train: Sequence[Case], val: Sequence[Case], t
     # A linear probe on whole-volume crops sees the same inputs every epoch: cache its frozen features.
     whole_volumes = all(tuple(c.image.shape[1:]) == tuple(config.crop) for c in train_cases) and all(
         tuple(np.shape(c.image)[-3:]) == tuple(config.crop) for c in (*val, *test))
-    cache = config.protocol == "linear" and config.batch_size == 1 and whole_volumes
+    cache = config.protocol == "linear" and whole_volumes
     model = build_transfer_model(backbone, config, cache_features=cache).to(
         device=device, memory_format=torch.channels_last_3d)
     trainable = [p for p in model.parameters() if p.requires_grad]

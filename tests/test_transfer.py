@@ -1,5 +1,6 @@
 """Transfer protocols: metrics against hand-computed values, best-on-validation, linear vs fine-tune, misuse."""
 
+import copy
 import math
 
 import numpy as np
@@ -356,6 +357,21 @@ def test_frozen_feature_cache_changes_no_number(monkeypatch):
     assert not plain.model.cache_features
     assert states_equal(cached.model.head.state_dict(), plain.model.head.state_dict())
     assert cached.test == plain.test and cached.val_curve == plain.val_curve
+
+
+def test_feature_cache_is_per_sample_within_a_batch():
+    """A batch mixing seen and unseen volumes reuses the seen ones and returns the backbone's features."""
+    backbone = tiny_backbone()
+    model = TransferModel(copy.deepcopy(backbone), "segmentation", 3, frozen=True, cache_features=True)
+    a, b, c = (torch.as_tensor(phantom(i, size=16).image)[None] for i in range(3))
+    with torch.no_grad():
+        model(torch.stack([a, b]))
+        assert len(model._features) == 2
+        logits = model(torch.stack([b, c, b]))
+        assert len(model._features) == 3
+        global_f, local_f = backbone(torch.stack([b, c, b]))
+    torch.testing.assert_close(logits, model.head(local_f), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model._backbone_features(torch.stack([c]))[0], global_f[1:2], rtol=1e-4, atol=1e-5)
 
 
 def test_feature_cache_needs_a_frozen_backbone():
