@@ -4,7 +4,8 @@ A step is what the pre-training engine does per iteration: one backbone pass ove
 the Z-matching and restoration heads, the three losses, backward and an Adam update. FLOPs are
 counted with ``torch.utils.flop_counter`` (convolutions and matrix products, forward + backward),
 and MFU divides the achieved model FLOP rate by this machine's fp32 matmul rate measured in the
-same run.
+same run. On the CPU the peak memory is the process's peak resident set (ru_maxrss: model,
+optimizer state, activations, plus the interpreter and torch themselves).
 
     python benchmarks/bench_pretrain.py                  # paper width, 64³, batch 2, CPU (+ CUDA if present)
     python benchmarks/bench_pretrain.py --size 32 --channels 8,16,32,64,128,64,32,16,8 --json
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import time
 
@@ -106,7 +108,10 @@ def bench_device(device: torch.device, args) -> dict:
         if device.type == "cuda":
             results[key]["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     best = min(results.values(), key=lambda r: r["step_seconds"])
-    return {"device": str(device), "matmul_gflops": peak / 1e9, "step_gflop": flops / 1e9, **best,
+    memory = {}
+    if device.type == "cpu":
+        memory["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    return {"device": str(device), "matmul_gflops": peak / 1e9, "step_gflop": flops / 1e9, **best, **memory,
             "layouts": results}
 
 
@@ -140,7 +145,8 @@ def main() -> None:
             for layout, v in r["layouts"].items():
                 print(f"{name:4s} {layout:13s} step {v['step_seconds']:.3f} s  MFU {v['mfu']:.2f}"
                       + (f"  peak {v['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in v else ""))
-            print(f"{name:4s} {r['step_gflop']:.0f} GFLOP/step, matmul {r['matmul_gflops']:.0f} GFLOP/s")
+            print(f"{name:4s} {r['step_gflop']:.0f} GFLOP/step, matmul {r['matmul_gflops']:.0f} GFLOP/s"
+                  + (f", process peak RSS {r['peak_rss_gib']:.2f} GiB" if "peak_rss_gib" in r else ""))
     if args.json:
         print(json.dumps(report))
 
