@@ -25,14 +25,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from gvsl.errors import GVSLInputError  # noqa: E402
+from gvsl.pipeline import METHODS, PROTOCOLS, TASKS  # noqa: E402
 
 __all__ = ["METHOD_NAMES", "PAPER_TABLE1", "figure6_validation", "figure7_tsne", "figure8_ncc",
            "figure_registration", "load_summaries", "local_features", "metrics_summary", "provenance",
            "registration_example", "table1", "table1_markdown", "with_sources", "write_html"]
 
-METHODS = ("scratch", "no_zmatch", "no_fundament", "no_affine", "gvsl")
-PROTOCOLS = ("linear", "finetune")
-TASKS = ("SHC", "SAC", "CCC", "SBM")
 METHOD_NAMES = {"scratch": "Scratch", "no_zmatch": "w/o Z-Matching", "no_fundament": "w/o Fundament",
                 "no_affine": "w/o Affine head", "gvsl": "GVSL (whole)"}
 PROTOCOL_NAMES = {"linear": "(a) linear", "finetune": "(b) fine-tune"}

@@ -61,6 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from gvsl.data.splines import upsample_lattice
 from gvsl.errors import GVSLInputError
 
 __all__ = ["BRAIN_CLASSES", "BrainSubject", "generate_subject"]
@@ -126,26 +127,13 @@ def _template() -> _Template:
     return _Template(tissue=tissue, label=label, world_to_index=np.linalg.inv(affine), centre_mm=centre_mm)
 
 
-@functools.lru_cache(maxsize=32)
-def _upsampling_matrix(coarse: int, size: int) -> np.ndarray:
-    # The lattice's end points fall on the volume's end voxels. No spline prefilter: the lattice values are
-    # B-spline coefficients, so every output is a convex combination of them and cannot overshoot.
-    positions = np.linspace(0.0, coarse - 1.0, size)[None]
-    return np.stack([ndimage.map_coordinates(basis, positions, order=3, mode="nearest", prefilter=False)
-                     for basis in np.eye(coarse)], axis=1)
-
-
 def _smooth_fields(rng: np.random.Generator, count: int, lattice: Sequence[int], shape: Sequence[int]) -> np.ndarray:
     """``count`` smooth fields of ``shape``: cubic B-splines over a ``lattice`` of uniform [−1, 1] coefficients.
 
     Bounded coefficients and a convex basis bound the fields to [−1, 1], so a displacement never
-    exceeds its scale and the brain stays inside the field of view. The B-spline is separable: one
-    (size × lattice) matrix per axis.
+    exceeds its scale and the brain stays inside the field of view.
     """
-    fields = rng.uniform(-1.0, 1.0, size=(count, *lattice))
-    for axis, (coarse, size) in enumerate(zip(lattice, shape), start=1):
-        fields = np.moveaxis(np.tensordot(_upsampling_matrix(coarse, size), fields, axes=(1, axis)), 0, axis)
-    return fields
+    return upsample_lattice(rng.uniform(-1.0, 1.0, size=(count, *lattice)), shape, prefilter=False)
 
 
 def _rotation(angles: np.ndarray) -> np.ndarray:
