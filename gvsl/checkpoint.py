@@ -26,6 +26,7 @@ __all__ = [
     "load_file",
     "load_model",
     "load_official",
+    "load_pretrained_gvsl",
     "official_to_kit_key",
     "save_backbone",
     "save_model",
@@ -33,6 +34,8 @@ __all__ = [
 
 MODEL_FORMAT = "gvsl-kit/model/1"
 BACKBONE_FORMAT = "gvsl-kit/backbone/1"
+#: ``gvsl.pretrain``'s full training state (model, optimizer, generators, iteration)
+PRETRAIN_STATE_FORMAT = "gvsl-kit/pretrain-state/1"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -83,6 +86,17 @@ def load_model(source: str | os.PathLike | Mapping[str, Any]) -> GVSL:
         raise GVSLInputError(f"{_describe(source)}: expecting a {MODEL_FORMAT!r} checkpoint, got format {ckpt.get('format')!r}")
     model = GVSL.from_config(GVSLConfig.from_dict(ckpt["config"]))
     _load_strict(model, ckpt["state_dict"], _describe(source))
+    return model
+
+
+def load_pretrained_gvsl(source: str | os.PathLike | Mapping[str, Any]) -> GVSL:
+    """The whole :class:`GVSL` (backbone and heads) of a pre-training ``checkpoint.pt``."""
+    ckpt = load_file(source) if not isinstance(source, Mapping) else dict(source)
+    if ckpt.get("format") != PRETRAIN_STATE_FORMAT:
+        raise GVSLInputError(f"{_describe(source)}: expecting a pre-training checkpoint ({PRETRAIN_STATE_FORMAT!r}), "
+                             f"got format {ckpt.get('format')!r}")
+    model = GVSL.from_config(GVSLConfig.from_dict(ckpt["model_config"]))
+    _load_strict(model, ckpt["model"], _describe(source))
     return model
 
 

@@ -1,14 +1,18 @@
 """GVSL pre-training: every Table 1 variant, resumable, DDP-ready (``torchrun --nproc_per_node=N -m gvsl pretrain``).
 
-Per iteration (paper Sec. 3 and appendix): draw ``batch_size`` pairs of different subjects, take a
-random crop of each, corrupt x_A with the appearance transform, apply one spatial transform to
-x_A, t'(x_A) and x_B, run the model on (t'(x_A), x_B) and minimise L_NCC + L_smooth + L_MSE against
-the clean x_A with Adam.
+Per iteration (paper Sec. 3 and appendix): draw ``batch_size`` pairs of different subjects, crop
+both at one random position (the authors feed whole volumes, so a pair always shares its field of
+view), corrupt x_A with the appearance transform, apply one spatial transform to x_A, t'(x_A) and
+x_B, run the model on (t'(x_A), x_B) and minimise L_NCC + L_smooth + L_MSE against the clean x_A
+with Adam (constant learning rate as in the paper, or a warm-up + cosine schedule for short runs).
+With held-out pairs, the Z-matching head registers them every ``eval_every`` iterations
+(:mod:`gvsl.pretext`), logged under ``heldout/`` beside the training terms.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -22,20 +26,35 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from gvsl.checkpoint import PRETRAIN_STATE_FORMAT as CHECKPOINT_FORMAT
 from gvsl.checkpoint import atomic_save, load_file, save_backbone
 from gvsl.cli import parse_channels
 from gvsl.errors import GVSLInputError
 from gvsl.losses import GVSLLoss
 from gvsl.nets import GVSL, PAPER_CHANNELS, VARIANTS
+from gvsl.pretext import HeldOutPairs, evaluate_pretext, heldout_pairs
 from gvsl.runtime import DistributedContext, git_commit, setup_distributed
 from gvsl.settings import from_mapping
 from gvsl.views import AppearanceTransform, RandSpatialTransform, make_views
 
-__all__ = ["NonFiniteLossError", "PretrainConfig", "PretrainResult", "VolumeBank", "pretrain", "pretrain_prepared"]
+__all__ = ["NonFiniteLossError", "PretrainConfig", "PretrainResult", "VolumeBank", "load_heldout", "lr_factor", "pretrain",
+           "pretrain_prepared"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BACKBONE_NAME = "backbone.pt"
-CHECKPOINT_FORMAT = "gvsl-kit/pretrain-state/1"
+PRETEXT_NAME = "pretext.json"
+HELDOUT_LOG = "heldout"
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(config: "PretrainConfig", iteration: int) -> float:
+    """Multiplier of ``config.lr`` at (0-based) ``iteration``."""
+    if config.lr_schedule == "constant":
+        return 1.0
+    if iteration < config.warmup:
+        return (iteration + 1) / (config.warmup + 1)
+    progress = (iteration - config.warmup) / max(1, config.iterations - config.warmup)
+    return 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -56,6 +75,12 @@ class PretrainConfig:
         seed: seeds model initialisation, sampling and augmentation.
         checkpoint_every: write ``checkpoint.pt`` every this many iterations (and at the end).
         log_every: log loss terms every this many iterations.
+        eval_every: register the held-out pairs (if given to :func:`pretrain`) every this many
+            iterations, before the first one and at the end.
+        crop_jitter: largest shift, in voxels per axis, of x_B's crop against x_A's (0: the same position).
+        lr_schedule: ``constant`` (the paper) or ``cosine`` (linear warm-up over ``warmup`` iterations,
+            then a cosine decay to 0 at ``iterations``), for short schedules.
+        warmup: warm-up iterations of the cosine schedule.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``…
         appearance: keyword arguments of :class:`gvsl.views.AppearanceTransform`.
         spatial: keyword arguments of :class:`gvsl.views.RandSpatialTransform`.
@@ -70,6 +95,10 @@ class PretrainConfig:
     seed: int = 0
     checkpoint_every: int = 1000
     log_every: int = 1
+    eval_every: int = 1000
+    crop_jitter: int = 0
+    lr_schedule: str = "constant"
+    warmup: int = 0
     device: str = "auto"
     affine_channels: int = 256
     local_head_channels: int = 16
@@ -81,9 +110,16 @@ class PretrainConfig:
         self.channels = tuple(int(c) for c in self.channels)
         if self.variant not in VARIANTS:
             raise GVSLInputError(f"variant: unknown {self.variant!r}; valid: {sorted(VARIANTS)}")
-        for name in ("iterations", "batch_size", "checkpoint_every", "log_every"):
+        for name in ("iterations", "batch_size", "checkpoint_every", "log_every", "eval_every"):
             if int(getattr(self, name)) < 1:
                 raise GVSLInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("crop_jitter", "warmup"):
+            if int(getattr(self, name)) < 0:
+                raise GVSLInputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise GVSLInputError(f"lr_schedule: unknown {self.lr_schedule!r}; valid: {list(LR_SCHEDULES)}")
+        if self.warmup >= self.iterations and self.lr_schedule == "cosine":
+            raise GVSLInputError(f"warmup ({self.warmup}) must be shorter than iterations ({self.iterations})")
         if len(self.crop) != 3 or min(self.crop) < 8:
             raise GVSLInputError(f"crop: expecting three sizes >= 8 voxels (D H W), got {self.crop}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -100,7 +136,13 @@ class PretrainConfig:
 
 
 class VolumeBank:
-    """Pre-training volumes cached in memory, sampled as random crops of pairs of different subjects.
+    """Pre-training volumes cached in memory, sampled as pairs of different subjects cropped at one position.
+
+    The authors feed whole volumes, so x_A and x_B always share one field of view. A crop keeps that
+    property only if both images are cut at the same place: ``sample_pairs`` draws one normalised
+    position per pair (a fraction of each axis' free range) and applies it to both volumes, so
+    volumes of different shapes are cut around the same relative centre. An optional jitter moves
+    x_B's crop by up to ``jitter`` voxels per axis.
 
     Args:
         volumes: arrays (D, H, W) or (C, D, H, W), intensities already normalised.
@@ -132,19 +174,32 @@ class VolumeBank:
             if any(c > s for c, s in zip(crop, t.shape[1:])):
                 raise GVSLInputError(f"{vid}: crop {tuple(crop)} is larger than the volume {tuple(t.shape[1:])}")
 
-    def _crop(self, index: int, crop: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    def crop_start(self, index: int, crop: Sequence[int], position: Sequence[float],
+                   offset: Sequence[int] = (0, 0, 0)) -> tuple[int, int, int]:
+        """Corner of the crop of volume ``index`` at normalised ``position`` (0 = first voxel, 1 = last
+        possible corner on each axis), moved by ``offset`` voxels and kept inside the volume."""
+        shape = self.volumes[index].shape[1:]
+        return tuple(min(max(round(p * (s - c)) + o, 0), s - c)  # type: ignore[return-value]
+                     for p, s, c, o in zip(position, shape, crop, offset))
+
+    def _crop(self, index: int, crop: Sequence[int], start: Sequence[int]) -> torch.Tensor:
         t = self.volumes[index]
-        start = [int(torch.randint(0, s - c + 1, (1,), generator=generator)) for s, c in zip(t.shape[1:], crop)]
         return t[:, start[0]:start[0] + crop[0], start[1]:start[1] + crop[1], start[2]:start[2] + crop[2]]
 
-    def sample_pairs(self, batch: int, crop: Sequence[int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, *crop) crops of x_A and x_B, each pair from two different volumes."""
+    def sample_pairs(self, batch: int, crop: Sequence[int], generator: torch.Generator,
+                     jitter: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, *crop) crops of x_A and x_B, each pair from two different volumes at one normalised position."""
         n = len(self.volumes)
         first = torch.randint(0, n, (batch,), generator=generator)
         # Shift by 1..n-1 so x_B is always another subject.
         second = (first + torch.randint(1, n, (batch,), generator=generator)) % n
-        x_a = torch.stack([self._crop(int(i), crop, generator) for i in first])
-        x_b = torch.stack([self._crop(int(i), crop, generator) for i in second])
+        positions = torch.rand(batch, 3, generator=generator, dtype=torch.float64).tolist()
+        offsets = (torch.randint(-jitter, jitter + 1, (batch, 3), generator=generator).tolist() if jitter
+                   else [(0, 0, 0)] * batch)
+        x_a = torch.stack([self._crop(int(i), crop, self.crop_start(int(i), crop, p))
+                           for i, p in zip(first, positions)])
+        x_b = torch.stack([self._crop(int(j), crop, self.crop_start(int(j), crop, p, o))
+                           for j, p, o in zip(second, positions, offsets)])
         return x_a, x_b
 
 
@@ -162,10 +217,13 @@ class PretrainResult:
 
 
 def _truncate_log(live_dir: Path, first_step: int) -> None:
-    """Drop logged rows at or after ``first_step`` so a resumed run does not log an iteration twice."""
-    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+    """Drop rows a resumed run will log again: training rows from iteration ``first_step`` on, held-out
+    rows after ``first_step`` iterations (a held-out row's step counts the iterations done before it)."""
+    metrics = live_dir / "plots" / "metrics"
+    for tsv in metrics.rglob("*.tsv"):
         table = pd.read_csv(tsv, sep="\t")
-        table[table["step"] < first_step].to_csv(tsv, sep="\t", index=False)
+        keep = table["step"] <= first_step if tsv.parent.name == HELDOUT_LOG else table["step"] < first_step
+        table[keep].to_csv(tsv, sep="\t", index=False)
 
 
 def _save_state(path: Path, model: GVSL, optimizer: torch.optim.Optimizer, iteration: int,
@@ -193,20 +251,23 @@ def _gather_generator_states(ctx: DistributedContext, generator: torch.Generator
 
 def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str | Path, config: PretrainConfig,
              resume: bool = False, ids: Sequence[str] | None = None, provenance: Mapping[str, Any] | None = None,
-             progress: bool = True) -> PretrainResult:
+             progress: bool = True, heldout: HeldOutPairs | None = None) -> PretrainResult:
     """Pre-train GVSL (or an ablation) on ``volumes`` and write ``out/backbone.pt``.
 
     Args:
         volumes: normalised volumes, or a :class:`VolumeBank`.
         out: output folder: ``checkpoint.pt`` (full training state, every ``checkpoint_every``
-            iterations), ``backbone.pt`` (the pretrained U-Net with its config and provenance) and
-            ``dvclive/`` (loss terms per iteration).
+            iterations), ``backbone.pt`` (the pretrained U-Net with its config and provenance),
+            ``dvclive/`` (loss terms per iteration, ``heldout/*`` per evaluation) and, with ``heldout``,
+            ``pretext.json`` (the first and last held-out evaluation, per pair).
         config: run settings.
         resume: continue from ``out/checkpoint.pt``; the run ends with the same weights as an
             uninterrupted one (same device and seed). Without a checkpoint the run starts afresh.
         ids: names of the volumes for error messages.
         provenance: recorded in ``backbone.pt`` (data source, profile…).
         progress: show a progress bar (main process only).
+        heldout: pairs of subjects the run never trains on, registered every ``config.eval_every``
+            iterations by the Z-matching head (:mod:`gvsl.pretext`); ignored by ``no_zmatch``.
 
     Raises:
         GVSLInputError: bad settings or data, or ``out`` already holding a run while ``resume`` is off.
@@ -247,11 +308,14 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if start:
         optimizer.load_state_dict(state["optimizer"])
+    # last_epoch = start - 1 puts a resumed schedule at iteration ``start`` (the optimizer state holds initial_lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(config, i), last_epoch=start - 1)
     train_model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if ctx.enabled else model
 
     appearance = AppearanceTransform(**config.appearance)
     spatial = RandSpatialTransform(**config.spatial)
     criterion = GVSLLoss()
+    evaluate = heldout is not None and model.z_matching and ctx.is_main
     live = None
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -259,12 +323,16 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
             _truncate_log(out / "dvclive", start)
         live = Live(str(out / "dvclive"), resume=bool(start), dvcyaml=False, save_dvc_exp=False, report=None)
         live.log_params({"pretrain": config.to_dict()})
+    first_scores = _read_pretext(out / PRETEXT_NAME) if start and evaluate else None
+    last_scores = None
+    if evaluate and start == 0:
+        first_scores = last_scores = _log_heldout(live, model, heldout, 0)
     bar = tqdm(total=config.iterations, initial=start, disable=not (progress and ctx.is_main),
-               desc=f"pretrain {config.variant}", dynamic_ncols=True)
+               desc=f"pretrain {config.variant} seed {config.seed}", dynamic_ncols=True)
     terms_now: dict[str, float] = {}
     began = time.perf_counter()
     for iteration in range(start, config.iterations):
-        x_a, x_b = bank.sample_pairs(config.batch_size, config.crop, generator)
+        x_a, x_b = bank.sample_pairs(config.batch_size, config.crop, generator, config.crop_jitter)
         views = make_views(x_a.to(device), x_b.to(device), appearance, spatial, generator)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             output = train_model(views.view_a.to(memory_format=torch.channels_last_3d),
@@ -277,6 +345,7 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         optimizer.step()
+        scheduler.step()
         done = iteration + 1
         if done % config.log_every == 0 or done == config.iterations:
             terms_now = terms.as_floats()
@@ -287,6 +356,10 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
                 live.next_step()
             bar.set_postfix({k: f"{v:.4f}" for k, v in terms_now.items()}, refresh=False)
         bar.update(1)
+        if evaluate and (done % config.eval_every == 0 or done == config.iterations):
+            last_scores = _log_heldout(live, model, heldout, done)
+            if first_scores is not None:
+                _write_pretext(out / PRETEXT_NAME, heldout, first_scores, last_scores, done)
         if done % config.checkpoint_every == 0 or done == config.iterations:
             states = _gather_generator_states(ctx, generator)
             if ctx.is_main:
@@ -305,8 +378,41 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
                           steps / seconds if seconds > 0 else float("nan"))
 
 
+def _log_heldout(live: Any, model: GVSL, heldout: HeldOutPairs, done: int) -> dict[str, Any]:
+    """Evaluate the held-out pairs after ``done`` iterations and log the means under ``heldout/``."""
+    scores = evaluate_pretext(model, heldout)
+    live.step = done
+    for name, value in scores.summary().items():
+        live.log_metric(f"{HELDOUT_LOG}/{name}", value)
+    return {"iteration": done, "mean": scores.summary(), "per_pair": scores.per_pair()}
+
+
+def _write_pretext(path: Path, heldout: HeldOutPairs, first: Mapping[str, Any], last: Mapping[str, Any],
+                   done: int) -> None:
+    record = {"pairs": [list(p) for p in heldout.ids], "first": first, "last": last, "iterations": done}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _read_pretext(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text())["first"] if path.is_file() else None
+
+
+def load_heldout(data: str | Path, split: str, crop: Sequence[int], pairs: int, seed: int = 0) -> HeldOutPairs:
+    """Held-out pairs from ``split`` of a prepared dataset (labels, when it has them, give the Dice)."""
+    from gvsl.data import load_prepared
+
+    dataset = load_prepared(data)
+    cases = dataset.load_split(split)
+    if len(cases) < 2:
+        raise GVSLInputError(f"{data}: the {split} split has {len(cases)} case(s); held-out evaluation needs two")
+    classes = len(dataset.info.classes) + 1 if dataset.info.task_type == "segmentation" else None
+    return heldout_pairs(cases, crop, pairs, seed, num_classes=classes)
+
+
 def pretrain_prepared(data: str | Path, out: str | Path, config: PretrainConfig, resume: bool = False,
-                      progress: bool = True) -> PretrainResult:
+                      progress: bool = True, heldout: HeldOutPairs | None = None) -> PretrainResult:
     """Pre-train on the ``train`` split of a prepared dataset (labels, if any, are ignored)."""
     from gvsl.data import load_prepared
 
@@ -317,7 +423,7 @@ def pretrain_prepared(data: str | Path, out: str | Path, config: PretrainConfig,
     provenance = {"dataset": str(data), "dataset_task": dataset.info.task, "dataset_source": dataset.info.source,
                   "cases": len(cases)}
     return pretrain([c.image for c in cases], out, config, resume=resume, ids=[c.id for c in cases],
-                    provenance=provenance, progress=progress)
+                    provenance=provenance, progress=progress, heldout=heldout)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -328,19 +434,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--crop", type=int, nargs=3, metavar=("D", "H", "W"), default=list(defaults.crop))
+    parser.add_argument("--crop-jitter", type=int, default=defaults.crop_jitter,
+                        help="largest shift (voxels) of x_B's crop against x_A's; default 0, the same position")
     parser.add_argument("--channels", default=",".join(map(str, defaults.channels)), help="nine backbone widths")
     parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--lr-schedule", default=defaults.lr_schedule, choices=LR_SCHEDULES)
+    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="warm-up iterations (cosine schedule)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--log-every", type=int, default=defaults.log_every)
+    parser.add_argument("--heldout", type=Path, help="prepared dataset whose --heldout-split subjects are "
+                        "registered every --eval-every iterations (never trained on)")
+    parser.add_argument("--heldout-split", default="val", help="split of --heldout (default val)")
+    parser.add_argument("--heldout-pairs", type=int, default=20, help="ordered pairs of different subjects")
+    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--device", default=defaults.device, help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
 
 
 def run(args: argparse.Namespace) -> int:
     config = PretrainConfig(variant=args.variant, iterations=args.iterations, batch_size=args.batch_size,
-                            crop=tuple(args.crop), channels=parse_channels(args.channels), lr=args.lr, seed=args.seed,
-                            checkpoint_every=args.checkpoint_every, log_every=args.log_every, device=args.device)
-    result = pretrain_prepared(args.data, args.out, config, resume=args.resume)
+                            crop=tuple(args.crop), crop_jitter=args.crop_jitter, channels=parse_channels(args.channels),
+                            lr=args.lr, lr_schedule=args.lr_schedule, warmup=args.warmup, seed=args.seed,
+                            checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                            eval_every=args.eval_every, device=args.device)
+    heldout = (load_heldout(args.heldout, args.heldout_split, config.crop, args.heldout_pairs)
+               if args.heldout is not None else None)
+    result = pretrain_prepared(args.data, args.out, config, resume=args.resume, heldout=heldout)
     print(f"wrote {result.backbone} ({result.iterations} iterations, {result.steps_per_second:.2f} steps/s)")
     return 0

@@ -27,9 +27,10 @@ import torch  # noqa: E402
 from gvsl.errors import GVSLInputError  # noqa: E402
 from gvsl.pipeline import METHODS, PROTOCOLS, TASKS  # noqa: E402
 
-__all__ = ["METHOD_NAMES", "PAPER_TABLE1", "figure6_validation", "figure7_tsne", "figure8_ncc",
-           "figure_registration", "load_summaries", "local_features", "metrics_summary", "provenance",
-           "registration_example", "table1", "table1_markdown", "with_sources", "write_html"]
+__all__ = ["METHOD_NAMES", "PAPER_TABLE1", "PRETEXT_LABELS", "figure6_validation", "figure7_tsne",
+           "figure8_pretext", "figure_registration", "load_pretext", "load_summaries", "local_features",
+           "metrics_summary", "pretext_metrics", "provenance", "registration_example", "table1", "table1_markdown",
+           "training_terms", "with_sources", "write_html"]
 
 METHOD_NAMES = {"scratch": "Scratch", "no_zmatch": "w/o Z-Matching", "no_fundament": "w/o Fundament",
                 "no_affine": "w/o Affine head", "gvsl": "GVSL (whole)"}
@@ -48,7 +49,7 @@ _PAPER = {
 PAPER_TABLE1 = {(m, p, t): v for m, rows in _PAPER.items() for p, values in rows.items()
                 for t, v in zip(TASKS, values)}
 
-_SUMMARY_KEYS = {"task", "protocol", "method", "metric", "seeds", "test", "mean", "sd", "n_seeds", "val_curves",
+_SUMMARY_KEYS = {"task", "protocol", "method", "metric", "seeds", "pretrain_seeds", "runs", "test", "mean", "sd", "n_seeds", "val_curves",
                  "dataset_source", "profile", "commit"}
 
 
@@ -79,7 +80,8 @@ def load_summaries(transfer_root: str | Path) -> pd.DataFrame:
 def table1(summaries: pd.DataFrame, profile: str) -> pd.DataFrame:
     """Long-format Table 1: ``method, protocol, task, metric, value, sd, n_seeds, paper_value, dataset, profile``.
 
-    ``value``, ``sd`` and ``paper_value`` are percent; ``sd`` is over seeds (sample sd). Settings
+    ``value``, ``sd`` and ``paper_value`` are percent; ``sd`` is the sample sd over every run
+    (pre-training seed × transfer seed; ``n_seeds`` counts the runs). Settings
     that were not run are absent.
     """
     rows = []
@@ -100,10 +102,11 @@ def table1(summaries: pd.DataFrame, profile: str) -> pd.DataFrame:
 
 
 def with_sources(table: pd.DataFrame, summaries: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with each row's seeds and commit added (for the report page; table1.csv keeps its columns)."""
+    """``table`` with each row's runs (``p<pre-training seed>-t<transfer seed>``) and commit added (for the
+    report page; table1.csv keeps its columns)."""
     keys = ["method", "protocol", "task"]
-    sources = summaries[[*keys, "seeds", "commit"]].assign(
-        seeds=lambda frame: frame["seeds"].map(lambda seeds: ", ".join(str(s) for s in seeds)))
+    sources = summaries[[*keys, "runs", "commit"]].assign(
+        runs=lambda frame: frame["runs"].map(lambda runs: ", ".join(f"p{p}-t{t}" for p, t in runs)))
     return table.merge(sources, on=keys, how="left", validate="one_to_one")
 
 
@@ -157,7 +160,8 @@ def provenance(summaries: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, 
         "profile": params.get("profile"),
         "data sources": {task: sorted(set(summaries.loc[summaries["task"] == task, "dataset_source"]))
                          for task in TASKS if (summaries["task"] == task).any()},
-        "seeds per protocol": {p: sorted({s for seeds in summaries.loc[summaries["protocol"] == p, "seeds"]
+        "pre-training seeds": sorted({s for seeds in summaries["pretrain_seeds"] for s in seeds}),
+        "transfer seeds per protocol": {p: sorted({s for seeds in summaries.loc[summaries["protocol"] == p, "seeds"]
                                           for s in seeds}) for p in PROTOCOLS},
         "commits": sorted(set(summaries["commit"])),
         "backbone widths": params.get("model", {}).get("channels"),
@@ -174,14 +178,14 @@ def _curves(summaries: pd.DataFrame, task: str, protocol: str, method: str) -> p
                       & (summaries["method"] == method)]
     if found.empty:
         return None
-    frames = [pd.DataFrame(curve, columns=["iteration", "value"]).assign(seed=seed)
-              for seed, curve in zip(found.iloc[0]["seeds"], found.iloc[0]["val_curves"])]
+    frames = [pd.DataFrame(curve, columns=["iteration", "value"]).assign(run=f"p{run[0]}-t{run[1]}")
+              for run, curve in zip(found.iloc[0]["runs"], found.iloc[0]["val_curves"])]
     return pd.concat(frames)
 
 
 def figure6_validation(summaries: pd.DataFrame, task: str = "SHC", protocol: str = "finetune",
                        methods: Sequence[str] = ("scratch", "no_zmatch", "gvsl")) -> plt.Figure:
-    """Validation metric vs iteration (mean over seeds, band = min–max), as the paper's Fig. 6."""
+    """Validation metric vs iteration (mean over runs, band = min–max), as the paper's Fig. 6."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     metric = "metric"
     for method in methods:
@@ -199,9 +203,10 @@ def figure6_validation(summaries: pd.DataFrame, task: str = "SHC", protocol: str
     return fig
 
 
-def local_features(pretrain_root: str | Path, methods: Sequence[str], dataset_path: str | Path,
+def local_features(pretrain_root: str | Path, pretrain_seed: int, methods: Sequence[str], dataset_path: str | Path,
                    max_per_class: int = 150, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Local features of each method's backbone at labelled voxels of the dataset's test cases."""
+    """Local features of each method's backbone (of ``pretrain_seed``) at labelled voxels of the dataset's
+    test cases; ``seed`` draws the voxels."""
     from gvsl.checkpoint import load_backbone
     from gvsl.data import load_prepared
     from gvsl.transfer import extract_local_features
@@ -209,7 +214,7 @@ def local_features(pretrain_root: str | Path, methods: Sequence[str], dataset_pa
     cases = load_prepared(dataset_path).load_split("test")
     features = {}
     for method in methods:
-        path = Path(pretrain_root) / method / "backbone.pt"
+        path = Path(pretrain_root) / method / f"seed{pretrain_seed}" / "backbone.pt"
         if path.is_file():
             features[method] = extract_local_features(load_backbone(path), cases, max_per_class=max_per_class,
                                                       seed=seed)
@@ -243,64 +248,168 @@ def figure7_tsne(features: Mapping[str, tuple[np.ndarray, np.ndarray]], class_na
     return fig
 
 
-def figure8_ncc(pretrain_root: str | Path, variants: Sequence[str] = ("no_fundament", "gvsl"),
-                smooth_window: int = 10) -> plt.Figure:
-    """NCC loss vs pre-training iteration (raw, faint, and a moving average), as the paper's Fig. 8."""
-    labels = {"no_fundament": "Z-matching only (w/o fundament)", "gvsl": "whole GVSL",
-              "no_affine": "w/o affine head"}
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+#: variants with a Z-matching head, as Fig. 8 names them
+PRETEXT_LABELS = {"no_fundament": "Z-matching only (w/o fundament)", "no_affine": "w/o affine head",
+                  "gvsl": "whole GVSL"}
+PRETEXT_KEYS = ("identity_dice", "affine_dice", "warped_dice")
+
+
+def _seed_folders(pretrain_root: str | Path, method: str) -> list[Path]:
+    folders = [p for p in (Path(pretrain_root) / method).glob("seed*") if p.name[4:].isdigit()]
+    return sorted(folders, key=lambda p: int(p.name[4:]))
+
+
+def load_pretext(pretrain_root: str | Path, methods: Sequence[str] = tuple(PRETEXT_LABELS)) -> dict[str, list[dict]]:
+    """``pretext.json`` of every seed of each method that has one (``{method: [record per seed]}``)."""
+    found: dict[str, list[dict]] = {}
+    for method in methods:
+        for folder in _seed_folders(pretrain_root, method):
+            path = folder / "pretext.json"
+            if path.is_file():
+                try:
+                    record = json.loads(path.read_text())
+                except (OSError, json.JSONDecodeError) as error:
+                    raise GVSLInputError(f"{path}: unreadable held-out evaluation ({error})") from None
+                found.setdefault(method, []).append({**record, "seed": int(folder.name[4:])})
+    return found
+
+
+def pretext_metrics(pretext: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Per method, from the last held-out evaluation of every seed (means over seeds and pairs):
+    ``identity_dice``, ``affine_dice`` (with an affine head), ``warped_dice``, ``heldout_ncc_first``,
+    ``heldout_ncc_last``, and ``warped_gain`` (warped − identity Dice) with its 95 % interval over seeds
+    and pairs (``warped_gain_low``, ``warped_gain_high``), all in percent except the NCC losses."""
+    from gvsl.stats import crossed_bootstrap_interval
+
+    out: dict[str, dict[str, float]] = {}
+    for method, records in pretext.items():
+        last = [r["last"]["per_pair"] for r in records]
+        row = {"seeds": len(records), "iterations": int(records[0]["iterations"]),
+               "heldout_ncc_first": round(float(np.mean([r["first"]["mean"]["ncc"] for r in records])), 4),
+               "heldout_ncc_last": round(float(np.mean([r["last"]["mean"]["ncc"] for r in records])), 4)}
+        for key in PRETEXT_KEYS:
+            if all(key in p for p in last):
+                row[key] = round(100 * float(np.mean([p[key] for p in last])), 2)
+        if all("warped_dice" in p for p in last):
+            gain = 100 * (np.array([p["warped_dice"] for p in last]) - np.array([p["identity_dice"] for p in last]))
+            mean, low, high = crossed_bootstrap_interval(gain)
+            row.update(warped_gain=round(mean, 2), warped_gain_low=round(low, 2), warped_gain_high=round(high, 2))
+        out[method] = row
+    return out
+
+
+def _dvclive_curve(folder: Path, metric: str) -> pd.Series | None:
+    path = folder / "dvclive" / "plots" / "metrics" / f"{metric}.tsv"
+    if not path.is_file():
+        return None
+    log = pd.read_csv(path, sep="\t")
+    return log.set_index("step")[metric.rsplit("/", 1)[1]]
+
+
+def training_terms(pretrain_root: str | Path, method: str) -> pd.DataFrame:
+    """Every training loss term per iteration, one column per (term, seed), from the DVCLive logs."""
+    columns = {}
+    for folder in _seed_folders(pretrain_root, method):
+        for tsv in sorted((folder / "dvclive" / "plots" / "metrics" / "train").glob("*.tsv")):
+            columns[f"{tsv.stem} {folder.name}"] = _dvclive_curve(folder, f"train/{tsv.stem}")
+    return pd.DataFrame(columns)
+
+
+def _mean_curve(pretrain_root: str | Path, method: str, metric: str) -> pd.Series | None:
+    """Mean over seeds of a DVCLive metric (``train/ncc``, ``heldout/warped_dice``…)."""
+    curves = [c for f in _seed_folders(pretrain_root, method) if (c := _dvclive_curve(f, metric)) is not None]
+    return pd.concat(curves, axis=1).mean(axis=1) if curves else None
+
+
+def figure8_pretext(pretrain_root: str | Path, variants: Sequence[str] = tuple(PRETEXT_LABELS),
+                    smooth_window: int = 10) -> plt.Figure:
+    """Fig. 8, extended: training NCC (the paper's panel), held-out NCC and held-out warped-label Dice.
+
+    Curves are means over pre-training seeds. The held-out panels draw the unregistered pairs
+    (identity) as a black dashed line; the Dice panel draws the affine part alone dotted.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    identity: dict[str, pd.Series] = {}
     for index, variant in enumerate(variants):
-        path = Path(pretrain_root) / variant / "dvclive" / "plots" / "metrics" / "train" / "ncc.tsv"
-        if not path.is_file():
-            continue
-        log = pd.read_csv(path, sep="\t")
-        colour = f"C{index}"
-        ax.plot(log["step"], log["ncc"], color=colour, alpha=0.25, linewidth=0.8)
-        ax.plot(log["step"], log["ncc"].rolling(smooth_window, min_periods=1).mean(), color=colour,
-                label=labels.get(variant, variant))
-    ax.set(xlabel="pre-training iteration", ylabel="NCC loss", title="Fig. 8 — NCC loss during pre-training")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+        colour, label = f"C{index}", PRETEXT_LABELS.get(variant, variant)
+        train = _mean_curve(pretrain_root, variant, "train/ncc")
+        if train is not None:
+            axes[0].plot(train.index, train, color=colour, alpha=0.2, linewidth=0.8)
+            axes[0].plot(train.index, train.rolling(smooth_window, min_periods=1).mean(), color=colour, label=label)
+        for ax, metric in ((axes[1], "ncc"), (axes[2], "warped_dice")):
+            curve = _mean_curve(pretrain_root, variant, f"heldout/{metric}")
+            if curve is not None:
+                scale = 100 if metric.endswith("dice") else 1
+                ax.plot(curve.index, scale * curve, color=colour, marker=".", label=label)
+        affine = _mean_curve(pretrain_root, variant, "heldout/affine_dice")
+        if affine is not None:
+            axes[2].plot(affine.index, 100 * affine, color=colour, linestyle=":", label=f"{label}, affine only")
+        for metric in ("identity_ncc", "identity_dice"):
+            curve = _mean_curve(pretrain_root, variant, f"heldout/{metric}")
+            if curve is not None:
+                identity.setdefault(metric, curve)
+    for ax, metric in ((axes[1], "identity_ncc"), (axes[2], "identity_dice")):
+        if metric in identity:
+            scale = 100 if metric.endswith("dice") else 1
+            ax.axhline(scale * float(identity[metric].mean()), color="black", linestyle="--", linewidth=1,
+                       label="identity (no registration)")
+    titles = ("Fig. 8 — training NCC loss", "held-out pairs: NCC loss", "held-out pairs: warped-label Dice")
+    ylabels = ("NCC loss (moving average)", "NCC loss", "mean Dice of warped labels (%)")
+    for ax, title, ylabel in zip(axes, titles, ylabels):
+        ax.set(xlabel="pre-training iteration", ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def registration_example(checkpoint_path: str | Path, dataset_path: str | Path,
+def registration_example(checkpoint_path: str | Path, dataset_path: str | Path, split: str = "val",
                          ids: Sequence[str] | None = None) -> dict[str, Any]:
-    """Register two different cases with a pre-trained GVSL (fixed = view A, moving = image B).
+    """Register two different cases with a pre-trained GVSL (fixed = image A, moving = image B).
 
-    No augmentation, eval mode. Returns the volumes (fixed, moving, warped), the fused displacement
-    field (3, D, H, W) in voxels, and the NCC loss before and after.
+    No augmentation, eval mode. Returns the volumes (fixed, moving, warped), their label maps when
+    the dataset has labels (the moving labels warped by nearest neighbour), the fused displacement
+    field (3, D, H, W) in voxels, the NCC loss before and after, and the warped-label Dice before
+    and after (percent, foreground classes).
     """
-    from gvsl.checkpoint import load_file
+    from gvsl.checkpoint import load_pretrained_gvsl
     from gvsl.data import load_prepared
-    from gvsl.losses import local_ncc_loss
-    from gvsl.nets import GVSL, GVSLConfig
+    from gvsl.pretext import evaluate_pretext, heldout_pairs
 
-    state = load_file(checkpoint_path)
-    if "model_config" not in state or "model" not in state:
-        raise GVSLInputError(f"{checkpoint_path}: not a pre-training checkpoint (needs model_config and model)")
-    model = GVSL.from_config(GVSLConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
+    model = load_pretrained_gvsl(checkpoint_path)
     if not model.z_matching:
         raise GVSLInputError(f"{checkpoint_path}: this variant has no Z-matching head; nothing registers")
     dataset = load_prepared(dataset_path)
-    chosen = list(ids) if ids is not None else list(dataset.ids("test"))[:2]
+    chosen = list(ids) if ids is not None else list(dataset.ids(split))[:2]
     if len(chosen) != 2 or chosen[0] == chosen[1]:
         raise GVSLInputError(f"registration_example needs two different cases, got {chosen}")
-    fixed, moving = (torch.as_tensor(np.asarray(dataset.load_case(i).image, np.float32))[None, None] for i in chosen)
-    if fixed.shape != moving.shape:
-        raise GVSLInputError(f"cases {chosen} differ in shape: {tuple(fixed.shape)} vs {tuple(moving.shape)}")
+    cases = [dataset.load_case(i) for i in chosen]
+    if cases[0].image.shape != cases[1].image.shape:
+        raise GVSLInputError(f"cases {chosen} differ in shape: {cases[0].image.shape} vs {cases[1].image.shape}")
+    pair = heldout_pairs(cases, cases[0].image.shape, num_classes=len(dataset.info.classes) + 1).subset(slice(0, 1))
     model.eval()
     with torch.no_grad():
-        out = model(fixed, moving)
-        before, after = float(local_ncc_loss(moving, fixed)), float(local_ncc_loss(out.warped, fixed))
-    return {"ids": chosen, "fixed": fixed[0, 0].numpy(), "moving": moving[0, 0].numpy(),
-            "warped": out.warped[0, 0].numpy(), "ddf": out.ddf[0].numpy(), "ncc_before": before, "ncc_after": after}
+        out = model(pair.fixed, pair.moving)
+    scores = evaluate_pretext(model, pair).summary()
+    example = {"ids": chosen, "fixed": pair.fixed[0, 0].numpy(), "moving": pair.moving[0, 0].numpy(),
+               "warped": out.warped[0, 0].numpy(), "ddf": out.ddf[0].numpy(), "ncc_before": scores["identity_ncc"],
+               "ncc_after": scores["ncc"]}
+    if pair.labelled:
+        from gvsl.geometry import warp
+
+        moving_label = pair.moving_labels[:1]
+        example.update(fixed_label=pair.fixed_labels[0, 0].numpy(), moving_label=moving_label[0, 0].numpy(),
+                       warped_label=warp(moving_label.float(), out.ddf, "nearest")[0, 0].long().numpy(),
+                       dice_before=100 * scores["identity_dice"], dice_after=100 * scores["warped_dice"],
+                       num_classes=pair.num_classes)
+    return example
 
 
 def figure_registration(example: Mapping[str, Any], axis: int = 2) -> plt.Figure:
-    """Fixed, moving, warped, the differences before/after, and the DVF of the middle slice."""
+    """Fixed, moving and warped (labels overlaid), the differences before/after, and the DVF of the middle slice."""
+    from gvsl.viz import label_colormap
+
     index = example["fixed"].shape[axis] // 2
 
     def cut(volume: np.ndarray) -> np.ndarray:
@@ -309,16 +418,25 @@ def figure_registration(example: Mapping[str, Any], axis: int = 2) -> plt.Figure
     in_plane = [a for a in range(3) if a != axis]
     ddf = example["ddf"]
     magnitude = cut(np.linalg.norm(ddf, axis=0))
+    labelled = "fixed_label" in example
+    dice = (lambda when: f", Dice {example[f'dice_{when}']:.1f}") if labelled else (lambda when: "")
     fig, axes = plt.subplots(1, 6, figsize=(18, 3.4))
-    panels = [(cut(example["fixed"]), f"fixed {example['ids'][0]}", "gray"),
-              (cut(example["moving"]), f"moving {example['ids'][1]}", "gray"),
-              (cut(example["warped"]), "warped moving", "gray"),
+    panels = [(cut(example["fixed"]), f"fixed {example['ids'][0]}", "gray", "fixed_label"),
+              (cut(example["moving"]), f"moving {example['ids'][1]}{dice('before')}", "gray", "moving_label"),
+              (cut(example["warped"]), f"warped moving{dice('after')}", "gray", "warped_label"),
               (np.abs(cut(example["fixed"]) - cut(example["moving"])), f"|fixed − moving|, NCC {example['ncc_before']:.3f}",
-               "magma"),
+               "magma", None),
               (np.abs(cut(example["fixed"]) - cut(example["warped"])), f"|fixed − warped|, NCC {example['ncc_after']:.3f}",
-               "magma")]
-    for ax, (image, title, cmap) in zip(axes, panels):
+               "magma", None)]
+    for ax, (image, title, cmap, label_key) in zip(axes, panels):
         ax.imshow(image, cmap=cmap, origin="lower", vmin=0, vmax=1 if cmap == "gray" else None)
+        if label_key is not None and labelled:
+            classes = int(example["num_classes"]) - 1
+            ax.imshow(cut(example[label_key]), cmap=label_colormap(classes), origin="lower", vmin=0, vmax=classes,
+                      alpha=0.4, interpolation="nearest")
+            if label_key != "fixed_label":
+                # the fixed subject's outlines on the moving and warped panels show what should line up
+                ax.contour(cut(example["fixed_label"]) > 0, levels=[0.5], colors="white", linewidths=0.6)
         ax.set_title(title, fontsize=8)
         ax.set_axis_off()
     shown = axes[5].imshow(magnitude, cmap="viridis", origin="lower")
@@ -330,7 +448,8 @@ def figure_registration(example: Mapping[str, Any], axis: int = 2) -> plt.Figure
     axes[5].set_title("DVF (voxels): |u| and in-plane arrows", fontsize=8)
     axes[5].set_axis_off()
     fig.colorbar(shown, ax=axes[5], fraction=0.046)
-    fig.suptitle("Registration by the pre-trained Z-matching head (NCC loss: lower is better)", fontsize=10)
+    fig.suptitle("Registration of two held-out subjects by the pre-trained Z-matching head "
+                 "(NCC loss: lower is better; white: the fixed subject's heart outline)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -341,22 +460,34 @@ _READING_GUIDE = """Rows are backbone initialisations: <b>scratch</b> (random), 
 Models-Genesis style), <b>w/o Fundament</b> (Z-matching only), <b>w/o Affine head</b> (restoration + deformable
 matching) and <b>GVSL (whole)</b>. Protocol (a) trains only a head on the frozen backbone, so it measures what
 pre-training put into the features; (b) fine-tunes everything. Compare each row with scratch (the gain table)
-and with the paper's value in brackets. Values are means over seeds ± sample sd; a difference smaller than the
-sds is noise."""
+and with the paper's value in brackets. Values are means ± sample sd over every run (pre-training seed ×
+transfer seed); a difference smaller than the sds is noise."""
+
+
+_PRETEXT_GUIDE = """Each variant with a Z-matching head registers pairs of subjects it never trained on (the SHC
+analog's validation split on the default profile) every <code>pretrain.eval_every</code> iterations. Dice (percent)
+compares the moving subject's labels, warped onto the fixed subject, with the fixed subject's labels: identity is
+no warp, affine the affine part alone, warped the whole field. <code>warped_gain</code> is warped − identity with
+its 95 % bootstrap interval over pre-training seeds and pairs. NCC values are the loss (lower is better) before
+and after pre-training."""
 
 
 def write_html(path: str | Path, table: pd.DataFrame, markdown: str, figures: Mapping[str, str],
-               provenance: Mapping[str, Any]) -> Path:
-    """One page: Table 1 (paper layout and ``table`` in long format), the figures, what produced every number.
+               provenance: Mapping[str, Any], pretext: Mapping[str, Mapping[str, float]] | None = None) -> Path:
+    """One page: Table 1 (paper layout and ``table`` in long format), the pretext task on held-out
+    pairs (:func:`pretext_metrics`), the figures, what produced every number.
 
-    ``table`` is normally :func:`with_sources` of :func:`table1`, so each row names its seeds and commit.
+    ``table`` is normally :func:`with_sources` of :func:`table1`, so each row names its runs and commit.
     """
     import markdown_it  # shipped with the pipeline extra (via rich / jupyter); renders the Markdown tables
 
     body = [f"<h1>GVSL reproduction report — profile {html.escape(str(provenance.get('profile')))}</h1>",
             "<h2>Table 1</h2>", markdown_it.MarkdownIt().enable("table").render(markdown),
-            f"<p>{_READING_GUIDE}</p>",
-            "<h2>Figures</h2>"]
+            f"<p>{_READING_GUIDE}</p>"]
+    if pretext:
+        body += ["<h2>The pretext task on held-out pairs</h2>", f"<p>{_PRETEXT_GUIDE}</p>",
+                 pd.DataFrame(pretext).T.rename_axis("method").reset_index().to_html(index=False)]
+    body.append("<h2>Figures</h2>")
     for name, src in figures.items():
         body.append(f"<figure><img src=\"{html.escape(src)}\" alt=\"{html.escape(name)}\" style=\"max-width:100%\">"
                     f"<figcaption>{html.escape(name)}</figcaption></figure>")

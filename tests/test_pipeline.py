@@ -49,11 +49,14 @@ def test_every_profile_builds_typed_configs(profile):
     assert set(params["prepare"]["tasks"]) == {"pretrain", *params["pipeline"]["tasks"]}
     for method in params["pipeline"]["methods"]:
         if method != "scratch":
-            PretrainConfig.from_dict({**params["pretrain"], "variant": method,
-                                      "channels": params["model"]["channels"]})
+            configs = pipeline.pretrain_configs(method, params)
+            assert [c.seed for c in configs] == params["pretrain"]["seeds"]
+            assert all(isinstance(c, PretrainConfig) and c.variant == method for c in configs)
+    assert params["pretrain"]["heldout"]["split"] != "test"
     for protocol in pipeline.PROTOCOLS:
         settings = dict(params["transfer"][protocol])
-        assert len(settings.pop("seeds")) >= 2  # several seeds, so every value has an sd
+        # several runs (pre-training seed × transfer seed), so every value has an sd
+        assert len(settings.pop("seeds")) * len(params["pretrain"]["seeds"]) >= 2
         TransferConfig.from_dict({**settings, "task": "segmentation", "protocol": protocol, "num_classes": 8})
 
 
@@ -95,11 +98,13 @@ TINY = {
     "pipeline": {"tasks": ["SHC", "CCC"], "methods": ["scratch", "no_zmatch", "no_fundament", "no_affine", "gvsl"]},
     "prepare": {"seed": 0, "tasks": {
         "pretrain": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 3},
-        "SHC": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 5},
+        "SHC": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 10},
         "CCC": {"source": "phantom-ct", "shape": [16, 16, 16], "spacing": [20.0, 20.0, 20.0], "subjects": 10}}},
     "model": {"channels": [8, 8, 8, 8, 8, 8, 8, 8, 8]},
-    "pretrain": {"iterations": 2, "batch_size": 1, "crop": [16, 16, 16], "lr": 1e-4, "seed": 0,
-                 "checkpoint_every": 2, "log_every": 1, "device": "cpu"},
+    "pretrain": {"seeds": [0, 1], "processes": 2, "iterations": 3, "batch_size": 1, "crop": [16, 16, 16],
+                 "crop_jitter": 0, "lr": 1e-4, "lr_schedule": "cosine", "warmup": 1, "checkpoint_every": 2,
+                 "log_every": 1, "eval_every": 2, "heldout": {"task": "SHC", "split": "val", "pairs": 2},
+                 "device": "cpu"},
     "transfer": {"crop": {"SHC": None, "CCC": None},
                  "linear": {"seeds": [0, 1], "iterations": 2, "val_every": 1, "lr": 1e-2, "device": "cpu"},
                  "finetune": {"seeds": [0], "iterations": 2, "val_every": 1, "lr": 1e-3, "device": "cpu"}},
@@ -137,12 +142,23 @@ def test_pipeline_reproduces_the_report(tiny_project):
     assert list(table.columns) == ["method", "protocol", "task", "metric", "value", "sd", "n_seeds", "paper_value",
                                    "dataset", "profile"]
     assert len(table) == 2 * 2 * 5 and set(table["profile"]) == {"tiny-test"}
-    assert set(table["n_seeds"][table["protocol"] == "linear"]) == {2}
+    assert set(table["n_seeds"][table["protocol"] == "linear"]) == {4}  # 2 pre-training × 2 transfer seeds
     for name in ("fig6_validation", "fig7_tsne", "fig8_ncc", "registration", "cohort-SHC"):
         assert (tiny_project / "results" / "figures" / f"{name}.png").stat().st_size > 1000
     assert "paper" in (tiny_project / "results" / "table1.md").read_text()
     metrics = json.loads((tiny_project / "results" / "metrics.json").read_text())
-    assert set(metrics) == {"linear", "finetune"}
+    assert set(metrics) == {"linear", "finetune", "pretext"}
+    assert set(metrics["pretext"]) == {"no_fundament", "no_affine", "gvsl"}
+    assert {"identity_dice", "affine_dice", "warped_dice", "heldout_ncc_first", "heldout_ncc_last", "warped_gain",
+            "warped_gain_low", "warped_gain_high"} <= set(metrics["pretext"]["gvsl"])
+    assert "affine_dice" not in metrics["pretext"]["no_affine"]
+    for seed in (0, 1):
+        pretext = json.loads((tiny_project / "build" / "pretrain" / "gvsl" / f"seed{seed}" / "pretext.json").read_text())
+        assert (pretext["first"]["iteration"], pretext["last"]["iteration"]) == (0, 3)
+        assert len(pretext["pairs"]) == 2
+        log = pd.read_csv(tiny_project / "build" / "pretrain" / "gvsl" / f"seed{seed}" / "dvclive" / "plots" / "metrics"
+                          / "heldout" / "warped_dice.tsv", sep="\t")
+        assert list(log["step"]) == [0, 2, 3]
     for notebook in ("prepare/SHC", "pretrain/gvsl", "transfer/SHC-linear-gvsl", "report"):
         assert (tiny_project / "build" / "notebooks" / f"{notebook}.ipynb").is_file()
 
@@ -158,3 +174,19 @@ def test_unchanged_pipeline_does_nothing_and_a_change_reruns_its_dependents(tiny
         (tiny_project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
     assert changed == {f"transfer@{t}-finetune-{m}" for t in TINY["pipeline"]["tasks"]
                        for m in TINY["pipeline"]["methods"]}
+
+
+def test_a_change_to_the_network_code_reruns_every_stage_that_runs_it(tiny_project):
+    """Scratch's backbone.pt can come out byte-identical after a change to the U-Net, so the transfer
+    stages must depend on the code itself, not only on the backbone files."""
+    unet = tiny_project / "gvsl" / "nets" / "unet.py"
+    original = unet.read_text()
+    unet.write_text(original + "\n# touched\n")
+    try:
+        changed = set(json.loads(dvc(tiny_project, "status", "--json")))
+    finally:
+        unet.write_text(original)
+    transfer = {f"transfer@{t}-{p}-{m}" for t in TINY["pipeline"]["tasks"] for p in pipeline.PROTOCOLS
+                for m in TINY["pipeline"]["methods"]}
+    assert transfer <= changed
+    assert {f"pretrain@{m}" for m in TINY["pipeline"]["methods"]} <= changed and "report" in changed

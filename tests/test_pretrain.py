@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 import textwrap
@@ -9,8 +10,17 @@ import pytest
 import torch
 
 from gvsl.checkpoint import load_backbone, load_file
+from gvsl.data import Case
+from gvsl.data.phantom import generate_subject
 from gvsl.errors import GVSLInputError
-from gvsl.pretrain import NonFiniteLossError, PretrainConfig, VolumeBank, pretrain
+from gvsl.pretext import heldout_pairs
+from gvsl.pretrain import (
+    NonFiniteLossError,
+    PretrainConfig,
+    VolumeBank,
+    lr_factor,
+    pretrain,
+)
 
 TINY = dict(channels=(8, 16, 16, 16, 16, 16, 16, 8, 8), affine_channels=16, local_head_channels=8)
 # Small spatial ranges keep the tiny crops mostly inside the field of view.
@@ -36,20 +46,64 @@ def config(**kw):
     return PretrainConfig(**base)
 
 
-def test_resumed_run_ends_with_the_same_weights(tmp_path):
+def labelled_cases(n=3, shape=(16, 16, 16), seed=1):
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*(np.arange(s) for s in shape), indexing="ij"))
+    cases = []
+    for index in range(n):
+        label = (np.sqrt(((grid - rng.uniform(6, 10, size=(3, 1, 1, 1))) ** 2).sum(0)) < 4).astype(np.uint8)
+        image = (0.2 + 0.6 * label + 0.05 * rng.standard_normal(shape)).astype(np.float32)
+        cases.append(Case(f"held{index}", image, label, None, np.eye(4)))
+    return cases
+
+
+def test_resumed_run_ends_with_the_same_weights_and_logs_with_heldout_evaluation(tmp_path):
     data = volumes()
-    full = pretrain(data, tmp_path / "full", config(), progress=False)
-    pretrain(data, tmp_path / "cut", config(iterations=2), progress=False)
-    resumed = pretrain(data, tmp_path / "cut", config(), resume=True, progress=False)
+    heldout = heldout_pairs(labelled_cases(), (16, 16, 16), pairs=4)
+    settings = dict(eval_every=1, lr_schedule="cosine", warmup=1, lr=1e-3)
+    full = pretrain(data, tmp_path / "full", config(**settings), progress=False, heldout=heldout)
+    pretrain(data, tmp_path / "cut", config(iterations=2, **settings), progress=False, heldout=heldout)
+    resumed = pretrain(data, tmp_path / "cut", config(**settings), resume=True, progress=False, heldout=heldout)
     a, b = load_file(full.checkpoint), load_file(resumed.checkpoint)
     assert a["iteration"] == b["iteration"] == 4
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     # The log holds each iteration once, and the loss terms of every variant component.
-    log = pd.read_csv(tmp_path / "cut" / "dvclive" / "plots" / "metrics" / "train" / "total.tsv", sep="\t")
+    metrics = tmp_path / "cut" / "dvclive" / "plots" / "metrics"
+    log = pd.read_csv(metrics / "train" / "total.tsv", sep="\t")
     assert log["step"].tolist() == [0, 1, 2, 3]
     for term in ("ncc", "smooth", "mse"):
-        assert (tmp_path / "cut" / "dvclive" / "plots" / "metrics" / "train" / f"{term}.tsv").exists()
+        assert (metrics / "train" / f"{term}.tsv").exists()
+    # Held-out rows: after 0, 1, 2, 3 and 4 iterations, once each, equal to the uninterrupted run's.
+    for name in ("ncc", "identity_ncc", "identity_dice", "affine_dice", "warped_dice"):
+        cut = pd.read_csv(metrics / "heldout" / f"{name}.tsv", sep="\t")
+        whole = pd.read_csv(tmp_path / "full" / "dvclive" / "plots" / "metrics" / "heldout" / f"{name}.tsv", sep="\t")
+        assert cut["step"].tolist() == [0, 1, 2, 3, 4]
+        assert cut[name].tolist() == whole[name].tolist()
+    record = json.loads((tmp_path / "cut" / "pretext.json").read_text())
+    assert record == json.loads((tmp_path / "full" / "pretext.json").read_text())
+    assert (record["first"]["iteration"], record["last"]["iteration"], len(record["pairs"])) == (0, 4, 4)
+
+
+def test_heldout_evaluation_changes_nothing_in_the_run(tmp_path):
+    heldout = heldout_pairs(labelled_cases(), (16, 16, 16), pairs=2)
+    plain = pretrain(volumes(), tmp_path / "plain", config(), progress=False)
+    evaluated = pretrain(volumes(), tmp_path / "eval", config(eval_every=1), progress=False, heldout=heldout)
+    a, b = load_file(plain.checkpoint)["model"], load_file(evaluated.checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # a variant without a Z-matching head has nothing to register: no held-out log, no pretext.json
+    pretrain(volumes(), tmp_path / "mse", config(variant="no_zmatch"), progress=False, heldout=heldout)
+    assert not (tmp_path / "mse" / "pretext.json").exists()
+    assert not (tmp_path / "mse" / "dvclive" / "plots" / "metrics" / "heldout").exists()
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    schedule = config(iterations=10, lr_schedule="cosine", warmup=2)
+    factors = [lr_factor(schedule, i) for i in range(10)]
+    assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert all(x > y for x, y in zip(factors[2:], factors[3:]))
+    assert lr_factor(schedule, 10) == pytest.approx(0.0, abs=1e-12)
+    assert {lr_factor(config(), i) for i in range(4)} == {1.0}
 
 
 def test_outputs_backbone_with_config_and_provenance(tmp_path):
@@ -96,6 +150,14 @@ def test_misuse_errors():
         PretrainConfig(variant="simclr")
     with pytest.raises(GVSLInputError, match="unknown settings \\['epochs'\\]"):
         PretrainConfig.from_dict({"epochs": 3})
+    with pytest.raises(GVSLInputError, match="lr_schedule: unknown 'step'"):
+        PretrainConfig(lr_schedule="step")
+    with pytest.raises(GVSLInputError, match="warmup \\(10\\) must be shorter than iterations \\(10\\)"):
+        PretrainConfig(iterations=10, lr_schedule="cosine", warmup=10)
+    with pytest.raises(GVSLInputError, match="crop_jitter must be >= 0"):
+        PretrainConfig(crop_jitter=-1)
+    with pytest.raises(GVSLInputError, match="eval_every must be >= 1"):
+        PretrainConfig(eval_every=0)
 
 
 def test_pairs_are_different_subjects():
@@ -104,6 +166,70 @@ def test_pairs_are_different_subjects():
     for _ in range(20):
         a, b = bank.sample_pairs(4, (8, 8, 8), g)
         assert (a[:, 0, 0, 0, 0] != b[:, 0, 0, 0, 0]).all()
+
+
+def coordinate_volumes(shapes):
+    """Channel k of volume i holds each voxel's coordinate along axis k, normalised by that axis' free range
+    for a crop of 8 (so equal values mean the same normalised crop position); channel 3 holds i."""
+    out = []
+    for index, shape in enumerate(shapes):
+        grid = np.stack(np.meshgrid(*(np.arange(s, dtype=np.float32) for s in shape), indexing="ij"))
+        out.append(np.concatenate([grid, np.full((1, *shape), index, np.float32)]))
+    return out
+
+
+def test_pairs_are_cropped_at_one_position():
+    bank = VolumeBank(coordinate_volumes([(20, 20, 20)] * 3))
+    g = torch.Generator().manual_seed(0)
+    starts = []
+    for _ in range(30):
+        a, b = bank.sample_pairs(2, (8, 8, 8), g)
+        assert (a[:, 3] != b[:, 3]).all()  # different subjects…
+        assert torch.equal(a[:, :3], b[:, :3])  # …at the same position
+        starts.extend(a[:, :3, 0, 0, 0].tolist())
+    assert len({tuple(s) for s in starts}) > 30  # and the position itself varies
+
+
+def test_pairs_of_different_shapes_share_the_normalised_position_and_jitter_is_bounded():
+    shapes = [(20, 20, 20), (32, 24, 16)]
+    bank = VolumeBank(coordinate_volumes(shapes))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        a, b = bank.sample_pairs(1, (8, 8, 8), g)
+        corner = {int(a[0, 3, 0, 0, 0]): a[0, :3, 0, 0, 0], int(b[0, 3, 0, 0, 0]): b[0, :3, 0, 0, 0]}
+        fractions = [corner[i] / torch.tensor([s - 8 for s in shapes[i]], dtype=torch.float32) for i in (0, 1)]
+        # the same fraction of each axis' free range, up to rounding each corner to a whole voxel
+        rounding = sum(0.5 / torch.tensor([s - 8 for s in shape], dtype=torch.float32) for shape in shapes)
+        assert torch.all((fractions[0] - fractions[1]).abs() <= rounding + 1e-6)
+    bank = VolumeBank(coordinate_volumes([(20, 20, 20)] * 2))
+    offsets = []
+    for _ in range(40):
+        a, b = bank.sample_pairs(2, (8, 8, 8), g, jitter=2)
+        offsets.append((b[:, :3, 0, 0, 0] - a[:, :3, 0, 0, 0]).abs())
+    offsets = torch.cat(offsets)
+    assert offsets.max() <= 2 and offsets.max() > 0
+
+
+def test_phantom_pairs_put_the_heart_where_the_other_subject_has_it():
+    """On phantom-ct the hearts of x_A and x_B differ by the cohort's anatomical variation, not by a crop offset."""
+    subjects = [generate_subject(seed, shape=(32, 32, 32), spacing=(10.0, 10.0, 10.0)) for seed in range(4)]
+    # the heart mask rides along as a second channel
+    bank = VolumeBank([np.stack([s.image_hu / 2048, (s.heart > 0).astype(np.float32)]) for s in subjects])
+    g = torch.Generator().manual_seed(0)
+
+    def centroid(mask):
+        return torch.stack(torch.where(mask > 0.5)).float().mean(1)
+
+    anatomical = max(float((centroid(torch.as_tensor(a.heart)) - centroid(torch.as_tensor(b.heart))).abs().max())
+                     for a in subjects for b in subjects)
+    distances = []
+    for _ in range(40):
+        a, b = bank.sample_pairs(1, (16, 16, 16), g)
+        if a[0, 1].sum() > 20 and b[0, 1].sum() > 20:  # both crops hold enough heart to place it
+            distances.append(float((centroid(a[0, 1]) - centroid(b[0, 1])).abs().max()))
+    assert len(distances) >= 10
+    assert max(distances) <= anatomical + 1.0  # within the cohort's variation (plus cropping at the edge)
+    assert anatomical < 4  # a few voxels, where independent crops of 16 in 32 differ by about 5 per axis
 
 
 def test_two_process_gloo_ddp_run_writes_one_backbone(tmp_path):
@@ -115,7 +241,11 @@ def test_two_process_gloo_ddp_run_writes_one_backbone(tmp_path):
         import torch.distributed as dist
         from gvsl.pretrain import pretrain
         from tests.test_pretrain import config, volumes
-        pretrain(volumes(), {str(tmp_path / "run")!r}, config(iterations=2, batch_size=1), progress=False)
+        from gvsl.pretext import heldout_pairs
+        from tests.test_pretrain import labelled_cases
+        heldout = heldout_pairs(labelled_cases(), (16, 16, 16), pairs=2)
+        pretrain(volumes(), {str(tmp_path / "run")!r}, config(iterations=2, batch_size=1, eval_every=1),
+                 progress=False, heldout=heldout)
         # One file per rank: the two processes' stdout would interleave.
         open({str(tmp_path)!r} + f"/rank{{dist.get_rank()}}-of-{{dist.get_world_size()}}", "w").close()
     """))
@@ -124,5 +254,5 @@ def test_two_process_gloo_ddp_run_writes_one_backbone(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "rank0-of-2").exists() and (tmp_path / "rank1-of-2").exists()
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == ["backbone.pt", "checkpoint.pt", "dvclive"]
+    assert files == ["backbone.pt", "checkpoint.pt", "dvclive", "pretext.json"]
     assert len(load_file(tmp_path / "run" / "checkpoint.pt")["generators"]) == 2

@@ -10,6 +10,7 @@ import torch
 from scipy import ndimage
 
 from gvsl import report
+from gvsl.checkpoint import PRETRAIN_STATE_FORMAT
 from gvsl.data.dataset import DatasetInfo, DatasetWriter
 from gvsl.errors import GVSLInputError
 from gvsl.nets import GVSL, GVSLConfig
@@ -22,7 +23,8 @@ def write_summary(root, task, protocol, method, tests, metric="dice", curves=Non
     folder.mkdir(parents=True)
     finite = [t for t in tests if not math.isnan(t)]
     summary = {"task": task, "protocol": protocol, "method": method, "metric": metric,
-               "seeds": list(range(len(tests))), "test": tests, "mean": float(np.mean(finite)),
+               "seeds": list(range(len(tests))), "pretrain_seeds": [0], "runs": [[0, s] for s in range(len(tests))],
+               "test": tests, "mean": float(np.mean(finite)),
                "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan, "n_seeds": len(finite),
                "val_curves": curves or [[[10, 0.1 * (s + 1)], [20, 0.2 * (s + 1)]] for s in range(len(tests))],
                "dataset_source": "phantom-ct", "profile": "unit", "commit": commit}
@@ -108,7 +110,8 @@ def test_provenance_names_sources_seeds_and_commits(summaries):
               "transfer": {"linear": {"iterations": 3}}}
     facts = report.provenance(summaries, params)
     assert facts["commits"] == ["abc1234", "def5678"]
-    assert facts["seeds per protocol"] == {"linear": [0, 1, 2], "finetune": [0, 1]}
+    assert facts["transfer seeds per protocol"] == {"linear": [0, 1, 2], "finetune": [0, 1]}
+    assert facts["pre-training seeds"] == [0]
     assert facts["data sources"] == {"SHC": ["phantom-ct"], "CCC": ["phantom-ct"]}
     assert facts["backbone widths"] == list(TINY_CHANNELS)
 
@@ -124,17 +127,54 @@ def test_figure6_draws_one_mean_curve_per_method(tmp_path):
     np.testing.assert_allclose(lines[0].get_ydata(), [15.0, 30.0])
 
 
-def test_figure8_reads_the_dvclive_ncc_logs(tmp_path):
+def write_log(folder, metric, steps, values):
+    path = folder / "dvclive" / "plots" / "metrics" / f"{metric}.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"timestamp": 0, "step": steps, metric.split("/")[1]: values}).to_csv(path, sep="\t", index=False)
+
+
+def test_figure8_draws_training_and_heldout_curves_as_means_over_seeds(tmp_path):
     for variant, start in (("no_fundament", 0.9), ("gvsl", 0.8)):
-        folder = tmp_path / variant / "dvclive" / "plots" / "metrics" / "train"
-        folder.mkdir(parents=True)
-        pd.DataFrame({"timestamp": 0, "step": range(5), "ncc": np.linspace(start, start - 0.2, 5)}) \
-            .to_csv(folder / "ncc.tsv", sep="\t", index=False)
-    fig = report.figure8_ncc(tmp_path, smooth_window=1)
-    lines = fig.axes[0].get_lines()
-    assert len(lines) == 4  # raw and smoothed per variant
-    np.testing.assert_allclose(lines[1].get_ydata(), np.linspace(0.9, 0.7, 5))
-    assert fig.axes[0].get_legend().get_texts()[1].get_text() == "whole GVSL"
+        for seed, shift in ((0, 0.0), (1, 0.1)):
+            folder = tmp_path / variant / f"seed{seed}"
+            write_log(folder, "train/ncc", range(5), np.linspace(start, start - 0.2, 5) + shift)
+            write_log(folder, "heldout/ncc", [0, 2, 4], [0.5, 0.4 - shift, 0.3])
+            write_log(folder, "heldout/identity_ncc", [0, 2, 4], [0.5] * 3)
+            write_log(folder, "heldout/warped_dice", [0, 2, 4], [0.55, 0.6, 0.65 + shift])
+            write_log(folder, "heldout/identity_dice", [0, 2, 4], [0.55] * 3)
+    write_log(tmp_path / "gvsl" / "seed0", "heldout/affine_dice", [0, 2, 4], [0.55, 0.57, 0.58])
+    fig = report.figure8_pretext(tmp_path, variants=("no_fundament", "gvsl"), smooth_window=1)
+    train, heldout_ncc, heldout_dice = fig.axes
+    assert len(train.get_lines()) == 4  # raw and smoothed per variant
+    np.testing.assert_allclose(train.get_lines()[1].get_ydata(), np.linspace(0.95, 0.75, 5))
+    np.testing.assert_allclose(heldout_ncc.get_lines()[0].get_ydata(), [0.5, 0.35, 0.3])
+    dice_lines = {line.get_label(): line for line in heldout_dice.get_lines()}
+    np.testing.assert_allclose(dice_lines["whole GVSL"].get_ydata(), [55.0, 60.0, 70.0])
+    np.testing.assert_allclose(dice_lines["whole GVSL, affine only"].get_ydata(), [55.0, 57.0, 58.0])
+    np.testing.assert_allclose(dice_lines["identity (no registration)"].get_ydata(), [55.0, 55.0])
+
+
+def write_pretext(folder, identity, warped, ncc_first=0.5, ncc_last=0.3):
+    folder.mkdir(parents=True, exist_ok=True)
+    per_pair = {"ncc": [ncc_last] * len(warped), "identity_dice": identity, "warped_dice": warped}
+    record = {"pairs": [["a", "b"]] * len(warped), "iterations": 10,
+              "first": {"iteration": 0, "mean": {"ncc": ncc_first}, "per_pair": {}},
+              "last": {"iteration": 10, "mean": {"ncc": ncc_last}, "per_pair": per_pair}}
+    (folder / "pretext.json").write_text(json.dumps(record))
+
+
+def test_pretext_metrics_give_the_gain_over_identity_with_an_interval(tmp_path):
+    write_pretext(tmp_path / "gvsl" / "seed0", [0.5, 0.6, 0.55], [0.6, 0.7, 0.66])
+    write_pretext(tmp_path / "gvsl" / "seed1", [0.5, 0.6, 0.55], [0.58, 0.69, 0.63])
+    write_pretext(tmp_path / "no_fundament" / "seed0", [0.5, 0.6], [0.5, 0.6])
+    metrics = report.pretext_metrics(report.load_pretext(tmp_path))
+    gvsl = metrics["gvsl"]
+    assert gvsl["seeds"] == 2 and "affine_dice" not in gvsl
+    assert gvsl["identity_dice"] == pytest.approx(55.0) and gvsl["warped_dice"] == pytest.approx(64.33, abs=0.01)
+    assert gvsl["warped_gain"] == pytest.approx(9.33, abs=0.01)
+    assert 0 < gvsl["warped_gain_low"] < gvsl["warped_gain"] < gvsl["warped_gain_high"]
+    assert (gvsl["heldout_ncc_first"], gvsl["heldout_ncc_last"]) == (0.5, 0.3)
+    assert metrics["no_fundament"]["warped_gain"] == metrics["no_fundament"]["warped_gain_low"] == 0.0
 
 
 def test_figure7_has_one_tsne_panel_per_method():
@@ -158,7 +198,7 @@ def tiny_dataset(root, shape=(16, 16, 16)):
         centre = rng.uniform(6, 10, size=(3, 1, 1, 1))
         label = (np.sqrt(((grid - centre) ** 2).sum(0)) < 4).astype(np.uint8)
         image = (0.2 + 0.5 * label + 0.05 * rng.standard_normal(shape)).astype(np.float32)
-        writer.add(f"case{index}", "test" if index else "train", image, np.eye(4), label=label)
+        writer.add(f"case{index}", "val" if index else "train", image, np.eye(4), label=label)
     writer.finish(DatasetInfo(task="SHC", classes=("blob",), spacing=(1.0, 1.0, 1.0), source="unit-test",
                               window={"kind": "none"}))
     return root
@@ -166,7 +206,8 @@ def tiny_dataset(root, shape=(16, 16, 16)):
 
 def save_model(path, **switches):
     config = GVSLConfig(channels=TINY_CHANNELS, affine_channels=8, local_head_channels=8, **switches)
-    torch.save({"model_config": config.to_dict(), "model": GVSL.from_config(config).state_dict()}, path)
+    torch.save({"format": PRETRAIN_STATE_FORMAT, "model_config": config.to_dict(),
+                "model": GVSL.from_config(config).state_dict()}, path)
     return path
 
 
@@ -184,7 +225,7 @@ def reference_ncc_loss(pred, target, window=9):
     return 1 - np.mean(cross**2 / (p_var * t_var + 1e-5))
 
 
-def test_registration_example_warps_one_test_case_onto_another(tmp_path):
+def test_registration_example_warps_one_heldout_case_onto_another(tmp_path):
     data = tiny_dataset(tmp_path / "SHC")
     example = report.registration_example(save_model(tmp_path / "checkpoint.pt"), data)
     assert example["ids"] == ["case1", "case2"]
@@ -195,6 +236,13 @@ def test_registration_example_warps_one_test_case_onto_another(tmp_path):
     fig = report.figure_registration(example)
     assert len(fig.axes) == 7  # six panels and the DVF colour bar
     assert "NCC" in fig.axes[3].get_title()
+    # labels: the moving labels warped by the returned field (a fresh head is the identity here)
+    np.testing.assert_array_equal(example["warped_label"], example["moving_label"])
+    assert example["dice_before"] == pytest.approx(example["dice_after"])
+    reference = 2 * np.sum((example["moving_label"] == 1) & (example["fixed_label"] == 1)) / (
+        np.sum(example["moving_label"] == 1) + np.sum(example["fixed_label"] == 1))
+    assert example["dice_before"] == pytest.approx(100 * reference)
+    assert "Dice" in fig.axes[2].get_title()
 
 
 def test_registration_needs_a_zmatching_checkpoint(tmp_path):
@@ -203,7 +251,7 @@ def test_registration_needs_a_zmatching_checkpoint(tmp_path):
     with pytest.raises(GVSLInputError, match="no Z-matching head"):
         report.registration_example(restoration_only, data)
     torch.save({"state_dict": {}}, tmp_path / "backbone.pt")
-    with pytest.raises(GVSLInputError, match="not a pre-training checkpoint"):
+    with pytest.raises(GVSLInputError, match="expecting a pre-training checkpoint"):
         report.registration_example(tmp_path / "backbone.pt", data)
     with pytest.raises(GVSLInputError, match="two different cases"):
         report.registration_example(save_model(tmp_path / "gvsl.pt"), data, ids=["case1", "case1"])
@@ -215,7 +263,7 @@ def test_registration_needs_a_zmatching_checkpoint(tmp_path):
 def test_every_number_names_its_seeds_and_commit(summaries):
     sourced = report.with_sources(report.table1(summaries, profile="unit"), summaries)
     gvsl_ccc = sourced[(sourced.method == "gvsl") & (sourced.task == "CCC")].iloc[0]
-    assert (gvsl_ccc.seeds, gvsl_ccc.commit, gvsl_ccc.dataset) == ("0, 1", "def5678", "phantom-ct")
+    assert (gvsl_ccc.runs, gvsl_ccc.commit, gvsl_ccc.dataset) == ("p0-t0, p0-t1", "def5678", "phantom-ct")
 
 
 def test_html_page_holds_tables_figures_and_provenance(tmp_path, summaries):
@@ -225,6 +273,10 @@ def test_html_page_holds_tables_figures_and_provenance(tmp_path, summaries):
                              report.table1_markdown(table), {"fig6_validation": "figures/fig6_validation.png"},
                              facts).read_text()
     assert page.count("<table") == 4  # paper layout, gains, provenance, every number with its sources
+    with_pretext = report.write_html(tmp_path / "pretext.html", report.with_sources(table, summaries),
+                                     report.table1_markdown(table), {}, facts,
+                                     pretext={"gvsl": {"identity_dice": 55.0, "warped_dice": 61.25}}).read_text()
+    assert with_pretext.count("<table") == 5 and "<td>61.25</td>" in with_pretext
     assert "<td>70.0 ± 10.0 (paper 68.4)</td>" in page
     assert '<img src="figures/fig6_validation.png"' in page
-    assert "<td>def5678</td>" in page and "<td>0, 1, 2</td>" in page
+    assert "<td>def5678</td>" in page and "<td>p0-t0, p0-t1, p0-t2</td>" in page

@@ -19,9 +19,6 @@ __all__ = ["AffineHead", "DeformableHead", "RestorationHead"]
 MAX_ROTATION = math.pi / 9
 MAX_SCALE_CHANGE = 0.25
 MAX_SHEAR = math.pi / 18
-#: largest translation, as a fraction of each axis' half extent (the shared augmentation moves both
-#: images together, so the pair differs only by anatomy and pose)
-MAX_TRANSLATION = 0.25
 
 
 class AffineHead(nn.Module):
@@ -36,15 +33,10 @@ class AffineHead(nn.Module):
     normalisation), converted to voxels with the fixed image's size. The authors divide a raw
     output by the volume size instead, which makes its scale depend on the crop size.
 
-    Two departures from the authors' head, both needed once the head actually learns (theirs gets no
-    gradient, see :func:`gvsl.geometry.affine_from_parameters`):
-
-    * the four regressors start at zero, so the head starts at the identity (as a spatial
-      transformer's localisation layer usually does) instead of a random affine;
-    * the translation is bounded, ``tanh(t) · 0.25`` half extents. Unbounded, on phantom-ct it ran the
-      moving image out of the crop within ten iterations; the warped image was then empty, the NCC
-      exactly 1 and its gradient 0 for good. ``tanh`` keeps a gradient everywhere, where a clamp
-      would freeze a translation that reached its bound.
+    The four regressors start at zero, so the head starts at the identity (as a spatial
+    transformer's localisation layer usually does) instead of the authors' random affine, which
+    never mattered there because their head gets no gradient (see
+    :func:`gvsl.geometry.affine_from_parameters`). The translation is unbounded, as the authors'.
     """
 
     def __init__(self, global_channels: int, hidden_channels: int = 256):
@@ -66,7 +58,7 @@ class AffineHead(nn.Module):
         shear = torch.clamp(self.shear(code), -1, 1) * MAX_SHEAR
         # x, y, z are the W, H, D axes.
         half_extent_xyz = torch.tensor(spatial_shape[::-1], device=code.device, dtype=code.dtype) / 2
-        translation = torch.tanh(self.translation(code)) * MAX_TRANSLATION * half_extent_xyz
+        translation = self.translation(code) * half_extent_xyz
         return affine_from_parameters(rotation, scale, translation, shear)
 
 

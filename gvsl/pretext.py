@@ -1,0 +1,187 @@
+"""The pretext task measured on held-out pairs: does the Z-matching head register subjects it never saw?
+
+Pre-training minimises the NCC loss on the pairs it trains on, which says little about whether the
+network learned to register. :func:`evaluate_pretext` runs a GVSL model's Z-matching head on a fixed
+set of pairs of held-out subjects (:class:`HeldOutPairs`, e.g. the SHC analog's validation split) and
+reports, per pair:
+
+* the NCC loss of the warped moving image against the fixed image (and of the unwarped one);
+* when the subjects have labels, the atlas-registration Dice: the moving subject's labels warped
+  onto the fixed grid against the fixed subject's labels, for no warp (identity), the affine part
+  alone and the whole fused field.
+
+No augmentation and no random draw is involved, so evaluating never changes a training run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.metrics import compute_dice
+from monai.networks.utils import one_hot
+from monai.transforms import ResizeWithPadOrCrop
+
+from gvsl.data import Case
+from gvsl.errors import GVSLInputError
+from gvsl.geometry import affine_to_ddf, warp
+from gvsl.losses import local_ncc_loss
+from gvsl.nets import GVSL
+
+__all__ = ["HeldOutPairs", "PretextScores", "evaluate_pretext", "heldout_pairs"]
+
+
+@dataclass
+class HeldOutPairs:
+    """Fixed pairs of held-out subjects, each pair (fixed, moving) of two different cases.
+
+    Attributes:
+        fixed, moving: (N, 1, D, H, W) float32 images.
+        fixed_labels, moving_labels: (N, 1, D, H, W) int64 label maps, or None (then NCC only).
+        num_classes: label classes including background (0 when unlabelled).
+        ids: (fixed id, moving id) per pair.
+    """
+
+    fixed: torch.Tensor
+    moving: torch.Tensor
+    fixed_labels: torch.Tensor | None
+    moving_labels: torch.Tensor | None
+    num_classes: int
+    ids: list[tuple[str, str]]
+
+    @property
+    def labelled(self) -> bool:
+        return self.fixed_labels is not None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: slice) -> HeldOutPairs:
+        """The pairs ``index`` selects (a slice), sharing storage."""
+        take = (lambda t: None if t is None else t[index])
+        return HeldOutPairs(self.fixed[index], self.moving[index], take(self.fixed_labels), take(self.moving_labels),
+                            self.num_classes, self.ids[index])
+
+
+def heldout_pairs(cases: Sequence[Case], crop: Sequence[int], pairs: int | None = None, seed: int = 0,
+                  num_classes: int | None = None) -> HeldOutPairs:
+    """Draw ``pairs`` ordered pairs of different cases, seeded; all of them (in ``itertools.permutations``
+    order) when ``pairs`` is None or at least their number.
+
+    Each case is centre-cropped or zero-padded to ``crop`` (MONAI ``ResizeWithPadOrCrop``), the size
+    the network trains on. Labels are used only if every case has them.
+
+    Args:
+        cases: the held-out subjects.
+        crop: (D, H, W) every image is brought to.
+        pairs: how many ordered pairs.
+        seed: seed of the choice of pairs.
+        num_classes: label classes including background; default the largest label + 1.
+
+    Raises:
+        GVSLInputError: fewer than two cases, or ``pairs`` < 1.
+    """
+    if len(cases) < 2:
+        raise GVSLInputError(f"held-out evaluation needs at least two cases, got {len(cases)}")
+    if pairs is not None and pairs < 1:
+        raise GVSLInputError(f"held-out pairs must be >= 1, got {pairs}")
+    every = list(itertools.permutations(range(len(cases)), 2))
+    if pairs is not None and pairs < len(every):
+        order = np.random.default_rng(seed).permutation(len(every))[:pairs]
+        every = [every[i] for i in sorted(order)]
+    resize = ResizeWithPadOrCrop(tuple(int(c) for c in crop))
+    images = [torch.as_tensor(resize(np.asarray(c.image, np.float32)[None])) for c in cases]
+    labelled = all(c.label is not None for c in cases)
+    labels = ([torch.as_tensor(resize(np.asarray(c.label, np.int64)[None])).long() for c in cases]
+              if labelled else None)
+    if not labels:
+        num_classes = 0
+    elif num_classes is None:
+        num_classes = int(max(int(t.max()) for t in labels)) + 1
+    fixed, moving = zip(*every)
+    return HeldOutPairs(
+        fixed=torch.stack([images[i] for i in fixed]).float(),
+        moving=torch.stack([images[j] for j in moving]).float(),
+        fixed_labels=torch.stack([labels[i] for i in fixed]) if labels else None,
+        moving_labels=torch.stack([labels[j] for j in moving]) if labels else None,
+        num_classes=num_classes,
+        ids=[(cases[i].id, cases[j].id) for i, j in every],
+    )
+
+
+@dataclass
+class PretextScores:
+    """Per-pair held-out scores (tensors of length N); Dice entries are None without labels, and
+    ``affine_dice`` is None for a model without an affine head."""
+
+    ncc: torch.Tensor
+    identity_ncc: torch.Tensor
+    identity_dice: torch.Tensor | None = None
+    affine_dice: torch.Tensor | None = None
+    warped_dice: torch.Tensor | None = None
+
+    def summary(self) -> dict[str, float]:
+        """Means over pairs, for logging (absent scores are left out)."""
+        return {name: float(value.mean()) for name, value in vars(self).items() if value is not None}
+
+    def per_pair(self) -> dict[str, list[float]]:
+        return {name: [float(v) for v in value] for name, value in vars(self).items() if value is not None}
+
+
+def _mean_dice(warped_labels: torch.Tensor, fixed_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per pair: Dice averaged over the foreground classes present in the fixed subject."""
+    dice = compute_dice(one_hot(warped_labels, num_classes), one_hot(fixed_labels, num_classes),
+                        include_background=False, ignore_empty=True)
+    return torch.nanmean(dice, dim=1)
+
+
+@torch.no_grad()
+def evaluate_pretext(model: GVSL, pairs: HeldOutPairs, batch_size: int = 4) -> PretextScores:
+    """Register every held-out pair with ``model`` (fixed = clean image A, moving = image B).
+
+    Args:
+        model: a GVSL with a Z-matching head (not a DDP wrapper).
+        pairs: from :func:`heldout_pairs`.
+        batch_size: pairs per forward pass.
+
+    Raises:
+        GVSLInputError: the model has no Z-matching head.
+    """
+    if not model.z_matching:
+        raise GVSLInputError("held-out registration needs a Z-matching head; this variant has none")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+
+    def add(name: str, value: torch.Tensor) -> None:
+        parts.setdefault(name, []).append(value.cpu())
+
+    try:
+        for start in range(0, len(pairs), batch_size):
+            chunk = slice(start, start + batch_size)
+            fixed, moving = pairs.fixed[chunk].to(device), pairs.moving[chunk].to(device)
+            out = model(fixed, moving)
+            warped = out.warped.float()
+            add("ncc", torch.stack([local_ncc_loss(w[None], f[None]) for w, f in zip(warped, fixed)]))
+            add("identity_ncc", torch.stack([local_ncc_loss(m[None], f[None]) for m, f in zip(moving, fixed)]))
+            if pairs.labelled:
+                fixed_labels = pairs.fixed_labels[chunk].to(device)
+                moving_labels = pairs.moving_labels[chunk].to(device).float()
+                add("identity_dice", _mean_dice(moving_labels, fixed_labels, pairs.num_classes))
+                ddf = out.ddf.float()
+                add("warped_dice", _mean_dice(warp(moving_labels, ddf, "nearest"), fixed_labels, pairs.num_classes))
+                if out.affine is not None:
+                    affine_ddf = affine_to_ddf(out.affine.float(), fixed.shape[2:])
+                    add("affine_dice", _mean_dice(warp(moving_labels, affine_ddf, "nearest"), fixed_labels,
+                                                  pairs.num_classes))
+    finally:
+        model.train(was_training)
+    scores = PretextScores(**{name: torch.cat(values) for name, values in parts.items()})
+    if any(math.isnan(v) for v in scores.summary().values()):
+        raise GVSLInputError("held-out evaluation produced NaN (a pair without foreground labels?)")
+    return scores
