@@ -97,6 +97,8 @@ def pretrain_configs(method: str, params: Mapping[str, Any]) -> list[Any]:
     from gvsl.pretrain import PretrainConfig
 
     settings = {k: v for k, v in dict(_group(params, "pretrain")).items() if k not in _PRETRAIN_STAGE_KEYS}
+    if "seed" in settings:
+        raise GVSLInputError("params.yaml: pretrain.seed is replaced by pretrain.seeds (a list)")
     channels = tuple(_group(params, "model", "channels"))
     return [PretrainConfig.from_dict({**settings, "variant": method, "channels": channels, "seed": seed})
             for seed in pretrain_seeds(params)]
@@ -128,8 +130,7 @@ def pretrain_stage(method: str, params: Mapping[str, Any], build: Path = BUILD, 
     processes = _group(params, "pretrain", "processes")
     if not isinstance(processes, int) or processes < 1:
         raise GVSLInputError(f"params.yaml: pretrain.processes must be an integer >= 1, got {processes!r}")
-    heldout_settings = _group(params, "pretrain", "heldout")
-    heldout = None if heldout_settings is None else _load_heldout(heldout_settings, configs[0].crop, build)
+    heldout = _load_heldout(_group(params, "pretrain", "heldout"), configs[0].crop, build)
     jobs = [(config, build, heldout, progress) for config in configs]
     processes = min(processes, len(jobs))
     if processes == 1:
@@ -155,11 +156,12 @@ def _pretrain_seed(config: Any, build: Path, heldout: Any, progress: bool) -> Pa
 
 
 def _load_heldout(settings: Any, crop: tuple[int, ...], build: Path):
-    """``params.pretrain.heldout`` = ``{task, split, pairs}`` → held-out pairs of that prepared task."""
+    """``params.pretrain.heldout`` = ``{task, split, pairs}`` → held-out pairs of that prepared task (required:
+    ``dvc.yaml`` makes the pre-training stages depend on that task's prepared data)."""
     from gvsl.pretrain import load_heldout
 
     if not isinstance(settings, Mapping) or set(settings) != {"task", "split", "pairs"}:
-        raise GVSLInputError(f"params.yaml: pretrain.heldout must be null or a mapping with keys task, split, pairs; "
+        raise GVSLInputError(f"params.yaml: pretrain.heldout must be a mapping with keys task, split, pairs; "
                              f"got {settings!r}")
     if settings["split"] == "test":
         raise GVSLInputError("params.yaml: pretrain.heldout.split must not be 'test' (the test split is for Table 1)")
@@ -215,7 +217,7 @@ def transfer_stage(task: str, protocol: str, method: str, params: Mapping[str, A
         "task": task, "protocol": protocol, "method": method, "metric": runs[0].metric_name,
         "seeds": seeds, "pretrain_seeds": pretrain_seeds(params), "runs": [list(p) for p in pairs],
         "test": tests, "mean": statistics.fmean(finite) if finite else math.nan,
-        "sd": statistics.stdev(finite) if len(finite) > 1 else math.nan, "n_seeds": len(finite),
+        "sd": statistics.stdev(finite) if len(finite) > 1 else math.nan, "n_runs": len(finite),
         "per_class": per_class, "val_curves": [[[int(i), float(v)] for i, v in r.val_curve] for r in runs],
         "best_iterations": [r.best_iteration for r in runs], "dataset": str(data),
         "dataset_source": info.source, "profile": str(params.get("profile", "unnamed")), "commit": git_commit(),

@@ -83,7 +83,7 @@ def heldout_pairs(cases: Sequence[Case], crop: Sequence[int], pairs: int | None 
         num_classes: label classes including background; default the largest label + 1.
 
     Raises:
-        GVSLInputError: fewer than two cases, or ``pairs`` < 1.
+        GVSLInputError: fewer than two cases, ``pairs`` < 1, or a labelled case without foreground in the crop.
     """
     if len(cases) < 2:
         raise GVSLInputError(f"held-out evaluation needs at least two cases, got {len(cases)}")
@@ -98,6 +98,11 @@ def heldout_pairs(cases: Sequence[Case], crop: Sequence[int], pairs: int | None 
     labelled = all(c.label is not None for c in cases)
     labels = ([torch.as_tensor(resize(np.asarray(c.label, np.int64)[None])).long() for c in cases]
               if labelled else None)
+    if labels:
+        for c, label in zip(cases, labels):
+            if not bool((label > 0).any()):
+                # checked here, on every process, rather than found as a NaN Dice mid-training on one
+                raise GVSLInputError(f"held-out case {c.id}: no foreground label inside the {tuple(crop)} crop")
     if not labels:
         num_classes = 0
     elif num_classes is None:

@@ -140,9 +140,9 @@ class VolumeBank:
 
     The authors feed whole volumes, so x_A and x_B always share one field of view. A crop keeps that
     property only if both images are cut at the same place: ``sample_pairs`` draws one normalised
-    position per pair (a fraction of each axis' free range) and applies it to both volumes, so
-    volumes of different shapes are cut around the same relative centre. An optional jitter moves
-    x_B's crop by up to ``jitter`` voxels per axis.
+    position per pair, a fraction of each axis' free range (volume size − crop size), and cuts both
+    volumes there; for volumes of one shape (the generated cohorts) the crops coincide. An optional
+    jitter moves x_B's crop by up to ``jitter`` voxels per axis.
 
     Args:
         volumes: arrays (D, H, W) or (C, D, H, W), intensities already normalised.
@@ -176,10 +176,11 @@ class VolumeBank:
 
     def crop_start(self, index: int, crop: Sequence[int], position: Sequence[float],
                    offset: Sequence[int] = (0, 0, 0)) -> tuple[int, int, int]:
-        """Corner of the crop of volume ``index`` at normalised ``position`` (0 = first voxel, 1 = last
-        possible corner on each axis), moved by ``offset`` voxels and kept inside the volume."""
+        """Corner of the crop of volume ``index`` at normalised ``position`` in [0, 1) per axis (each of the
+        ``size − crop + 1`` corners equally likely for a uniform position), moved by ``offset`` voxels and
+        kept inside the volume."""
         shape = self.volumes[index].shape[1:]
-        return tuple(min(max(round(p * (s - c)) + o, 0), s - c)  # type: ignore[return-value]
+        return tuple(min(max(math.floor(p * (s - c + 1)) + o, 0), s - c)  # type: ignore[return-value]
                      for p, s, c, o in zip(position, shape, crop, offset))
 
     def _crop(self, index: int, crop: Sequence[int], start: Sequence[int]) -> torch.Tensor:
@@ -295,6 +296,7 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
         if state["model_config"] != model.config.to_dict():
             raise GVSLInputError(f"{checkpoint_path}: was written for model {state['model_config']}, "
                                  f"this run builds {model.config.to_dict()}")
+        _check_schedule(checkpoint_path, state.get("config", {}), config)
         model.load_state_dict(state["model"])
         start = int(state["iteration"])
         if len(state["generators"]) != ctx.world_size:
@@ -308,6 +310,8 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if start:
         optimizer.load_state_dict(state["optimizer"])
+    for group in optimizer.param_groups:  # checkpoints written before schedules existed lack it
+        group.setdefault("initial_lr", config.lr)
     # last_epoch = start - 1 puts a resumed schedule at iteration ``start`` (the optimizer state holds initial_lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(config, i), last_epoch=start - 1)
     train_model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if ctx.enabled else model
@@ -323,10 +327,10 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
             _truncate_log(out / "dvclive", start)
         live = Live(str(out / "dvclive"), resume=bool(start), dvcyaml=False, save_dvc_exp=False, report=None)
         live.log_params({"pretrain": config.to_dict()})
-    first_scores = _read_pretext(out / PRETEXT_NAME) if start and evaluate else None
-    last_scores = None
+    first_scores = _read_pretext(out / PRETEXT_NAME, heldout) if start and evaluate else None
     if evaluate and start == 0:
-        first_scores = last_scores = _log_heldout(live, model, heldout, 0)
+        first_scores = _log_heldout(live, model, heldout, 0)
+        _write_pretext(out / PRETEXT_NAME, heldout, first_scores, first_scores, 0)
     bar = tqdm(total=config.iterations, initial=start, disable=not (progress and ctx.is_main),
                desc=f"pretrain {config.variant} seed {config.seed}", dynamic_ncols=True)
     terms_now: dict[str, float] = {}
@@ -357,9 +361,7 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
             bar.set_postfix({k: f"{v:.4f}" for k, v in terms_now.items()}, refresh=False)
         bar.update(1)
         if evaluate and (done % config.eval_every == 0 or done == config.iterations):
-            last_scores = _log_heldout(live, model, heldout, done)
-            if first_scores is not None:
-                _write_pretext(out / PRETEXT_NAME, heldout, first_scores, last_scores, done)
+            _write_pretext(out / PRETEXT_NAME, heldout, first_scores, _log_heldout(live, model, heldout, done), done)
         if done % config.checkpoint_every == 0 or done == config.iterations:
             states = _gather_generator_states(ctx, generator)
             if ctx.is_main:
@@ -395,8 +397,30 @@ def _write_pretext(path: Path, heldout: HeldOutPairs, first: Mapping[str, Any], 
     tmp.replace(path)
 
 
-def _read_pretext(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text())["first"] if path.is_file() else None
+def _read_pretext(path: Path, heldout: HeldOutPairs) -> dict[str, Any]:
+    """The first evaluation of the run being resumed (written before its first iteration)."""
+    if not path.is_file():
+        raise GVSLInputError(f"{path}: missing; a run with held-out evaluation writes it before its first "
+                             "iteration, so this checkpoint comes from a run without it (resume without held-out "
+                             "pairs, or start afresh)")
+    record = json.loads(path.read_text())
+    if record["pairs"] != [list(p) for p in heldout.ids]:
+        raise GVSLInputError(f"{path}: was evaluated on other held-out pairs than this run's")
+    return record["first"]
+
+
+#: settings a resumed run must share with its checkpoint for the learning rate to continue as it was
+_SCHEDULE_KEYS = ("lr", "lr_schedule", "warmup")
+
+
+def _check_schedule(path: Path, saved: Mapping[str, Any], config: "PretrainConfig") -> None:
+    now = config.to_dict()
+    changed = [k for k in _SCHEDULE_KEYS if k in saved and saved[k] != now[k]]
+    if config.lr_schedule != "constant" and saved.get("iterations", config.iterations) != config.iterations:
+        changed.append("iterations")  # a decaying schedule is defined by the run's length
+    if changed:
+        raise GVSLInputError(f"{path}: resuming with other {', '.join(changed)} than the checkpoint was trained with "
+                             f"({ {k: saved.get(k) for k in changed} }); start afresh or keep them")
 
 
 def load_heldout(data: str | Path, split: str, crop: Sequence[int], pairs: int, seed: int = 0) -> HeldOutPairs:

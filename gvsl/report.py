@@ -49,7 +49,7 @@ _PAPER = {
 PAPER_TABLE1 = {(m, p, t): v for m, rows in _PAPER.items() for p, values in rows.items()
                 for t, v in zip(TASKS, values)}
 
-_SUMMARY_KEYS = {"task", "protocol", "method", "metric", "seeds", "pretrain_seeds", "runs", "test", "mean", "sd", "n_seeds", "val_curves",
+_SUMMARY_KEYS = {"task", "protocol", "method", "metric", "seeds", "pretrain_seeds", "runs", "test", "mean", "sd", "n_runs", "val_curves",
                  "dataset_source", "profile", "commit"}
 
 
@@ -78,10 +78,10 @@ def load_summaries(transfer_root: str | Path) -> pd.DataFrame:
 
 
 def table1(summaries: pd.DataFrame, profile: str) -> pd.DataFrame:
-    """Long-format Table 1: ``method, protocol, task, metric, value, sd, n_seeds, paper_value, dataset, profile``.
+    """Long-format Table 1: ``method, protocol, task, metric, value, sd, n_runs, paper_value, dataset, profile``.
 
     ``value``, ``sd`` and ``paper_value`` are percent; ``sd`` is the sample sd over every run
-    (pre-training seed × transfer seed; ``n_seeds`` counts the runs). Settings
+    (pre-training seed × transfer seed), ``n_runs`` of them. Settings
     that were not run are absent.
     """
     rows = []
@@ -95,9 +95,9 @@ def table1(summaries: pd.DataFrame, profile: str) -> pd.DataFrame:
                 s = found.iloc[0]
                 rows.append({"method": method, "protocol": protocol, "task": task, "metric": s["metric"],
                              "value": 100.0 * float(s["mean"]), "sd": 100.0 * float(s["sd"]),
-                             "n_seeds": int(s["n_seeds"]), "paper_value": PAPER_TABLE1[(method, protocol, task)],
+                             "n_runs": int(s["n_runs"]), "paper_value": PAPER_TABLE1[(method, protocol, task)],
                              "dataset": s["dataset_source"], "profile": profile})
-    return pd.DataFrame(rows, columns=["method", "protocol", "task", "metric", "value", "sd", "n_seeds",
+    return pd.DataFrame(rows, columns=["method", "protocol", "task", "metric", "value", "sd", "n_runs",
                                        "paper_value", "dataset", "profile"])
 
 
@@ -277,8 +277,9 @@ def load_pretext(pretrain_root: str | Path, methods: Sequence[str] = tuple(PRETE
 def pretext_metrics(pretext: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, float]]:
     """Per method, from the last held-out evaluation of every seed (means over seeds and pairs):
     ``identity_dice``, ``affine_dice`` (with an affine head), ``warped_dice``, ``heldout_ncc_first``,
-    ``heldout_ncc_last``, and ``warped_gain`` (warped − identity Dice) with its 95 % interval over seeds
-    and pairs (``warped_gain_low``, ``warped_gain_high``), all in percent except the NCC losses."""
+    ``heldout_ncc_last``, and ``warped_gain`` (warped − identity Dice) with its 95 % interval
+    (``warped_gain_low``, ``warped_gain_high``; a bootstrap over seeds and held-out subjects), all in
+    percent except the NCC losses."""
     from gvsl.stats import crossed_bootstrap_interval
 
     out: dict[str, dict[str, float]] = {}
@@ -292,7 +293,14 @@ def pretext_metrics(pretext: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[
                 row[key] = round(100 * float(np.mean([p[key] for p in last])), 2)
         if all("warped_dice" in p for p in last):
             gain = 100 * (np.array([p["warped_dice"] for p in last]) - np.array([p["identity_dice"] for p in last]))
-            mean, low, high = crossed_bootstrap_interval(gain)
+            pairs = [tuple(p) for p in records[0]["pairs"]]
+            if any([tuple(p) for p in r["pairs"]] != pairs for r in records):
+                raise GVSLInputError(f"{method}: its seeds were evaluated on different held-out pairs")
+            subjects = sorted({s for p in pairs for s in p})
+            index = {s: i for i, s in enumerate(subjects)}
+            # ordered pairs of a few subjects are not independent: the interval resamples subjects
+            mean, low, high = crossed_bootstrap_interval(gain, [(index[a], index[b]) for a, b in pairs])
+            row["subjects"], row["pairs"] = len(subjects), len(pairs)
             row.update(warped_gain=round(mean, 2), warped_gain_low=round(low, 2), warped_gain_high=round(high, 2))
         out[method] = row
     return out
@@ -368,16 +376,19 @@ def registration_example(checkpoint_path: str | Path, dataset_path: str | Path, 
                          ids: Sequence[str] | None = None) -> dict[str, Any]:
     """Register two different cases with a pre-trained GVSL (fixed = image A, moving = image B).
 
-    No augmentation, eval mode. Returns the volumes (fixed, moving, warped), their label maps when
+    The cases are centre-cropped to the checkpoint's training crop, as the held-out evaluation does
+    (:func:`gvsl.pretext.heldout_pairs`). No augmentation, eval mode. Returns the volumes (fixed,
+    moving, warped), their label maps when
     the dataset has labels (the moving labels warped by nearest neighbour), the fused displacement
     field (3, D, H, W) in voxels, the NCC loss before and after, and the warped-label Dice before
     and after (percent, foreground classes).
     """
-    from gvsl.checkpoint import load_pretrained_gvsl
+    from gvsl.checkpoint import load_file, load_pretrained_gvsl
     from gvsl.data import load_prepared
     from gvsl.pretext import evaluate_pretext, heldout_pairs
 
-    model = load_pretrained_gvsl(checkpoint_path)
+    state = load_file(checkpoint_path)
+    model = load_pretrained_gvsl(state)
     if not model.z_matching:
         raise GVSLInputError(f"{checkpoint_path}: this variant has no Z-matching head; nothing registers")
     dataset = load_prepared(dataset_path)
@@ -387,7 +398,9 @@ def registration_example(checkpoint_path: str | Path, dataset_path: str | Path, 
     cases = [dataset.load_case(i) for i in chosen]
     if cases[0].image.shape != cases[1].image.shape:
         raise GVSLInputError(f"cases {chosen} differ in shape: {cases[0].image.shape} vs {cases[1].image.shape}")
-    pair = heldout_pairs(cases, cases[0].image.shape, num_classes=len(dataset.info.classes) + 1).subset(slice(0, 1))
+    # the field of view of the held-out evaluation: the training crop (centred), else the whole volume
+    crop = state.get("config", {}).get("crop", cases[0].image.shape)
+    pair = heldout_pairs(cases, crop, num_classes=len(dataset.info.classes) + 1).subset(slice(0, 1))
     model.eval()
     with torch.no_grad():
         out = model(pair.fixed, pair.moving)

@@ -1,23 +1,29 @@
-"""Intervals for the report: a bootstrap over seeds crossed with evaluation cases."""
+"""Intervals for the report: a bootstrap over seeds crossed with evaluation cases or the subjects they pair."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = ["crossed_bootstrap_interval"]
 
 
-def crossed_bootstrap_interval(values: np.ndarray, level: float = 0.95, resamples: int = 4000,
-                               seed: int = 0) -> tuple[float, float, float]:
+def crossed_bootstrap_interval(values: np.ndarray, pair_subjects: Sequence[tuple[int, int]] | None = None,
+                               level: float = 0.95, resamples: int = 4000, seed: int = 0) -> tuple[float, float, float]:
     """Mean of a (seeds, cases) table and its percentile bootstrap interval.
 
     Seeds and cases are crossed (every seed is evaluated on the same cases), so both are resampled,
-    independently: each replicate draws seeds with replacement and cases with replacement and
-    averages the selected sub-table. A single seed reduces this to the bootstrap over cases.
-    (SciPy's ``bootstrap`` resamples one axis of paired samples, not two crossed factors.)
+    independently, as multinomial weights: each replicate draws seeds with replacement and cases with
+    replacement and takes the weighted mean of the table. When each case is a pair of subjects
+    (``pair_subjects``, e.g. the ordered pairs of a registration), pairs that share a subject are
+    not independent, so the subjects are resampled instead and a pair weighs the product of its two
+    subjects' counts (a pair of a subject with itself does not exist, so such draws add nothing).
+    (SciPy's ``bootstrap`` resamples one axis of paired samples, not crossed or clustered factors.)
 
     Args:
         values: (S, N) array, e.g. a gain per pre-training seed and held-out pair.
+        pair_subjects: for each of the N cases, the indices of its two subjects; None: cases are independent.
         level: coverage of the interval.
         resamples: bootstrap replicates.
         seed: seed of the resampling.
@@ -32,11 +38,22 @@ def crossed_bootstrap_interval(values: np.ndarray, level: float = 0.95, resample
         raise ValueError("the table holds NaN or Inf")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    rng = np.random.default_rng(seed)
     seeds, cases = table.shape
-    rows = rng.integers(0, seeds, size=(resamples, seeds))
-    cols = rng.integers(0, cases, size=(resamples, cases))
-    replicates = np.array([table[r][:, c].mean() for r, c in zip(rows, cols)])
+    rng = np.random.default_rng(seed)
+    seed_weights = rng.multinomial(seeds, np.full(seeds, 1 / seeds), size=resamples)
+    if pair_subjects is None:
+        case_weights = rng.multinomial(cases, np.full(cases, 1 / cases), size=resamples)
+    else:
+        pairs = np.asarray(pair_subjects, dtype=np.int64)
+        if pairs.shape != (cases, 2):
+            raise ValueError(f"pair_subjects: expecting {cases} pairs of subject indices, got shape {pairs.shape}")
+        subjects = int(pairs.max()) + 1
+        counts = rng.multinomial(subjects, np.full(subjects, 1 / subjects), size=resamples)
+        case_weights = counts[:, pairs[:, 0]] * counts[:, pairs[:, 1]]
+    drawn = case_weights.sum(axis=1) > 0  # a replicate that drew no pair at all has no mean
+    seed_weights, case_weights = seed_weights[drawn], case_weights[drawn]
+    replicates = np.einsum("rs,sn,rn->r", seed_weights, table, case_weights) / (
+        seed_weights.sum(axis=1) * case_weights.sum(axis=1))
     tail = (1 - level) / 2
     low, high = np.quantile(replicates, [tail, 1 - tail])
     return float(table.mean()), float(low), float(high)

@@ -146,15 +146,14 @@ def test_widths_that_do_not_fit_group_norm(kwargs, message):
         GVSL(**kwargs)
 
 
-def test_affine_head_starts_at_identity_and_gives_its_translation_in_half_extents():
-    from gvsl.nets.heads import AffineHead
+def test_affine_head_starts_at_identity_and_bounds_its_translation():
+    from gvsl.nets.heads import MAX_TRANSLATION, AffineHead
 
     head = AffineHead(16, hidden_channels=16)
     g_moving, g_fixed = torch.rand(2, 16, 2, 2, 2), torch.rand(2, 16, 2, 2, 2)
     identity = torch.cat([torch.eye(3), torch.zeros(3, 1)], dim=1).expand(2, 3, 4)
     assert torch.allclose(head(g_moving, g_fixed, (32, 24, 16)), identity, atol=1e-6)
     with torch.no_grad():
-        head.translation.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))  # x, y, z = W, H, D
+        head.translation.bias.fill_(1e3)  # a runaway regressor
     translation = head(g_moving, g_fixed, (32, 24, 16))[:, :, 3]
-    # one unit is half of each axis (W 16, H 24, D 32), then reordered to (D, H, W)
-    assert torch.allclose(translation, torch.tensor([32.0, -12.0, 4.0]).expand(2, 3))
+    assert torch.allclose(translation, torch.tensor([16.0, 12.0, 8.0]).expand(2, 3) * MAX_TRANSLATION)

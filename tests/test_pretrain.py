@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from gvsl import pretrain as pretrain_module
 from gvsl.checkpoint import load_backbone, load_file
 from gvsl.data import Case
 from gvsl.data.phantom import generate_subject
@@ -57,12 +58,23 @@ def labelled_cases(n=3, shape=(16, 16, 16), seed=1):
     return cases
 
 
-def test_resumed_run_ends_with_the_same_weights_and_logs_with_heldout_evaluation(tmp_path):
+def test_resumed_run_ends_with_the_same_weights_and_logs_with_heldout_evaluation(tmp_path, monkeypatch):
     data = volumes()
     heldout = heldout_pairs(labelled_cases(), (16, 16, 16), pairs=4)
     settings = dict(eval_every=1, lr_schedule="cosine", warmup=1, lr=1e-3)
     full = pretrain(data, tmp_path / "full", config(**settings), progress=False, heldout=heldout)
-    pretrain(data, tmp_path / "cut", config(iterations=2, **settings), progress=False, heldout=heldout)
+    # interrupt the same run right after its checkpoint at iteration 2 (and its held-out evaluation)
+    save_state = pretrain_module._save_state
+
+    def save_then_stop(path, model, optimizer, iteration, *rest):
+        save_state(path, model, optimizer, iteration, *rest)
+        if iteration == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain_module, "_save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(data, tmp_path / "cut", config(**settings), progress=False, heldout=heldout)
+    monkeypatch.setattr(pretrain_module, "_save_state", save_state)
     resumed = pretrain(data, tmp_path / "cut", config(**settings), resume=True, progress=False, heldout=heldout)
     a, b = load_file(full.checkpoint), load_file(resumed.checkpoint)
     assert a["iteration"] == b["iteration"] == 4
@@ -83,6 +95,28 @@ def test_resumed_run_ends_with_the_same_weights_and_logs_with_heldout_evaluation
     record = json.loads((tmp_path / "cut" / "pretext.json").read_text())
     assert record == json.loads((tmp_path / "full" / "pretext.json").read_text())
     assert (record["first"]["iteration"], record["last"]["iteration"], len(record["pairs"])) == (0, 4, 4)
+
+
+def test_resuming_with_another_schedule_or_without_the_heldout_record_is_refused(tmp_path):
+    heldout = heldout_pairs(labelled_cases(), (16, 16, 16), pairs=2)
+    pretrain(volumes(), tmp_path, config(iterations=2, lr_schedule="cosine", warmup=1), progress=False,
+             heldout=heldout)
+    with pytest.raises(GVSLInputError, match="other iterations than the checkpoint"):
+        pretrain(volumes(), tmp_path, config(lr_schedule="cosine", warmup=1), resume=True, progress=False)
+    with pytest.raises(GVSLInputError, match="other lr, warmup"):
+        pretrain(volumes(), tmp_path, config(iterations=2, lr=0.5, lr_schedule="cosine", warmup=0), resume=True,
+                 progress=False)
+    (tmp_path / "pretext.json").unlink()
+    with pytest.raises(GVSLInputError, match="pretext.json: missing"):
+        pretrain(volumes(), tmp_path, config(iterations=2, lr_schedule="cosine", warmup=1), resume=True,
+                 progress=False, heldout=heldout)
+
+
+def test_heldout_cases_without_foreground_are_refused():
+    cases = labelled_cases()
+    cases[1].label[:] = 0
+    with pytest.raises(GVSLInputError, match="held-out case held1: no foreground label"):
+        heldout_pairs(cases, (16, 16, 16))
 
 
 def test_heldout_evaluation_changes_nothing_in_the_run(tmp_path):

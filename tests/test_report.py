@@ -25,7 +25,7 @@ def write_summary(root, task, protocol, method, tests, metric="dice", curves=Non
     summary = {"task": task, "protocol": protocol, "method": method, "metric": metric,
                "seeds": list(range(len(tests))), "pretrain_seeds": [0], "runs": [[0, s] for s in range(len(tests))],
                "test": tests, "mean": float(np.mean(finite)),
-               "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan, "n_seeds": len(finite),
+               "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan, "n_runs": len(finite),
                "val_curves": curves or [[[10, 0.1 * (s + 1)], [20, 0.2 * (s + 1)]] for s in range(len(tests))],
                "dataset_source": "phantom-ct", "profile": "unit", "commit": commit}
     (folder / "summary.json").write_text(json.dumps(summary))
@@ -44,11 +44,11 @@ def summaries(tmp_path):
 
 def test_table1_is_long_format_in_percent_beside_the_paper(summaries):
     table = report.table1(summaries, profile="unit")
-    assert list(table.columns) == ["method", "protocol", "task", "metric", "value", "sd", "n_seeds", "paper_value",
+    assert list(table.columns) == ["method", "protocol", "task", "metric", "value", "sd", "n_runs", "paper_value",
                                    "dataset", "profile"]
     assert len(table) == 4  # only the settings that ran
     row = table[(table.method == "gvsl") & (table.task == "SHC")].iloc[0]
-    assert row.value == pytest.approx(70.0) and row.sd == pytest.approx(10.0) and row.n_seeds == 3
+    assert row.value == pytest.approx(70.0) and row.sd == pytest.approx(10.0) and row.n_runs == 3
     assert row.paper_value == 68.4  # He et al. Table 1, GVSL, linear, SHC
     scratch_ccc = table[(table.method == "scratch") & (table.task == "CCC")].iloc[0]
     assert (scratch_ccc.value, scratch_ccc.paper_value, scratch_ccc.metric) == (pytest.approx(60.0), 74.4, "auc")
@@ -79,7 +79,7 @@ def test_a_setting_whose_seeds_all_failed_shows_a_dash(tmp_path):
     root = tmp_path / "transfer"
     write_summary(root, "SAC", "linear", "scratch", [0.1])
     summary = json.loads((root / "SAC-linear-scratch" / "summary.json").read_text())
-    summary.update(mean=math.nan, n_seeds=0)
+    summary.update(mean=math.nan, n_runs=0)
     (root / "SAC-linear-scratch" / "summary.json").write_text(json.dumps(summary))
     table = report.table1(report.load_summaries(root), profile="unit")
     assert report.metrics_summary(table) == {"linear": {"SAC": {"scratch": None}}}
@@ -157,7 +157,8 @@ def test_figure8_draws_training_and_heldout_curves_as_means_over_seeds(tmp_path)
 def write_pretext(folder, identity, warped, ncc_first=0.5, ncc_last=0.3):
     folder.mkdir(parents=True, exist_ok=True)
     per_pair = {"ncc": [ncc_last] * len(warped), "identity_dice": identity, "warped_dice": warped}
-    record = {"pairs": [["a", "b"]] * len(warped), "iterations": 10,
+    pairs = [["a", "b"], ["b", "a"], ["a", "c"]][:len(warped)]
+    record = {"pairs": pairs, "iterations": 10,
               "first": {"iteration": 0, "mean": {"ncc": ncc_first}, "per_pair": {}},
               "last": {"iteration": 10, "mean": {"ncc": ncc_last}, "per_pair": per_pair}}
     (folder / "pretext.json").write_text(json.dumps(record))
@@ -169,7 +170,7 @@ def test_pretext_metrics_give_the_gain_over_identity_with_an_interval(tmp_path):
     write_pretext(tmp_path / "no_fundament" / "seed0", [0.5, 0.6], [0.5, 0.6])
     metrics = report.pretext_metrics(report.load_pretext(tmp_path))
     gvsl = metrics["gvsl"]
-    assert gvsl["seeds"] == 2 and "affine_dice" not in gvsl
+    assert (gvsl["seeds"], gvsl["subjects"], gvsl["pairs"]) == (2, 3, 3) and "affine_dice" not in gvsl
     assert gvsl["identity_dice"] == pytest.approx(55.0) and gvsl["warped_dice"] == pytest.approx(64.33, abs=0.01)
     assert gvsl["warped_gain"] == pytest.approx(9.33, abs=0.01)
     assert 0 < gvsl["warped_gain_low"] < gvsl["warped_gain"] < gvsl["warped_gain_high"]
