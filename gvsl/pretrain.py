@@ -330,7 +330,7 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
     first_scores = _read_pretext(out / PRETEXT_NAME, heldout) if start and evaluate else None
     if evaluate and start == 0:
         first_scores = _log_heldout(live, model, heldout, 0)
-        _write_pretext(out / PRETEXT_NAME, heldout, first_scores, first_scores, 0)
+        _write_pretext(out / PRETEXT_NAME, heldout, first_scores, first_scores)
     bar = tqdm(total=config.iterations, initial=start, disable=not (progress and ctx.is_main),
                desc=f"pretrain {config.variant} seed {config.seed}", dynamic_ncols=True)
     terms_now: dict[str, float] = {}
@@ -361,7 +361,7 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
             bar.set_postfix({k: f"{v:.4f}" for k, v in terms_now.items()}, refresh=False)
         bar.update(1)
         if evaluate and (done % config.eval_every == 0 or done == config.iterations):
-            _write_pretext(out / PRETEXT_NAME, heldout, first_scores, _log_heldout(live, model, heldout, done), done)
+            _write_pretext(out / PRETEXT_NAME, heldout, first_scores, _log_heldout(live, model, heldout, done))
         if done % config.checkpoint_every == 0 or done == config.iterations:
             states = _gather_generator_states(ctx, generator)
             if ctx.is_main:
@@ -383,15 +383,15 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
 def _log_heldout(live: Any, model: GVSL, heldout: HeldOutPairs, done: int) -> dict[str, Any]:
     """Evaluate the held-out pairs after ``done`` iterations and log the means under ``heldout/``."""
     scores = evaluate_pretext(model, heldout)
+    means = scores.summary()
     live.step = done
-    for name, value in scores.summary().items():
+    for name, value in means.items():
         live.log_metric(f"{HELDOUT_LOG}/{name}", value)
-    return {"iteration": done, "mean": scores.summary(), "per_pair": scores.per_pair()}
+    return {"iteration": done, "mean": means, "per_pair": scores.per_pair()}
 
 
-def _write_pretext(path: Path, heldout: HeldOutPairs, first: Mapping[str, Any], last: Mapping[str, Any],
-                   done: int) -> None:
-    record = {"pairs": [list(p) for p in heldout.ids], "first": first, "last": last, "iterations": done}
+def _write_pretext(path: Path, heldout: HeldOutPairs, first: Mapping[str, Any], last: Mapping[str, Any]) -> None:
+    record = {"pairs": [list(p) for p in heldout.ids], "first": first, "last": last, "iterations": last["iteration"]}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(path)
