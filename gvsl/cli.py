@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from gvsl.errors import GVSLInputError
+from gvsl.nets.unet import parse_channels  # noqa: F401  re-exported: commands' callers import it from here
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -19,17 +20,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("gvsl.pretrain", "pre-train GVSL or one of its ablations"),
     "transfer": ("gvsl.transfer", "train and test a transfer protocol (linear or fine-tune)"),
 }
-
-
-def parse_channels(text: str) -> tuple[int, ...]:
-    """Nine comma-separated backbone widths, e.g. ``8,16,32,64,128,64,32,16,8``."""
-    try:
-        channels = tuple(int(c) for c in text.split(","))
-    except ValueError as err:
-        raise GVSLInputError(f"--channels: expecting nine comma-separated integers, got {text!r}") from err
-    if len(channels) != 9:
-        raise GVSLInputError(f"--channels: expecting nine widths (five down, four up), got {len(channels)}: {text!r}")
-    return channels
 
 
 def build_parser() -> argparse.ArgumentParser:

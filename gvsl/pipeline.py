@@ -19,14 +19,16 @@ import math
 import multiprocessing
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gvsl.errors import GVSLInputError
+from gvsl.runtime import progress_line
 
 __all__ = ["BUILD", "METHODS", "PROTOCOLS", "TASKS", "prepared_dir", "pretrain_configs", "pretrain_dir",
            "pretrain_seeds", "transfer_dir", "prepare_stage", "pretrain_stage", "transfer_stage"]
@@ -63,7 +65,8 @@ def pretrain_seeds(params: Mapping[str, Any]) -> list[int]:
 
 
 def transfer_dir(task: str, protocol: str, method: str, build: Path = BUILD) -> Path:
-    return Path(build) / "transfer" / f"{task}-{protocol}-{method}"
+    """``build/transfer/<method>/<TASK>-<protocol>``: one Table 1 cell (the method's stage writes all of its cells)."""
+    return Path(build) / "transfer" / method / f"{task}-{protocol}"
 
 
 def _group(params: Mapping[str, Any], *keys: str) -> Any:
@@ -127,31 +130,21 @@ def pretrain_stage(method: str, params: Mapping[str, Any], build: Path = BUILD, 
                                            variant="scratch", iterations=0, seed=seed, commit=git_commit()))
         return backbones
     configs = pretrain_configs(method, params)
-    processes = _group(params, "pretrain", "processes")
-    if not isinstance(processes, int) or processes < 1:
-        raise GVSLInputError(f"params.yaml: pretrain.processes must be an integer >= 1, got {processes!r}")
+    processes = _processes(params, "pretrain")
     heldout = _load_heldout(_group(params, "pretrain", "heldout"), configs[0].crop, build)
     jobs = [(config, build, heldout, progress) for config in configs]
-    processes = min(processes, len(jobs))
-    if processes == 1:
-        return [_pretrain_seed(*job) for job in jobs]
-    # One process per seed, the CPU threads shared out: narrow 3-D convolutions scale poorly past one
-    # thread, so seeds side by side finish sooner than seeds one after another.
-    threads = max(1, torch.get_num_threads() // processes)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=torch.set_num_threads,
-                             initargs=(threads,)) as pool:
-        return list(pool.map(_pretrain_seed, *zip(*jobs)))
+    return _in_processes(_pretrain_seed, jobs, processes)
 
 
-def _pretrain_seed(config: Any, build: Path, heldout: Any, progress: bool) -> Path:
+def _pretrain_seed(job: tuple[Any, Path, Any, bool]) -> Path:
+    config, build, heldout, progress = job
     from gvsl.pretrain import pretrain_prepared
 
     out = pretrain_dir(config.variant, build, config.seed)
-    print(f"pretrain {config.variant} seed {config.seed}: {config.iterations} iterations", flush=True)
+    progress_line(f"pretrain {config.variant} seed {config.seed}: {config.iterations} iterations")
     result = pretrain_prepared(prepared_dir("pretrain", build), out, config, progress=progress, heldout=heldout)
-    print(f"pretrain {config.variant} seed {config.seed}: done in {result.seconds:.0f} s "
-          f"({result.steps_per_second:.2f} steps/s)", flush=True)
+    progress_line(f"pretrain {config.variant} seed {config.seed}: done in {result.seconds:.0f} s "
+                  f"({result.steps_per_second:.2f} steps/s)")
     return result.backbone
 
 
@@ -169,62 +162,151 @@ def _load_heldout(settings: Any, crop: tuple[int, ...], build: Path):
                         int(settings["pairs"]))
 
 
-def transfer_stage(task: str, protocol: str, method: str, params: Mapping[str, Any], build: Path = BUILD,
-                   progress: bool = False) -> dict[str, Any]:
-    """Run one Table 1 setting for every (pre-training seed, transfer seed); write ``summary.json``.
+def transfer_jobs(method: str, params: Mapping[str, Any], build: Path = BUILD) -> list[TransferJob]:
+    """Every transfer run of ``method``: task × protocol × pre-training seed × transfer seed, longest first.
 
-    The summary's ``test`` and ``val_curves`` list one entry per run, in the order of ``runs``
-    (``[pre-training seed, transfer seed]`` pairs); ``mean`` and ``sd`` are over all runs.
-
-    ``params.transfer.crop.<task>`` may be ``null``: the training crop is then the prepared volume
-    (every case of the generated cohorts has one shape), which lets a linear probe reuse its frozen
-    features (see :class:`gvsl.transfer.TransferModel`).
+    ``params.transfer.<protocol>.crop.<task>`` may be ``null``: the training crop is then the prepared
+    volume (every case of the generated cohorts has one shape), which lets a linear probe reuse its
+    frozen features (see :class:`gvsl.transfer.TransferModel`).
     """
     from gvsl.data import load_prepared
-    from gvsl.runtime import git_commit
-    from gvsl.transfer import TransferConfig, transfer_prepared
+    from gvsl.transfer import TransferConfig, num_outputs
 
-    if task not in TASKS or protocol not in PROTOCOLS or method not in METHODS:
-        raise GVSLInputError(f"unknown transfer setting {task}-{protocol}-{method}; tasks {TASKS}, "
-                             f"protocols {PROTOCOLS}, methods {METHODS}")
-    data = prepared_dir(task, build)
-    dataset = load_prepared(data, task=task)
-    info = dataset.info
-    settings = dict(_group(params, "transfer", protocol))
-    seeds = [int(s) for s in settings.pop("seeds")]
-    if not seeds:
-        raise GVSLInputError(f"params.yaml: transfer.{protocol}.seeds is empty")
-    crop = _group(params, "transfer", "crop", task)
-    if crop is None:
-        crop = dataset.load_case(dataset.ids("train")[0]).image.shape[-3:]
-    num_classes = len(info.classes) + 1 if info.task_type == "segmentation" else 1
-    out = transfer_dir(task, protocol, method, build)
+    if method not in METHODS:
+        raise GVSLInputError(f"unknown method {method!r}; valid: {list(METHODS)}")
+    jobs = []
+    for task in _group(params, "pipeline", "tasks"):
+        if task not in TASKS:
+            raise GVSLInputError(f"params.yaml: pipeline.tasks: unknown task {task!r}; valid: {list(TASKS)}")
+        dataset = load_prepared(prepared_dir(task, build), task=task)
+        info = dataset.info
+        for protocol in PROTOCOLS:
+            settings = dict(_group(params, "transfer", protocol))
+            seeds = settings.pop("seeds", None)
+            if not isinstance(seeds, list) or not seeds:
+                raise GVSLInputError(f"params.yaml: transfer.{protocol}.seeds must be a non-empty list, got {seeds!r}")
+            crop = _group(params, "transfer", protocol, "crop", task)
+            settings.pop("crop")
+            if isinstance(settings.get("iterations"), Mapping):  # a cap per task
+                settings["iterations"] = _group(params, "transfer", protocol, "iterations", task)
+            if crop is None:
+                crop = dataset.load_case(dataset.ids("train")[0]).image.shape[-3:]
+            for pretrain_seed in pretrain_seeds(params):
+                for seed in seeds:
+                    config = TransferConfig.from_dict({
+                        **settings, "task": info.task_type, "protocol": protocol, "crop": tuple(crop),
+                        "num_classes": num_outputs(info.task_type, info.classes), "seed": int(seed)})
+                    jobs.append(TransferJob(task, protocol, method, int(pretrain_seed), int(seed), config, build))
+    # Fine-tuning on the largest crops first, so that the process pool ends evenly.
+    return sorted(jobs, key=lambda job: (job.config.protocol != "finetune", -math.prod(job.config.crop)))
+
+
+@dataclass(frozen=True)
+class TransferJob:
+    """One transfer run: a Table 1 cell's (pre-training seed, transfer seed)."""
+
+    task: str
+    protocol: str
+    method: str
+    pretrain_seed: int
+    seed: int
+    config: Any
+    build: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}-{self.protocol}-{self.method} p{self.pretrain_seed}-t{self.seed}"
+
+    @property
+    def out(self) -> Path:
+        return transfer_dir(self.task, self.protocol, self.method, self.build) / f"p{self.pretrain_seed}-t{self.seed}"
+
+
+def _run_transfer_job(job: TransferJob) -> dict[str, Any]:
+    from gvsl.transfer import transfer_prepared
+
+    backbone = pretrain_dir(job.method, job.build, job.pretrain_seed) / "backbone.pt"
+    result = transfer_prepared(prepared_dir(job.task, job.build), job.out, str(backbone), job.config, progress=False)
+    state = "plateaued" if result.converged else "not plateaued"
+    progress_line(f"transfer {job.name}: test {result.metric_name} {result.test[result.metric_name]:.3f}, best "
+                  f"iteration {result.best_iteration} of {result.iterations} ({state}), {result.seconds:.0f} s")
+    return json.loads((job.out / "metrics.json").read_text())
+
+
+def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) -> list[dict[str, Any]]:
+    """Run every Table 1 cell of ``method`` (see :func:`transfer_jobs`); write one ``summary.json`` per cell.
+
+    Runs go to ``params.transfer.processes`` processes side by side, at an equal share of the CPU
+    threads each. A summary's ``test``, ``val_curves``, ``converged`` and ``per_case`` list one entry
+    per run, in the order of ``runs`` (``[pre-training seed, transfer seed]`` pairs); ``mean`` and
+    ``sd`` are over all runs; ``converged`` is true when every run's validation curve plateaued
+    (:class:`gvsl.transfer.PlateauRule`).
+    """
+    jobs = transfer_jobs(method, params, build)
+    processes = _processes(params, "transfer")
+    progress_line(f"transfer {method}: {len(jobs)} runs in {processes} process(es)")
     began = time.perf_counter()
-    runs, pairs = [], []
-    for pretrain_seed in pretrain_seeds(params):
-        backbone = pretrain_dir(method, build, pretrain_seed) / "backbone.pt"
-        for seed in seeds:
-            config = TransferConfig.from_dict({**settings, "task": info.task_type, "protocol": protocol,
-                                               "num_classes": num_classes, "crop": tuple(crop), "seed": seed})
-            print(f"{task}-{protocol}-{method}: pre-training seed {pretrain_seed}, transfer seed {seed}", flush=True)
-            runs.append(transfer_prepared(data, out / f"p{pretrain_seed}-t{seed}", str(backbone), config,
-                                          progress=progress))
-            pairs.append((pretrain_seed, seed))
-    tests = [r.test[r.metric_name] for r in runs]
+    records = _in_processes(_run_transfer_job, jobs, processes)
+    seconds = time.perf_counter() - began
+    summaries = []
+    cells = sorted({(job.task, job.protocol) for job in jobs}, key=lambda cell: (TASKS.index(cell[0]), cell[1]))
+    for task, protocol in cells:
+        chosen = sorted(((job, record) for job, record in zip(jobs, records)
+                         if (job.task, job.protocol) == (task, protocol)), key=lambda pair: (pair[0].pretrain_seed, pair[0].seed))
+        summary = _cell_summary([job for job, _ in chosen], [record for _, record in chosen], params)
+        summary["stage_seconds"] = seconds
+        path = transfer_dir(task, protocol, method, build) / "summary.json"
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+        summaries.append(summary)
+    progress_line(f"transfer {method}: done in {seconds:.0f} s")
+    return summaries
+
+
+def _cell_summary(jobs: list[TransferJob], records: list[dict[str, Any]], params: Mapping[str, Any]) -> dict[str, Any]:
+    from gvsl.runtime import git_commit
+
+    first = records[0]
+    tests = [r["test"][r["metric"]] for r in records]
     finite = [t for t in tests if not math.isnan(t)]
-    per_class = {name.split("/", 1)[1]: [r.test[name] for r in runs] for name in runs[0].test if "/" in name}
-    summary = {
-        "task": task, "protocol": protocol, "method": method, "metric": runs[0].metric_name,
-        "seeds": seeds, "pretrain_seeds": pretrain_seeds(params), "runs": [list(p) for p in pairs],
-        "test": tests, "mean": statistics.fmean(finite) if finite else math.nan,
+    return {
+        "task": jobs[0].task, "protocol": jobs[0].protocol, "method": jobs[0].method, "metric": first["metric"],
+        "seeds": sorted({job.seed for job in jobs}), "pretrain_seeds": sorted({job.pretrain_seed for job in jobs}),
+        "runs": [[job.pretrain_seed, job.seed] for job in jobs], "test": tests,
+        "mean": statistics.fmean(finite) if finite else math.nan,
         "sd": statistics.stdev(finite) if len(finite) > 1 else math.nan, "n_runs": len(finite),
-        "per_class": per_class, "val_curves": [[[int(i), float(v)] for i, v in r.val_curve] for r in runs],
-        "best_iterations": [r.best_iteration for r in runs], "dataset": str(data),
-        "dataset_source": info.source, "profile": str(params.get("profile", "unnamed")), "commit": git_commit(),
-        "seconds": time.perf_counter() - began,
+        "per_class": {name.split("/", 1)[1]: [r["test"][name] for r in records] for name in first["test"] if "/" in name},
+        "val_curves": [r["val_curve"] for r in records], "best_iterations": [r["best_iteration"] for r in records],
+        "iterations": [r["iterations"] for r in records], "run_converged": [r["converged"] for r in records],
+        "converged": all(r["converged"] for r in records), "plateau": first["plateau"],
+        "case_ids": first["per_case"]["ids"], "per_case": [r["per_case"] for r in records],
+        "seconds": sum(r["seconds"] for r in records), "dataset": first["dataset"],
+        "dataset_source": first["dataset_source"], "profile": str(params.get("profile", "unnamed")),
+        "commit": git_commit(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+
+
+def _processes(params: Mapping[str, Any], group: str) -> int:
+    processes = _group(params, group, "processes")
+    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        raise GVSLInputError(f"params.yaml: {group}.processes must be an integer >= 1, got {processes!r}")
+    return processes
+
+
+def _in_processes(function: Callable[[Any], Any], jobs: Sequence[Any], processes: int) -> list[Any]:
+    """``[function(job) for job in jobs]`` in ``processes`` spawned processes at an equal share of the threads.
+
+    Narrow 3-D convolutions scale poorly past one thread, so runs side by side finish sooner than
+    runs one after another. The thread count fixes the order of CPU float reductions: results are
+    bit-identical for one value of ``processes``.
+    """
+    processes = min(processes, len(jobs))
+    if processes == 1:
+        return [function(job) for job in jobs]
+    threads = max(1, torch.get_num_threads() // processes)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=torch.set_num_threads,
+                             initargs=(threads,)) as pool:
+        return list(pool.map(function, jobs))
 
 
 def find_project(start: Path | None = None) -> Path:

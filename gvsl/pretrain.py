@@ -28,10 +28,9 @@ from tqdm.auto import tqdm
 
 from gvsl.checkpoint import PRETRAIN_STATE_FORMAT as CHECKPOINT_FORMAT
 from gvsl.checkpoint import atomic_save, load_file, save_backbone
-from gvsl.cli import parse_channels
-from gvsl.errors import GVSLInputError
+from gvsl.errors import GVSLInputError, NonFiniteLossError
 from gvsl.losses import GVSLLoss
-from gvsl.nets import GVSL, PAPER_CHANNELS, VARIANTS
+from gvsl.nets import GVSL, PAPER_CHANNELS, VARIANTS, parse_channels
 from gvsl.pretext import HeldOutPairs, evaluate_pretext, heldout_pairs
 from gvsl.runtime import DistributedContext, git_commit, setup_distributed
 from gvsl.settings import from_mapping
@@ -55,10 +54,6 @@ def lr_factor(config: "PretrainConfig", iteration: int) -> float:
         return (iteration + 1) / (config.warmup + 1)
     progress = (iteration - config.warmup) / max(1, config.iterations - config.warmup)
     return 0.5 * (1 + math.cos(math.pi * progress))
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf; the last good checkpoint is kept."""
 
 
 @dataclass

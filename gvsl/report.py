@@ -1,7 +1,8 @@
 """Table 1 and Figures 6–8 of the paper, regenerated from the pipeline's outputs.
 
 Inputs (written by :mod:`gvsl.pipeline`): one ``summary.json`` per transfer setting under
-``build/transfer/<TASK>-<protocol>-<method>/`` (test metric per seed, validation curves, provenance)
+``build/transfer/<method>/<TASK>-<protocol>/`` (test metric and per-case scores per run, validation
+curves, whether they plateaued, provenance)
 and one folder per method under ``build/pretrain/`` (``backbone.pt``, ``checkpoint.pt``, DVCLive logs).
 Outputs are pandas tables, Markdown, matplotlib figures and one HTML page; the report notebook saves
 them under ``results/``.
@@ -27,7 +28,7 @@ import torch  # noqa: E402
 from gvsl.errors import GVSLInputError  # noqa: E402
 from gvsl.pipeline import METHODS, PROTOCOLS, TASKS  # noqa: E402
 
-__all__ = ["METHOD_NAMES", "PAPER_TABLE1", "PRETEXT_LABELS", "figure6_validation", "figure7_tsne",
+__all__ = ["METHOD_NAMES", "PAPER_TABLE1", "PRETEXT_LABELS", "TABLE1_COLUMNS", "figure6_validation", "gain_interval", "figure7_tsne",
            "figure8_pretext", "figure_registration", "load_pretext", "load_summaries", "local_features",
            "metrics_summary", "pretext_metrics", "provenance", "registration_example", "table1", "table1_markdown",
            "training_terms", "with_sources", "write_html"]
@@ -49,19 +50,22 @@ _PAPER = {
 PAPER_TABLE1 = {(m, p, t): v for m, rows in _PAPER.items() for p, values in rows.items()
                 for t, v in zip(TASKS, values)}
 
-_SUMMARY_KEYS = {"task", "protocol", "method", "metric", "seeds", "pretrain_seeds", "runs", "test", "mean", "sd", "n_runs", "val_curves",
-                 "dataset_source", "profile", "commit"}
+_SUMMARY_KEYS = {"task", "protocol", "method", "metric", "seeds", "pretrain_seeds", "runs", "test", "mean", "sd",
+                 "n_runs", "val_curves", "converged", "per_case", "case_ids", "dataset_source", "profile", "commit"}
+#: Table 1's columns (results/table1.csv)
+TABLE1_COLUMNS = ["method", "protocol", "task", "metric", "value", "sd", "n_runs", "converged", "gain", "gain_low",
+                  "gain_high", "paper_value", "paper_gain", "dataset", "profile"]
 
 
 # ------------------------------------------------------------------------------------------ Table 1
 
 
 def load_summaries(transfer_root: str | Path) -> pd.DataFrame:
-    """One row per transfer setting, from ``<transfer_root>/*/summary.json``."""
+    """One row per transfer setting, from ``<transfer_root>/<method>/<TASK>-<protocol>/summary.json``."""
     root = Path(transfer_root)
-    files = sorted(root.glob("*/summary.json"))
+    files = sorted(root.glob("*/*/summary.json"))
     if not files:
-        raise GVSLInputError(f"{root}: no transfer results (*/summary.json); run the transfer stages first")
+        raise GVSLInputError(f"{root}: no transfer results (*/*/summary.json); run the transfer stages first")
     rows = []
     for path in files:
         try:
@@ -78,27 +82,71 @@ def load_summaries(transfer_root: str | Path) -> pd.DataFrame:
 
 
 def table1(summaries: pd.DataFrame, profile: str) -> pd.DataFrame:
-    """Long-format Table 1: ``method, protocol, task, metric, value, sd, n_runs, paper_value, dataset, profile``.
+    """Long-format Table 1, one row per setting, columns :data:`TABLE1_COLUMNS`.
 
-    ``value``, ``sd`` and ``paper_value`` are percent; ``sd`` is the sample sd over every run
-    (pre-training seed × transfer seed), ``n_runs`` of them. Settings
-    that were not run are absent.
+    ``value``, ``sd``, the gains and ``paper_value`` are percent. ``value`` is the mean over every run
+    (pre-training seed × transfer seed), ``sd`` their sample sd over ``n_runs``. ``converged``: every
+    run's validation curve plateaued (:class:`gvsl.transfer.PlateauRule`). ``gain`` is the mean
+    paired difference from scratch's runs of the same seeds, with the 95 % interval ``gain_low`` –
+    ``gain_high`` (:func:`gain_interval`); scratch's own rows have none. Settings that were not run
+    are absent.
     """
     rows = []
     for method in METHODS:
         for protocol in PROTOCOLS:
             for task in TASKS:
-                found = summaries[(summaries["method"] == method) & (summaries["protocol"] == protocol)
-                                  & (summaries["task"] == task)]
-                if found.empty:
+                summary = _setting(summaries, method, protocol, task)
+                if summary is None:
                     continue
-                s = found.iloc[0]
-                rows.append({"method": method, "protocol": protocol, "task": task, "metric": s["metric"],
-                             "value": 100.0 * float(s["mean"]), "sd": 100.0 * float(s["sd"]),
-                             "n_runs": int(s["n_runs"]), "paper_value": PAPER_TABLE1[(method, protocol, task)],
-                             "dataset": s["dataset_source"], "profile": profile})
-    return pd.DataFrame(rows, columns=["method", "protocol", "task", "metric", "value", "sd", "n_runs",
-                                       "paper_value", "dataset", "profile"])
+                scratch = _setting(summaries, "scratch", protocol, task)
+                gain = gain_interval(summary, scratch) if method != "scratch" and scratch is not None else None
+                gain = (math.nan,) * 3 if gain is None else tuple(100.0 * g for g in gain)
+                paper = PAPER_TABLE1[(method, protocol, task)]
+                rows.append({"method": method, "protocol": protocol, "task": task, "metric": summary["metric"],
+                             "value": 100.0 * float(summary["mean"]), "sd": 100.0 * float(summary["sd"]),
+                             "n_runs": int(summary["n_runs"]), "converged": bool(summary["converged"]),
+                             "gain": gain[0], "gain_low": gain[1], "gain_high": gain[2], "paper_value": paper,
+                             "paper_gain": math.nan if method == "scratch" else paper - PAPER_TABLE1[
+                                 ("scratch", protocol, task)],
+                             "dataset": summary["dataset_source"], "profile": profile})
+    return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
+
+
+def _setting(summaries: pd.DataFrame, method: str, protocol: str, task: str) -> pd.Series | None:
+    found = summaries[(summaries["method"] == method) & (summaries["protocol"] == protocol)
+                      & (summaries["task"] == task)]
+    return None if found.empty else found.iloc[0]
+
+
+def gain_interval(method: Mapping[str, Any], scratch: Mapping[str, Any], level: float = 0.95,
+                  resamples: int = 4000, seed: int = 0) -> tuple[float, float, float] | None:
+    """A setting's gain over scratch (fractions, not percent) with its bootstrap interval, or None.
+
+    Runs are paired by (pre-training seed, transfer seed) and scored on the same test cases; runs and
+    cases are resampled crossed (:func:`gvsl.stats.paired_gain_interval`), classification cases
+    within each target. None when the two settings share no run or no test case list.
+    """
+    from gvsl.stats import paired_gain_interval, weighted_auc, weighted_mean_dice
+
+    if list(method["case_ids"]) != list(scratch["case_ids"]):
+        return None
+    scratch_runs = {tuple(run): case for run, case in zip(scratch["runs"], scratch["per_case"])}
+    pairs = [(case, scratch_runs[tuple(run)]) for run, case in zip(method["runs"], method["per_case"])
+             if tuple(run) in scratch_runs]
+    if not pairs:
+        return None
+    if method["metric"] == "auc":
+        target = np.asarray(pairs[0][0]["target"])
+        runs = [[np.asarray(record["probability"]) for record in pair] for pair in pairs]
+        def score(probability: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            return weighted_auc(probability, target, weights)
+
+        strata = target
+    else:
+        runs = [[np.asarray(record["dice"], dtype=np.float64) for record in pair] for pair in pairs]
+        score, strata = weighted_mean_dice, None
+    return paired_gain_interval([m for m, _ in runs], [b for _, b in runs], score, strata=strata, level=level,
+                                resamples=resamples, seed=seed)
 
 
 def with_sources(table: pd.DataFrame, summaries: pd.DataFrame) -> pd.DataFrame:
@@ -116,41 +164,50 @@ def _cell(value: float, sd: float) -> str:
     return f"{value:.1f}" if math.isnan(sd) else f"{value:.1f} ± {sd:.1f}"
 
 
+def _gain_cell(row: Any) -> str:
+    """``+4.2 [1.0, 7.5]*``: the star marks an interval that excludes 0."""
+    if math.isnan(row.gain):
+        return "–"
+    star = "*" if row.gain_low > 0 or row.gain_high < 0 else ""
+    return f"{row.gain:+.1f} [{row.gain_low:+.1f}, {row.gain_high:+.1f}]{star} / {row.paper_gain:+.1f}"
+
+
 def table1_markdown(table: pd.DataFrame, caption: str = "") -> str:
-    """Table 1 laid out as in the paper: ours (± sd over seeds) with the paper's value, then gains over scratch."""
+    """Table 1 laid out as in the paper: ours (± sd over runs, † = not plateaued) with the paper's value, then
+    gains over scratch with their 95 % intervals (* = the interval excludes 0) beside the paper's gains."""
     columns = [(p, t) for p in PROTOCOLS for t in TASKS if ((table["protocol"] == p) & (table["task"] == t)).any()]
     lookup = {(r.method, r.protocol, r.task): r for r in table.itertuples()}
     header = "| method | " + " | ".join(f"{PROTOCOL_NAMES[p]} {t} {TASK_METRICS[t]}" for p, t in columns) + " |"
     rule = "|---|" + "---|" * len(columns)
     lines = [header, rule]
+    gains = [header.replace("| method |", "| gain over scratch [95 % CI] / paper |"), rule]
     for method in METHODS:
-        cells = []
-        for p, t in columns:
-            row = lookup.get((method, p, t))
-            cells.append("" if row is None else f"{_cell(row.value, row.sd)} (paper {row.paper_value:.1f})")
+        rows = [lookup.get((method, p, t)) for p, t in columns]
+        cells = ["" if row is None else f"{_cell(row.value, row.sd)}{'' if row.converged else ' †'} "
+                 f"(paper {row.paper_value:.1f})" for row in rows]
         if any(cells):
             lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
-    gains = [header.replace("| method |", "| gain over scratch (ours / paper) |"), rule]
-    for method in METHODS[1:]:
-        cells = []
-        for p, t in columns:
-            row, base = lookup.get((method, p, t)), lookup.get(("scratch", p, t))
-            if row is None or base is None:
-                cells.append("")
-            else:
-                cells.append(f"{row.value - base.value:+.1f} / {row.paper_value - base.paper_value:+.1f}")
-        if any(cells):
-            gains.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
+        if method != "scratch" and any(cells):
+            gains.append(f"| {METHOD_NAMES[method]} | " + " | ".join(
+                "" if row is None else _gain_cell(row) for row in rows) + " |")
+    notes = ["", "† validation curve not plateaued within the iteration cap; * gain interval excludes 0."]
     head = [f"**Table 1.** {caption}".rstrip(), ""] if caption else []
-    return "\n".join([*head, *lines, "", *gains]) + "\n"
+    return "\n".join([*head, *lines, *notes, "", *gains]) + "\n"
 
 
 def metrics_summary(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
-    """``{protocol: {task: {method: percent}}}`` for ``dvc metrics show``."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
+    """``{protocol: {task: {method: {value, gain, gain_low, gain_high, converged}}}}`` (percent) for
+    ``dvc metrics show``; scratch has no gain."""
+    def number(value: float) -> float | None:
+        return None if math.isnan(value) else round(float(value), 2)
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
     for row in table.itertuples():
-        value = None if math.isnan(row.value) else round(float(row.value), 2)
-        out.setdefault(row.protocol, {}).setdefault(row.task, {})[row.method] = value
+        cell: dict[str, Any] = {"value": number(row.value)}
+        if row.method != "scratch":
+            cell.update(gain=number(row.gain), gain_low=number(row.gain_low), gain_high=number(row.gain_high))
+        cell["converged"] = bool(row.converged)
+        out.setdefault(row.protocol, {}).setdefault(row.task, {})[row.method] = cell
     return out
 
 

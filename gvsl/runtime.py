@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,17 @@ import torch.distributed as dist
 
 from gvsl.errors import GVSLInputError
 
-__all__ = ["DistributedContext", "git_commit", "resolve_device", "setup_distributed"]
+__all__ = ["DistributedContext", "git_commit", "progress_line", "resolve_device", "setup_distributed"]
+
+
+def progress_line(message: str) -> None:
+    """One line of progress for the person watching the terminal.
+
+    Inside a papermill kernel ``sys.stdout`` reaches the executed notebook only; the process's own
+    standard output (``sys.__stdout__``) reaches the notebook and the terminal that runs
+    ``dvc repro``. Elsewhere the two are the same stream.
+    """
+    print(message, file=sys.__stdout__ or sys.stdout, flush=True)
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:

@@ -14,6 +14,7 @@ import yaml
 from gvsl import pipeline
 from gvsl.errors import GVSLInputError
 from gvsl.pretrain import PretrainConfig
+from gvsl import report
 from gvsl.transfer import TransferConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,12 @@ def test_every_profile_builds_typed_configs(profile):
         settings = dict(params["transfer"][protocol])
         # several runs (pre-training seed × transfer seed), so every value has an sd
         assert len(settings.pop("seeds")) * len(params["pretrain"]["seeds"]) >= 2
-        TransferConfig.from_dict({**settings, "task": "segmentation", "protocol": protocol, "num_classes": 8})
+        assert set(settings.pop("crop")) == set(params["pipeline"]["tasks"])
+        iterations = settings.pop("iterations")
+        for task in params["pipeline"]["tasks"]:
+            cap = iterations[task] if isinstance(iterations, dict) else iterations
+            TransferConfig.from_dict({**settings, "iterations": cap, "task": "segmentation", "protocol": protocol,
+                                      "num_classes": 8})
 
 
 def test_paper_profile_is_the_papers_schedule():
@@ -66,7 +72,9 @@ def test_paper_profile_is_the_papers_schedule():
     assert (paper["pretrain"]["iterations"], paper["pretrain"]["batch_size"], paper["pretrain"]["lr"]) == (
         200_000, 2, 1e-4)
     for protocol in pipeline.PROTOCOLS:
-        assert (paper["transfer"][protocol]["iterations"], paper["transfer"][protocol]["val_every"]) == (40_000, 200)
+        settings = paper["transfer"][protocol]
+        caps = settings["iterations"].values() if isinstance(settings["iterations"], dict) else [settings["iterations"]]
+        assert set(caps) == {40_000} and settings["val_every"] == 200 and not settings["stop_on_plateau"]
 
 
 def test_stage_settings_errors_name_the_key(tmp_path):
@@ -77,16 +85,16 @@ def test_stage_settings_errors_name_the_key(tmp_path):
     del params["prepare"]["tasks"]["SAC"]
     with pytest.raises(GVSLInputError, match=r"missing key prepare\.tasks\.SAC"):
         pipeline.prepare_stage("SAC", params, build=tmp_path)
-    with pytest.raises(GVSLInputError, match="unknown transfer setting"):
-        pipeline.transfer_stage("SHC", "probe", "gvsl", params, build=tmp_path)
+    with pytest.raises(GVSLInputError, match="unknown method 'genesis'"):
+        pipeline.transfer_stage("genesis", params, build=tmp_path)
 
 
 def test_dvc_stages_use_the_package_layout():
     stages = load(ROOT / "dvc.yaml")["stages"]
     assert "build/prepared/${key}" in stages["prepare"]["do"]["outs"]
     assert "build/pretrain/${item}" in stages["pretrain"]["do"]["outs"]
-    assert "build/transfer/${item.task}-${item.protocol}-${item.method}" in stages["transfer"]["outs"]
-    assert str(pipeline.transfer_dir("SHC", "linear", "gvsl")) == "build/transfer/SHC-linear-gvsl"
+    assert "build/transfer/${item}" in stages["transfer"]["do"]["outs"]
+    assert str(pipeline.transfer_dir("SHC", "linear", "gvsl")) == "build/transfer/gvsl/SHC-linear"
     assert str(pipeline.pretrain_dir("gvsl")) == "build/pretrain/gvsl"
     assert str(pipeline.prepared_dir("SHC")) == "build/prepared/SHC"
 
@@ -105,10 +113,13 @@ TINY = {
                  "crop_jitter": 0, "lr": 1e-4, "lr_schedule": "cosine", "warmup": 1, "checkpoint_every": 2,
                  "log_every": 1, "eval_every": 2, "heldout": {"task": "SHC", "split": "val", "pairs": 2},
                  "device": "cpu"},
-    "transfer": {"crop": {"SHC": None, "CCC": None},
-                 "linear": {"seeds": [0, 1], "iterations": 2, "val_every": 1, "lr": 1e-2, "device": "cpu"},
-                 "finetune": {"seeds": [0], "iterations": 2, "val_every": 1, "lr": 1e-3, "device": "cpu"}},
-    "report": {"fig6": {"task": "SHC", "protocol": "finetune"}, "tsne": {"max_per_class": 8, "seed": 0}, "seed": 0},
+    "transfer": {"processes": 2,
+                 "linear": {"seeds": [0, 1], "crop": {"SHC": None, "CCC": None}, "iterations": 6, "val_every": 1,
+                            "stop_on_plateau": True, "min_iterations": 4, "plateau_delta": 1.0, "lr": 1e-2,
+                            "device": "cpu"},
+                 "finetune": {"seeds": [0], "crop": {"SHC": [16, 16, 16], "CCC": None}, "iterations": {"SHC": 3, "CCC": 2},
+                              "val_every": 1, "lr": 1e-3, "class_weighting": "sqrt_inverse", "device": "cpu"}},
+    "report": {"fig6": {"task": "SHC", "protocol": "finetune"}, "tsne": {"max_per_class": 8, "seed": 0}},
 }
 
 
@@ -141,15 +152,28 @@ def tiny_project(tmp_path_factory):
 
 def test_pipeline_reproduces_the_report(tiny_project):
     table = pd.read_csv(tiny_project / "results" / "table1.csv")
-    assert list(table.columns) == ["method", "protocol", "task", "metric", "value", "sd", "n_runs", "paper_value",
-                                   "dataset", "profile"]
+    assert list(table.columns) == report.TABLE1_COLUMNS
     assert len(table) == 2 * 2 * 5 and set(table["profile"]) == {"tiny-test"}
     assert set(table["n_runs"][table["protocol"] == "linear"]) == {4}  # 2 pre-training × 2 transfer seeds
+    # every pre-trained row has a gain with its interval; scratch has none
+    pretrained = table[table["method"] != "scratch"]
+    assert pretrained[["gain", "gain_low", "gain_high"]].notna().all().all()
+    assert (pretrained["gain_low"] <= pretrained["gain"]).all() and (pretrained["gain"] <= pretrained["gain_high"]).all()
+    assert table.loc[table["method"] == "scratch", "gain"].isna().all()
+    # plateau_delta 1.0: every linear probe plateaus at min_iterations and stops there; fine-tuning does not stop
+    assert table.loc[table["protocol"] == "linear", "converged"].all()
+    summary = json.loads((tiny_project / "build" / "transfer" / "gvsl" / "SHC-linear" / "summary.json").read_text())
+    assert summary["iterations"] == [4] * 4 and summary["converged"]
+    assert len(summary["per_case"]) == 4 and len(summary["per_case"][0]["dice"]) == len(summary["case_ids"])
     for name in ("fig6_validation", "fig7_tsne", "fig8_ncc", "registration", "cohort-SHC"):
         assert (tiny_project / "results" / "figures" / f"{name}.png").stat().st_size > 1000
     assert "paper" in (tiny_project / "results" / "table1.md").read_text()
     metrics = json.loads((tiny_project / "results" / "metrics.json").read_text())
     assert set(metrics) == {"linear", "finetune", "pretext"}
+    gvsl_shc = metrics["linear"]["SHC"]["gvsl"]
+    row = table[(table["method"] == "gvsl") & (table["protocol"] == "linear") & (table["task"] == "SHC")].iloc[0]
+    assert gvsl_shc["gain"] == pytest.approx(round(row["gain"], 2)) and set(gvsl_shc) == {
+        "value", "gain", "gain_low", "gain_high", "converged"}
     assert set(metrics["pretext"]) == {"no_fundament", "no_affine", "gvsl"}
     assert {"identity_dice", "affine_dice", "warped_dice", "heldout_ncc_first", "heldout_ncc_last", "warped_gain",
             "warped_gain_low", "warped_gain_high"} <= set(metrics["pretext"]["gvsl"])
@@ -161,7 +185,7 @@ def test_pipeline_reproduces_the_report(tiny_project):
         log = pd.read_csv(tiny_project / "build" / "pretrain" / "gvsl" / f"seed{seed}" / "dvclive" / "plots" / "metrics"
                           / "heldout" / "warped_dice.tsv", sep="\t")
         assert list(log["step"]) == [0, 2, 3]
-    for notebook in ("prepare/SHC", "pretrain/gvsl", "transfer/SHC-linear-gvsl", "report"):
+    for notebook in ("prepare/SHC", "pretrain/gvsl", "transfer/gvsl", "report"):
         assert (tiny_project / "build" / "notebooks" / f"{notebook}.ipynb").is_file()
 
 
@@ -174,8 +198,7 @@ def test_unchanged_pipeline_does_nothing_and_a_change_reruns_its_dependents(tiny
         changed = set(json.loads(dvc(tiny_project, "status", "--json")))
     finally:
         (tiny_project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    assert changed == {f"transfer@{t}-finetune-{m}" for t in TINY["pipeline"]["tasks"]
-                       for m in TINY["pipeline"]["methods"]}
+    assert changed == {f"transfer@{m}" for m in TINY["pipeline"]["methods"]}
 
 
 def test_a_change_to_the_network_code_reruns_every_stage_that_runs_it(tiny_project):
@@ -188,7 +211,6 @@ def test_a_change_to_the_network_code_reruns_every_stage_that_runs_it(tiny_proje
         changed = set(json.loads(dvc(tiny_project, "status", "--json")))
     finally:
         unet.write_text(original)
-    transfer = {f"transfer@{t}-{p}-{m}" for t in TINY["pipeline"]["tasks"] for p in pipeline.PROTOCOLS
-                for m in TINY["pipeline"]["methods"]}
+    transfer = {f"transfer@{m}" for m in TINY["pipeline"]["methods"]}
     assert transfer <= changed
     assert {f"pretrain@{m}" for m in TINY["pipeline"]["methods"]} <= changed and "report" in changed

@@ -18,16 +18,33 @@ from gvsl.nets import GVSL, GVSLConfig
 TINY_CHANNELS = (8,) * 9
 
 
-def write_summary(root, task, protocol, method, tests, metric="dice", curves=None, commit="abc1234"):
-    folder = root / f"{task}-{protocol}-{method}"
+NEGATIVES = np.arange(4.0)  # classification test cases 0-3 are negatives scored 0, 1, 2, 3
+
+
+def auc_cases(above):
+    """Per-case record of four negatives and four positives, positive i scoring above ``above[i]`` negatives
+    (AUC = sum(above) / 16)."""
+    return {"probability": [*NEGATIVES, *(a - 0.5 for a in above)], "target": [0] * 4 + [1] * 4}
+
+
+def write_summary(root, task, protocol, method, tests, metric="dice", curves=None, commit="abc1234", converged=True):
+    """``tests``: per run, a test Dice (every case scores it) or, for AUC, ``auc_cases``' argument."""
+    folder = root / method / f"{task}-{protocol}"
     folder.mkdir(parents=True)
+    if metric == "auc":
+        per_case = [auc_cases(above) for above in tests]
+        tests = [sum(above) / 16 for above in tests]
+    else:
+        per_case = [{"dice": [[t]] * 5} for t in tests]
     finite = [t for t in tests if not math.isnan(t)]
     summary = {"task": task, "protocol": protocol, "method": method, "metric": metric,
                "seeds": list(range(len(tests))), "pretrain_seeds": [0], "runs": [[0, s] for s in range(len(tests))],
-               "test": tests, "mean": float(np.mean(finite)),
+               "test": tests, "mean": float(np.mean(finite)) if finite else math.nan,
                "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan, "n_runs": len(finite),
                "val_curves": curves or [[[10, 0.1 * (s + 1)], [20, 0.2 * (s + 1)]] for s in range(len(tests))],
-               "dataset_source": "phantom-ct", "profile": "unit", "commit": commit}
+               "converged": converged,
+               "case_ids": [f"case{i}" for i in range(len(per_case[0].get("probability", per_case[0].get("dice"))))],
+               "per_case": per_case, "dataset_source": "phantom-ct", "profile": "unit", "commit": commit}
     (folder / "summary.json").write_text(json.dumps(summary))
     return summary
 
@@ -37,22 +54,46 @@ def summaries(tmp_path):
     root = tmp_path / "transfer"
     write_summary(root, "SHC", "linear", "scratch", [0.20, 0.30])
     write_summary(root, "SHC", "linear", "gvsl", [0.60, 0.70, 0.80])
-    write_summary(root, "CCC", "finetune", "scratch", [0.5, 0.7], metric="auc")
-    write_summary(root, "CCC", "finetune", "gvsl", [0.9, 0.8], metric="auc", commit="def5678")
+    # AUC 0.5 and 0.75; 0.875 and 1.0
+    write_summary(root, "CCC", "finetune", "scratch", [[4, 4, 0, 0], [4, 4, 4, 0]], metric="auc")
+    write_summary(root, "CCC", "finetune", "gvsl", [[4, 4, 4, 2], [4, 4, 4, 4]], metric="auc", commit="def5678",
+                  converged=False)
     return report.load_summaries(root)
 
 
 def test_table1_is_long_format_in_percent_beside_the_paper(summaries):
     table = report.table1(summaries, profile="unit")
-    assert list(table.columns) == ["method", "protocol", "task", "metric", "value", "sd", "n_runs", "paper_value",
-                                   "dataset", "profile"]
+    assert list(table.columns) == ["method", "protocol", "task", "metric", "value", "sd", "n_runs", "converged",
+                                   "gain", "gain_low", "gain_high", "paper_value", "paper_gain", "dataset", "profile"]
     assert len(table) == 4  # only the settings that ran
     row = table[(table.method == "gvsl") & (table.task == "SHC")].iloc[0]
     assert row.value == pytest.approx(70.0) and row.sd == pytest.approx(10.0) and row.n_runs == 3
-    assert row.paper_value == 68.4  # He et al. Table 1, GVSL, linear, SHC
+    assert row.paper_value == 68.4 and row.paper_gain == pytest.approx(68.4 - 21.9)  # He et al. Table 1
+    # paired by seed: runs t0 and t1 (gvsl's t2 has no scratch partner); every case agrees, so no spread
+    assert (row.gain, row.gain_low, row.gain_high) == pytest.approx((40.0, 40.0, 40.0))
     scratch_ccc = table[(table.method == "scratch") & (table.task == "CCC")].iloc[0]
-    assert (scratch_ccc.value, scratch_ccc.paper_value, scratch_ccc.metric) == (pytest.approx(60.0), 74.4, "auc")
+    assert (scratch_ccc.value, scratch_ccc.paper_value, scratch_ccc.metric) == (pytest.approx(62.5), 74.4, "auc")
+    assert math.isnan(scratch_ccc.gain) and scratch_ccc.converged
+    gvsl_ccc = table[(table.method == "gvsl") & (table.task == "CCC")].iloc[0]
+    assert gvsl_ccc.gain == pytest.approx(31.25) and gvsl_ccc.gain_low < 31.25 < gvsl_ccc.gain_high
+    assert not gvsl_ccc.converged
     assert set(table.profile) == {"unit"} and set(table.dataset) == {"phantom-ct"}
+
+
+def test_gain_interval_resamples_test_cases(tmp_path):
+    """Two runs, a gain of 0.1 on average that varies from case to case: the interval has width and covers it."""
+    root = tmp_path / "transfer"
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.6, size=(2, 12, 1))
+    for method, dice in (("scratch", base), ("gvsl", base + rng.normal(0.1, 0.05, size=base.shape))):
+        summary = write_summary(root, "SBM", "finetune", method, [0.0, 0.0])
+        summary["per_case"] = [{"dice": d.tolist()} for d in dice]
+        summary["case_ids"] = [f"case{i}" for i in range(12)]
+        (root / method / "SBM-finetune" / "summary.json").write_text(json.dumps(summary))
+    loaded = report.load_summaries(root)
+    gain, low, high = report.gain_interval(loaded[loaded.method == "gvsl"].iloc[0], loaded[loaded.method == "scratch"].iloc[0])
+    assert 0.05 < low < gain < high < 0.15
+    assert high - low > 0.02
 
 
 def test_paper_table_has_every_setting_of_table1():
@@ -63,26 +104,30 @@ def test_paper_table_has_every_setting_of_table1():
 
 def test_markdown_puts_paper_values_and_gains_beside_ours(summaries):
     markdown = report.table1_markdown(report.table1(summaries, profile="unit"))
-    assert "| GVSL (whole) | 70.0 ± 10.0 (paper 68.4) |" in markdown
-    # gains: ours 70.0 - 25.0, paper 68.4 - 21.9; CCC fine-tune 85.0 - 60.0, paper 82.2 - 74.4
-    assert "| GVSL (whole) | +45.0 / +46.5 | +25.0 / +7.8 |" in markdown
+    assert "| GVSL (whole) | 70.0 ± 10.0 (paper 68.4) | 93.8 ± 8.8 † (paper 82.2) |" in markdown
+    # gains, paired by seed: SHC linear (0.6 + 0.7) / 2 - 0.25, paper 68.4 - 21.9, significant;
+    # CCC fine-tune 93.75 - 62.5, paper 82.2 - 74.4
+    assert "| GVSL (whole) | +40.0 [+40.0, +40.0]* / +46.5 | +31.2 [" in markdown
+    assert "† validation curve not plateaued" in markdown
     assert "(a) linear SHC Dice" in markdown and "(b) fine-tune CCC AUC" in markdown
 
 
 def test_metrics_summary_nests_protocol_task_method(summaries):
     metrics = report.metrics_summary(report.table1(summaries, profile="unit"))
-    assert metrics == {"linear": {"SHC": {"scratch": 25.0, "gvsl": 70.0}},
-                       "finetune": {"CCC": {"scratch": 60.0, "gvsl": 85.0}}}
+    shc, ccc = metrics["linear"]["SHC"], metrics["finetune"]["CCC"]
+    assert shc["scratch"] == {"value": 25.0, "converged": True}
+    assert shc["gvsl"] == {"value": 70.0, "gain": 40.0, "gain_low": 40.0, "gain_high": 40.0, "converged": True}
+    assert ccc["gvsl"]["value"] == 93.75 and ccc["gvsl"]["gain"] == 31.25 and ccc["gvsl"]["converged"] is False
 
 
 def test_a_setting_whose_seeds_all_failed_shows_a_dash(tmp_path):
     root = tmp_path / "transfer"
     write_summary(root, "SAC", "linear", "scratch", [0.1])
-    summary = json.loads((root / "SAC-linear-scratch" / "summary.json").read_text())
+    summary = json.loads((root / "scratch" / "SAC-linear" / "summary.json").read_text())
     summary.update(mean=math.nan, n_runs=0)
-    (root / "SAC-linear-scratch" / "summary.json").write_text(json.dumps(summary))
+    (root / "scratch" / "SAC-linear" / "summary.json").write_text(json.dumps(summary))
     table = report.table1(report.load_summaries(root), profile="unit")
-    assert report.metrics_summary(table) == {"linear": {"SAC": {"scratch": None}}}
+    assert report.metrics_summary(table) == {"linear": {"SAC": {"scratch": {"value": None, "converged": True}}}}
     assert "| Scratch | – (paper 10.0) |" in report.table1_markdown(table)
 
 
@@ -91,13 +136,13 @@ def test_bad_summaries_are_named(tmp_path):
     with pytest.raises(GVSLInputError, match="no transfer results"):
         report.load_summaries(root)
     write_summary(root, "SHC", "linear", "gvsl", [0.5, 0.6])
-    broken = root / "SHC-finetune-gvsl" / "summary.json"
+    broken = root / "gvsl" / "SHC-finetune" / "summary.json"
     broken.parent.mkdir()
     broken.write_text("{not json")
-    with pytest.raises(GVSLInputError, match=r"SHC-finetune-gvsl/summary.json: unreadable"):
+    with pytest.raises(GVSLInputError, match=r"gvsl/SHC-finetune/summary.json: unreadable"):
         report.load_summaries(root)
     broken.write_text(json.dumps({"task": "SHC"}))
-    with pytest.raises(GVSLInputError, match=r"lacks \['commit'"):
+    with pytest.raises(GVSLInputError, match=r"lacks \['case_ids', 'commit'"):
         report.load_summaries(root)
     broken.unlink()
     write_summary(root, "SHC", "probe", "gvsl", [0.5])

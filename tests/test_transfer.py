@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import gvsl.transfer as transfer
+import gvsl.transfer.train as transfer_train
 from gvsl.errors import GVSLInputError
 from gvsl.nets import UNet3D
 from gvsl.transfer import (
@@ -174,7 +175,7 @@ def test_best_validation_iteration_is_kept_ties_keep_the_earliest(monkeypatch):
         snapshots[iteration] = {k: v.clone() for k, v in model.state_dict().items()}
         return next(scripted)
 
-    monkeypatch.setattr(transfer, "validate", fake_validate)
+    monkeypatch.setattr(transfer_train, "validate", fake_validate)
     result = run_transfer(tiny_backbone(), *SPLITS, seg_config(iterations=8, val_every=2), progress=False)
     assert [it for it, _ in result.val_curve] == [2, 4, 6, 8]
     assert result.best_iteration == 4 and result.best_val_metric == 0.5
@@ -183,7 +184,7 @@ def test_best_validation_iteration_is_kept_ties_keep_the_earliest(monkeypatch):
 
 
 def test_validation_also_runs_after_the_last_iteration(monkeypatch):
-    monkeypatch.setattr(transfer, "validate", lambda model, cases, config: 0.0)
+    monkeypatch.setattr(transfer_train, "validate", lambda model, cases, config: 0.0)
     result = run_transfer(tiny_backbone(), *SPLITS, seg_config(iterations=7, val_every=3), progress=False)
     assert [it for it, _ in result.val_curve] == [3, 6, 7]
     assert result.best_iteration == 3
@@ -352,7 +353,7 @@ def test_frozen_feature_cache_changes_no_number(monkeypatch):
     def uncached(backbone, config, cache_features=False):
         return build_transfer_model(backbone, config)
 
-    monkeypatch.setattr(transfer, "build_transfer_model", uncached)
+    monkeypatch.setattr(transfer_train, "build_transfer_model", uncached)
     plain = run_transfer(tiny_backbone(), train, val, test, config, progress=False)
     assert not plain.model.cache_features
     assert states_equal(cached.model.head.state_dict(), plain.model.head.state_dict())

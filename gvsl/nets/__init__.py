@@ -2,7 +2,7 @@
 
 from gvsl.nets.gvsl import GVSL, VARIANTS, GVSLConfig, GVSLOutput
 from gvsl.nets.heads import AffineHead, DeformableHead, RestorationHead
-from gvsl.nets.unet import PAPER_CHANNELS, ConvBlock, UNet3D
+from gvsl.nets.unet import PAPER_CHANNELS, ConvBlock, UNet3D, parse_channels
 
 __all__ = [
     "GVSL",
@@ -15,4 +15,5 @@ __all__ = [
     "PAPER_CHANNELS",
     "ConvBlock",
     "UNet3D",
+    "parse_channels",
 ]

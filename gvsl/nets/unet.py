@@ -12,13 +12,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PAPER_CHANNELS", "ConvBlock", "UNet3D", "check_group_norm_width", "check_volume"]
+from gvsl.errors import GVSLInputError
+
+__all__ = ["PAPER_CHANNELS", "ConvBlock", "UNet3D", "check_group_norm_width", "check_volume", "parse_channels"]
 
 #: Widths of the paper's U-Net: five encoder levels, then four decoder levels.
 PAPER_CHANNELS: tuple[int, ...] = (32, 64, 128, 256, 512, 256, 128, 64, 32)
 
 #: Every spatial size is padded to a multiple of this (four 2× poolings).
 _DIVISOR = 16
+
+
+def parse_channels(text: str) -> tuple[int, ...]:
+    """Nine comma-separated backbone widths, e.g. ``8,16,32,64,128,64,32,16,8``."""
+    try:
+        channels = tuple(int(c) for c in text.split(","))
+    except ValueError as err:
+        raise GVSLInputError(f"--channels: expecting nine comma-separated integers, got {text!r}") from err
+    if len(channels) != 9:
+        raise GVSLInputError(f"--channels: expecting nine widths (five down, four up), got {len(channels)}: {text!r}")
+    return channels
 
 
 def check_group_norm_width(channels: int, group_size: int, what: str) -> None:

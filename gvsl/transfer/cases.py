@@ -1,0 +1,142 @@
+"""Cases for transfer: checks and conversion to tensors, centre crops, and the random training crops.
+
+Training crops, where the paper is silent: a case is drawn uniformly; with probability 1/2 the crop
+is centred on a voxel of a foreground class present in the case (class drawn uniformly, then voxel
+uniformly, as nnU-Net's foreground oversampling does), otherwise it is placed uniformly. A crop
+larger than a training volume is an error, never padded silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gvsl.errors import GVSLInputError
+from gvsl.transfer.config import TransferConfig
+
+__all__ = ["Case"]
+
+#: Probability that a segmentation training crop is centred on a foreground voxel.
+FOREGROUND_PROBABILITY = 0.5
+
+
+@dataclass
+class Case:
+    """One subject, held in memory.
+
+    :mod:`gvsl.transfer` reads ``id``, ``image``, ``label`` and ``target`` only, so the cases of a
+    prepared dataset (:class:`gvsl.data.Case`) serve as well; this class lets callers build a case
+    without the affine, label and target that :class:`gvsl.data.Case` requires.
+
+    Attributes:
+        id: subject name, used in error messages.
+        image: float32 (C, D, H, W) or (D, H, W), intensities already normalised.
+        label: uint8 (D, H, W) class ids (segmentation), or ``None``.
+        target: 0 or 1 (binary classification), or ``None``.
+    """
+
+    id: str
+    image: np.ndarray
+    label: np.ndarray | None = None
+    target: int | None = None
+
+
+@dataclass
+class _Prepared:
+    """A checked case: image (C, D, H, W) float32, label (D, H, W) int64 or None."""
+
+    id: str
+    image: torch.Tensor
+    label: torch.Tensor | None
+    target: int | None
+
+
+def _prepare(cases: Sequence[Case], split: str, in_channels: int, task: str, num_classes: int) -> list[_Prepared]:
+    """Check ``cases`` for ``task`` and convert them to tensors; errors name the split and the case."""
+    out = []
+    for case in cases:
+        where = f"{split} case {case.id!r}"
+        image = torch.as_tensor(np.asarray(case.image, dtype=np.float32))
+        if image.ndim == 3:
+            image = image[None]
+        if image.ndim != 4:
+            raise GVSLInputError(f"{where}: expecting an image (D, H, W) or (C, D, H, W), got shape {tuple(image.shape)}")
+        if image.shape[0] != in_channels:
+            raise GVSLInputError(f"{where}: the backbone expects {in_channels} channel(s), the image has {image.shape[0]}")
+        if not torch.isfinite(image).all():
+            raise GVSLInputError(f"{where}: image holds NaN or Inf voxels")
+        label, target = None, None
+        if task == "segmentation":
+            if case.label is None:
+                raise GVSLInputError(f"{where}: segmentation needs a label volume, got None")
+            label_array = np.asarray(case.label)
+            if label_array.shape != tuple(image.shape[1:]):
+                raise GVSLInputError(f"{where}: label shape {label_array.shape} differs from image shape "
+                                     f"{tuple(image.shape[1:])}")
+            if not np.issubdtype(label_array.dtype, np.integer):
+                raise GVSLInputError(f"{where}: label must hold integer class ids, got dtype {label_array.dtype}")
+            values = np.unique(label_array)
+            bad = values[(values < 0) | (values >= num_classes)]
+            if bad.size:
+                raise GVSLInputError(f"{where}: label values {bad.tolist()} outside 0..{num_classes - 1} "
+                                     f"(num_classes={num_classes})")
+            label = torch.as_tensor(label_array.astype(np.int64))
+        else:
+            if case.target not in (0, 1) or isinstance(case.target, str):
+                raise GVSLInputError(f"{where}: classification needs a target of 0 or 1, got {case.target!r}")
+            target = int(case.target)
+        out.append(_Prepared(str(case.id), image.contiguous(), label, target))
+    return out
+
+
+def _center_crop(image: torch.Tensor, crop: Sequence[int]) -> torch.Tensor:
+    """Centre crop of the last three axes to at most ``crop`` (axes already smaller are kept whole)."""
+    starts = [max(s - c, 0) // 2 for s, c in zip(image.shape[-3:], crop)]
+    ends = [st + min(s, c) for st, s, c in zip(starts, image.shape[-3:], crop)]
+    return image[..., starts[0]:ends[0], starts[1]:ends[1], starts[2]:ends[2]]
+
+
+class _CropSampler:
+    """Random training crops (see the module docstring), drawn from one seeded generator."""
+
+    def __init__(self, cases: list[_Prepared], config: TransferConfig, generator: torch.Generator):
+        self.cases = cases
+        self.crop = config.crop
+        self.segmentation = config.task == "segmentation"
+        self.generator = generator
+        for case in cases:
+            shape = tuple(case.image.shape[1:])
+            if any(c > s for c, s in zip(self.crop, shape)):
+                raise GVSLInputError(f"training case {case.id!r}: crop {self.crop} is larger than the volume {shape}; "
+                                     "lower 'crop' or resample the data")
+        # Foreground classes present in each case (none for classification: crops are uniform).
+        self.foreground = [[v for v in torch.unique(c.label).tolist() if v != 0] if self.segmentation else []
+                           for c in cases]
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(0, high, (1,), generator=self.generator))
+
+    def _start(self, index: int) -> list[int]:
+        case, shape = self.cases[index], self.cases[index].image.shape[1:]
+        classes = self.foreground[index]
+        if classes and float(torch.rand(1, generator=self.generator)) < FOREGROUND_PROBABILITY:
+            voxels = torch.nonzero(case.label == classes[self._randint(len(classes))])
+            centre = voxels[self._randint(len(voxels))].tolist()
+            return [min(max(p - c // 2, 0), s - c) for p, c, s in zip(centre, self.crop, shape)]
+        return [self._randint(s - c + 1) for s, c in zip(shape, self.crop)]
+
+    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, C, *crop) and segmentation labels (B, *crop) or classification targets (B, 1)."""
+        images, labels = [], []
+        for _ in range(batch):
+            index = self._randint(len(self.cases))
+            d, h, w = self._start(index)
+            window = (slice(d, d + self.crop[0]), slice(h, h + self.crop[1]), slice(w, w + self.crop[2]))
+            case = self.cases[index]
+            images.append(case.image[(slice(None), *window)])
+            labels.append(case.label[window] if self.segmentation else torch.tensor([float(case.target)]))
+        return torch.stack(images), torch.stack(labels)
+
