@@ -32,7 +32,7 @@ from gvsl.errors import GVSLInputError, NonFiniteLossError
 from gvsl.losses import GVSLLoss
 from gvsl.nets import GVSL, PAPER_CHANNELS, VARIANTS, parse_channels
 from gvsl.pretext import HeldOutPairs, evaluate_pretext, heldout_pairs
-from gvsl.runtime import DistributedContext, git_commit, setup_distributed
+from gvsl.runtime import DistributedContext, git_commit, progress_line, setup_distributed
 from gvsl.settings import from_mapping
 from gvsl.views import AppearanceTransform, RandSpatialTransform, make_views
 
@@ -361,6 +361,9 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
             states = _gather_generator_states(ctx, generator)
             if ctx.is_main:
                 _save_state(checkpoint_path, model, optimizer, done, config, states)
+                if not progress:  # no bar: one line per checkpoint block instead
+                    progress_line(f"pretrain {config.variant} seed {config.seed}: iteration {done}/{config.iterations}, "
+                                  + ", ".join(f"{name} {value:.4f}" for name, value in terms.as_floats().items()))
     bar.close()
     seconds = time.perf_counter() - began
     if ctx.is_main:

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from gvsl.errors import GVSLInputError  # noqa: E402
 from gvsl.pipeline import METHODS, PROTOCOLS, TASKS  # noqa: E402
 
-__all__ = ["METHOD_NAMES", "PAPER_TABLE1", "PRETEXT_LABELS", "TABLE1_COLUMNS", "figure6_validation", "gain_interval", "figure7_tsne",
+__all__ = ["ABLATIONS", "CLAIMS_COLUMNS", "METHOD_NAMES", "PAPER_TABLE1", "claims", "claims_markdown", "PRETEXT_LABELS", "TABLE1_COLUMNS", "figure6_validation", "gain_interval", "figure7_tsne",
            "figure8_pretext", "figure_registration", "load_pretext", "load_summaries", "local_features",
            "metrics_summary", "pretext_metrics", "provenance", "registration_example", "table1", "table1_markdown",
            "training_terms", "with_sources", "write_html"]
@@ -147,6 +147,65 @@ def gain_interval(method: Mapping[str, Any], scratch: Mapping[str, Any], level: 
         score, strata = weighted_mean_dice, None
     return paired_gain_interval([m for m, _ in runs], [b for _, b in runs], score, strata=strata, level=level,
                                 resamples=resamples, seed=seed)
+
+
+#: Table 1's ablations, each compared with whole GVSL by :func:`claims`
+ABLATIONS = ("no_zmatch", "no_fundament", "no_affine")
+CLAIMS_COLUMNS = ["claim", "task", "estimate", "low", "high", "converged", "shown"]
+
+
+def claims(table: pd.DataFrame, summaries: pd.DataFrame) -> pd.DataFrame:
+    """Whether this run shows each of the paper's claims, per task, with the 95 % interval it rests on.
+
+    1. *GVSL beats scratch on linear probes*: whole GVSL's linear gain over scratch; shown when its
+       interval lies above 0.
+    2. *Whole GVSL beats each ablation* (linear): GVSL minus the ablation, paired by seed like the gains
+       over scratch (:func:`gain_interval`); shown when the interval lies above 0.
+    3. *Fine-tune gains are small*: GVSL's fine-tune gain over scratch against its linear gain; shown
+       when the fine-tune interval lies wholly below the linear one.
+
+    ``estimate``, ``low`` and ``high`` are percent (claim 3: the fine-tune gain and its interval).
+    ``converged``: every cell compared plateaued; a claim resting on unconverged cells is weaker
+    evidence either way. Rows whose cells were not run are left out. The criteria are fixed here,
+    not tuned to any outcome.
+    """
+    rows = []
+    lookup = {(r.method, r.protocol, r.task): r for r in table.itertuples()}
+    for task in TASKS:
+        linear = lookup.get(("gvsl", "linear", task))
+        scratch = lookup.get(("scratch", "linear", task))
+        if linear is not None and scratch is not None and not math.isnan(linear.gain):
+            rows.append(_claim("GVSL beats scratch on linear probes", task, (linear.gain, linear.gain_low,
+                                                                             linear.gain_high),
+                               linear.converged and scratch.converged, linear.gain_low > 0))
+        for ablation in ABLATIONS:
+            other = lookup.get((ablation, "linear", task))
+            whole, versus = _setting(summaries, "gvsl", "linear", task), _setting(summaries, ablation, "linear", task)
+            gain = None if whole is None or versus is None else gain_interval(whole, versus)
+            if gain is not None and linear is not None and other is not None:
+                gain = tuple(100.0 * g for g in gain)
+                rows.append(_claim(f"whole GVSL beats {METHOD_NAMES[ablation]} (linear)", task, gain,
+                                   linear.converged and other.converged, gain[1] > 0))
+        finetune = lookup.get(("gvsl", "finetune", task))
+        if linear is not None and finetune is not None and not (math.isnan(linear.gain) or math.isnan(finetune.gain)):
+            rows.append(_claim("fine-tune gains are smaller than linear gains", task,
+                               (finetune.gain, finetune.gain_low, finetune.gain_high),
+                               linear.converged and finetune.converged, finetune.gain_high < linear.gain_low))
+    return pd.DataFrame(rows, columns=CLAIMS_COLUMNS)
+
+
+def _claim(claim: str, task: str, gain: Sequence[float], converged: bool, shown: bool) -> dict[str, Any]:
+    return {"claim": claim, "task": task, "estimate": gain[0], "low": gain[1], "high": gain[2],
+            "converged": bool(converged), "shown": bool(shown)}
+
+
+def claims_markdown(found: pd.DataFrame) -> str:
+    """The claims as a Markdown table: estimate [95 % CI] in points, shown or not shown."""
+    lines = ["| claim | task | estimate [95 % CI] | cells converged | shown |", "|---|---|---|---|---|"]
+    for row in found.itertuples():
+        lines.append(f"| {row.claim} | {row.task} | {row.estimate:+.1f} [{row.low:+.1f}, {row.high:+.1f}] | "
+                     f"{'yes' if row.converged else 'no'} | {'**shown**' if row.shown else 'not shown'} |")
+    return "\n".join(lines) + "\n"
 
 
 def with_sources(table: pd.DataFrame, summaries: pd.DataFrame) -> pd.DataFrame:
@@ -531,7 +590,12 @@ Models-Genesis style), <b>w/o Fundament</b> (Z-matching only), <b>w/o Affine hea
 matching) and <b>GVSL (whole)</b>. Protocol (a) trains only a head on the frozen backbone, so it measures what
 pre-training put into the features; (b) fine-tunes everything. Compare each row with scratch (the gain table)
 and with the paper's value in brackets. Values are means ± sample sd over every run (pre-training seed ×
-transfer seed); a difference smaller than the sds is noise."""
+transfer seed); † marks a cell whose validation curves did not plateau within the iteration cap. Gains are
+paired by seed with a 95 % bootstrap interval over runs and test cases; * marks an interval that excludes 0."""
+
+_CLAIMS_GUIDE = """Each claim is tested per task by a criterion fixed in advance (see <code>gvsl.report.claims</code>):
+an interval wholly above 0 (or, for fine-tuning, wholly below the linear gain). "Not shown" means this run's
+evidence does not establish the claim; it does not refute it."""
 
 
 _PRETEXT_GUIDE = """Each variant with a Z-matching head registers pairs of subjects it never trained on (the SHC
@@ -543,9 +607,11 @@ and after pre-training."""
 
 
 def write_html(path: str | Path, table: pd.DataFrame, markdown: str, figures: Mapping[str, str],
-               provenance: Mapping[str, Any], pretext: Mapping[str, Mapping[str, float]] | None = None) -> Path:
-    """One page: Table 1 (paper layout and ``table`` in long format), the pretext task on held-out
-    pairs (:func:`pretext_metrics`), the figures, what produced every number.
+               provenance: Mapping[str, Any], pretext: Mapping[str, Mapping[str, float]] | None = None,
+               claims_table: str | None = None) -> Path:
+    """One page: Table 1 (paper layout and ``table`` in long format), the paper's claims as this run
+    shows them (:func:`claims_markdown`), the pretext task on held-out pairs (:func:`pretext_metrics`),
+    the figures, what produced every number.
 
     ``table`` is normally :func:`with_sources` of :func:`table1`, so each row names its runs and commit.
     """
@@ -554,6 +620,9 @@ def write_html(path: str | Path, table: pd.DataFrame, markdown: str, figures: Ma
     body = [f"<h1>GVSL reproduction report — profile {html.escape(str(provenance.get('profile')))}</h1>",
             "<h2>Table 1</h2>", markdown_it.MarkdownIt().enable("table").render(markdown),
             f"<p>{_READING_GUIDE}</p>"]
+    if claims_table:
+        body += ["<h2>The paper's claims in this run</h2>", f"<p>{_CLAIMS_GUIDE}</p>",
+                 markdown_it.MarkdownIt().enable("table").render(claims_table)]
     if pretext:
         body += ["<h2>The pretext task on held-out pairs</h2>", f"<p>{_PRETEXT_GUIDE}</p>",
                  pd.DataFrame(pretext).T.rename_axis("method").reset_index().to_html(index=False)]

@@ -326,3 +326,23 @@ def test_html_page_holds_tables_figures_and_provenance(tmp_path, summaries):
     assert "<td>70.0 ± 10.0 (paper 68.4)</td>" in page
     assert '<img src="figures/fig6_validation.png"' in page
     assert "<td>def5678</td>" in page and "<td>p0-t0, p0-t1, p0-t2</td>" in page
+
+
+def test_claims_follow_their_fixed_criteria(tmp_path):
+    root = tmp_path / "transfer"
+    write_summary(root, "SHC", "linear", "scratch", [0.20, 0.30])
+    write_summary(root, "SHC", "linear", "gvsl", [0.60, 0.70])
+    write_summary(root, "SHC", "linear", "no_affine", [0.65, 0.75], converged=False)  # above whole GVSL
+    write_summary(root, "SHC", "finetune", "scratch", [0.80, 0.80])
+    write_summary(root, "SHC", "finetune", "gvsl", [0.82, 0.84])
+    summaries = report.load_summaries(root)
+    found = report.claims(report.table1(summaries, profile="unit"), summaries).set_index("claim")
+    linear = found.loc["GVSL beats scratch on linear probes"]
+    assert (linear.task, linear.estimate, linear.shown, linear.converged) == ("SHC", pytest.approx(40.0), True, True)
+    ablation = found.loc["whole GVSL beats w/o Affine head (linear)"]
+    assert ablation.estimate == pytest.approx(-5.0) and not ablation.shown and not ablation.converged
+    finetune = found.loc["fine-tune gains are smaller than linear gains"]
+    assert finetune.estimate == pytest.approx(3.0) and finetune.shown
+    markdown = report.claims_markdown(found.reset_index())
+    assert "| GVSL beats scratch on linear probes | SHC | +40.0 [+40.0, +40.0] | yes | **shown** |" in markdown
+    assert "not shown" in markdown
