@@ -8,8 +8,9 @@ Folder layout (``dvc.yaml`` names the same paths):
 * ``build/pretrain/<method>/seed<S>``: one folder per pre-training seed, each with ``backbone.pt``
   (+ ``checkpoint.pt``, ``dvclive/`` and ``pretext.json`` for pre-trained variants); ``scratch``
   holds a freshly initialised backbone per seed, so every (method, seed) is one file;
-* ``build/transfer/<TASK>-<protocol>-<method>``: one folder per (pre-training seed, transfer seed),
-  ``p<S>-t<T>`` (``metrics.json``, ``model.pt``, ``dvclive/``), and ``summary.json`` over all of them.
+* ``build/transfer/<method>/<TASK>-<protocol>``: one Table 1 cell, with one folder per (pre-training
+  seed, transfer seed), ``p<S>-t<T>`` (``metrics.json``, ``model.pt``, ``dvclive/``), and
+  ``summary.json`` over all of them; the method's one transfer stage writes all of its cells.
 """
 
 from __future__ import annotations
@@ -197,8 +198,10 @@ def transfer_jobs(method: str, params: Mapping[str, Any], build: Path = BUILD) -
                         **settings, "task": info.task_type, "protocol": protocol, "crop": tuple(crop),
                         "num_classes": num_outputs(info.task_type, info.classes), "seed": int(seed)})
                     jobs.append(TransferJob(task, protocol, method, int(pretrain_seed), int(seed), config, build))
-    # Fine-tuning on the largest crops first, so that the process pool ends evenly.
-    return sorted(jobs, key=lambda job: (job.config.protocol != "finetune", -math.prod(job.config.crop)))
+    # Roughly the longest first (fine-tuning before probes on cached features, then steps × crop volume),
+    # so that the process pool ends evenly.
+    return sorted(jobs, key=lambda job: (job.config.protocol != "finetune",
+                                         -job.config.iterations * math.prod(job.config.crop)))
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,7 @@ def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) 
     threads each. A summary's ``test``, ``val_curves``, ``converged`` and ``per_case`` list one entry
     per run, in the order of ``runs`` (``[pre-training seed, transfer seed]`` pairs); ``mean`` and
     ``sd`` are over all runs; ``converged`` is true when every run's validation curve plateaued
-    (:class:`gvsl.transfer.PlateauRule`).
+    (:class:`gvsl.transfer.PlateauRule`); ``seconds`` is the runs' training time added up.
     """
     jobs = transfer_jobs(method, params, build)
     processes = _processes(params, "transfer")
@@ -254,7 +257,6 @@ def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) 
         chosen = sorted(((job, record) for job, record in zip(jobs, records)
                          if (job.task, job.protocol) == (task, protocol)), key=lambda pair: (pair[0].pretrain_seed, pair[0].seed))
         summary = _cell_summary([job for job, _ in chosen], [record for _, record in chosen], params)
-        summary["stage_seconds"] = seconds
         path = transfer_dir(task, protocol, method, build) / "summary.json"
         path.write_text(json.dumps(summary, indent=2) + "\n")
         summaries.append(summary)
@@ -304,9 +306,14 @@ def _in_processes(function: Callable[[Any], Any], jobs: Sequence[Any], processes
         return [function(job) for job in jobs]
     threads = max(1, torch.get_num_threads() // processes)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=torch.set_num_threads,
-                             initargs=(threads,)) as pool:
-        return list(pool.map(function, jobs))
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,))
+    try:
+        results = list(pool.map(function, jobs))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # the first failure ends the stage; queued jobs never start
+        raise
+    pool.shutdown()
+    return results
 
 
 def find_project(start: Path | None = None) -> Path:

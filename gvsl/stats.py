@@ -120,8 +120,7 @@ def paired_gain_interval(method: Sequence[np.ndarray], baseline: Sequence[np.nda
     """Gain of ``method`` over ``baseline`` (mean over runs of the score difference) with a bootstrap interval.
 
     Run ``s`` of the method is paired with run ``s`` of the baseline (the same pre-training and
-    transfer seeds; the baseline's backbone is where the method's pre-training started), and both
-    are scored on the same test cases. Each replicate resamples runs and cases (crossed) and
+    transfer seeds), and both are scored on the same test cases. Each replicate resamples runs and cases (crossed) and
     recomputes every run's score on the reweighted cases, so the interval carries both the seed
     spread and the finite test set.
 
@@ -134,7 +133,11 @@ def paired_gain_interval(method: Sequence[np.ndarray], baseline: Sequence[np.nda
         level, resamples, seed: as :func:`crossed_bootstrap_interval`.
 
     Returns:
-        (gain, low, high), the gain computed on the cases as they are.
+        (gain, low, high), the gain computed on the cases as they are. With few runs (the default
+        profile has two per cell) the percentile interval understates the spread between seeds.
+
+    Raises:
+        ValueError: unpaired or unequal runs, or no run with a defined score difference.
     """
     if len(method) != len(baseline) or not method:
         raise ValueError(f"expecting the same non-zero number of method and baseline runs, got "
@@ -151,12 +154,15 @@ def paired_gain_interval(method: Sequence[np.ndarray], baseline: Sequence[np.nda
         case_weights[:, members] = _multinomial(rng, len(members), resamples)
     run_weights = _multinomial(rng, len(method), resamples)
     unit = np.ones((1, cases))
+    differences = np.array([score(m, unit)[0] - score(b, unit)[0] for m, b in zip(method, baseline)])
+    if np.isnan(differences).all():
+        raise ValueError("no run has a defined score difference")
+    # a run whose score is undefined (NaN) is left out, of the observed gain as of every replicate
+    observed = np.nanmean(differences)
     gains = np.stack([score(m, case_weights) - score(b, case_weights) for m, b in zip(method, baseline)], axis=1)
-    observed = np.mean([score(m, unit)[0] - score(b, unit)[0] for m, b in zip(method, baseline)])
     defined = ~np.isnan(gains)
-    replicates = (np.where(defined, gains, 0.0) * run_weights).sum(axis=1) / (defined * run_weights).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        replicates = (np.where(defined, gains, 0.0) * run_weights).sum(axis=1) / (defined * run_weights).sum(axis=1)
     replicates = replicates[np.isfinite(replicates)]
-    if not len(replicates):
-        raise ValueError("no bootstrap replicate has a defined gain")
     low, high = _percentiles(replicates, level)
     return float(observed), low, high

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files, not windows: the pipeline runs headless
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
 __all__ = ["cohort_figure", "label_colormap"]
 
@@ -58,7 +56,7 @@ def cohort_figure(dataset: str | Path, count: int = 3, class_names: Sequence[str
             ax.set_title(f"{case_id} {title}{target}", fontsize=8)
             ax.set_axis_off()
     if label is not None and names:
-        handles = [matplotlib.patches.Patch(color=cmap(k + 1), label=name) for k, name in enumerate(names)]
+        handles = [Patch(color=cmap(k + 1), label=name) for k, name in enumerate(names)]
         fig.legend(handles=handles, loc="lower center", ncol=min(len(names), 4), fontsize=8, frameon=False)
         fig.tight_layout(rect=(0, 0.06, 1, 1))
     else:

@@ -183,6 +183,45 @@ def test_best_validation_iteration_is_kept_ties_keep_the_earliest(monkeypatch):
     assert not states_equal(snapshots[4], snapshots[8])
 
 
+def test_a_run_stops_when_its_validation_curve_plateaus(monkeypatch):
+    scripted = iter([0.1, 0.3, 0.5, 0.505, 0.507, 0.508, 0.9, 0.9])
+    monkeypatch.setattr(transfer_train, "validate", lambda model, cases, config: next(scripted))
+    config = seg_config(iterations=16, val_every=2, stop_on_plateau=True, min_iterations=4)
+    result = run_transfer(tiny_backbone(), *SPLITS, config, progress=False)
+    # at 12: the last 3 validations (8, 10, 12) added 0.008 < 0.01 to the best before them
+    assert [it for it, _ in result.val_curve] == [2, 4, 6, 8, 10, 12]
+    assert result.iterations == 12 and result.converged and result.best_iteration == 12
+    assert len(result.train_loss) == 12
+
+
+def test_without_stopping_a_run_still_says_whether_it_plateaued(monkeypatch):
+    rising = iter([0.1, 0.2, 0.3, 0.4])
+    monkeypatch.setattr(transfer_train, "validate", lambda model, cases, config: next(rising))
+    result = run_transfer(tiny_backbone(), *SPLITS, seg_config(iterations=8, val_every=2), progress=False)
+    assert result.iterations == 8 and not result.converged
+
+
+@pytest.mark.parametrize("curve, reached", [
+    ([(100, 0.2), (200, 0.4), (300, 0.45), (400, 0.455), (500, 0.457), (600, 0.458)], True),
+    ([(100, 0.2), (200, 0.4), (300, 0.45), (400, 0.47), (500, 0.49), (600, 0.51)], False),  # still rising
+    ([(100, 0.0), (200, 0.0), (300, 0.0), (400, 0.0)], False),  # flat from the start: never began to learn
+    ([(100, 0.2), (200, 0.5), (300, 0.5)], False),  # three recent validations leave nothing before them
+    ([(100, 0.2), (200, 0.5), (300, 0.5), (400, 0.5), (500, math.nan)], False),  # NaN last score
+    ([(100, 0.2), (200, math.nan), (300, 0.5), (400, 0.5), (500, 0.5), (600, 0.5)], True),  # NaN is no score
+])
+def test_plateau_rule(curve, reached):
+    assert transfer.PlateauRule(window=0.25, min_delta=0.01).reached(curve) is reached
+
+
+def test_plateau_rule_waits_for_min_iterations_and_looks_back_over_the_window():
+    flat = [(i, 0.5 if i > 100 else 0.1) for i in range(100, 2100, 100)]
+    assert not transfer.PlateauRule(min_iterations=3000).reached(flat)
+    assert transfer.PlateauRule().reached(flat)
+    # a rise at 1600 lies within the last 25 % of 2000 iterations: not plateaued yet
+    late = [(i, s + (0.05 if i >= 1600 else 0.0)) for i, s in flat]
+    assert not transfer.PlateauRule().reached(late)
+
+
 def test_validation_also_runs_after_the_last_iteration(monkeypatch):
     monkeypatch.setattr(transfer_train, "validate", lambda model, cases, config: 0.0)
     result = run_transfer(tiny_backbone(), *SPLITS, seg_config(iterations=7, val_every=3), progress=False)
@@ -301,11 +340,35 @@ def test_misuse_is_a_clear_error(splits, config, message):
         (dict(seg_loss="focal"), "seg_loss"),
         (dict(sw_overlap=1.0), "sw_overlap"),
         (dict(iterations=0), "iterations"),
+        (dict(class_weighting="median"), "class_weighting"),
+        (dict(plateau_window=1.0), "plateau_window"),
+        (dict(plateau_delta=-0.1), "plateau_delta"),
+        (dict(min_iterations=7), r"min_iterations \(7\) exceeds iterations \(6\)"),
     ],
 )
 def test_bad_settings_are_rejected(overrides, message):
     with pytest.raises(GVSLInputError, match=message):
         seg_config(**overrides)
+
+
+def test_per_case_scores_keep_unscored_classes_and_reproduce_the_mean_dice():
+    """The per-case Dice that Table 1's intervals resample must give back the table's mean Dice."""
+    from gvsl.stats import weighted_mean_dice
+    from gvsl.transfer import evaluate_cases
+
+    image = np.zeros((4, 4, 4), np.float32)
+    truth = np.zeros((4, 4, 4), np.uint8)
+    truth[:2] = 1  # class 2 absent from truth and prediction: not scored
+    pred = np.zeros_like(truth)
+    pred[:1] = 1
+    other_truth = truth.copy()
+    other_truth[3] = 2
+    model = FixedSegmentation(pred, 3)
+    config = seg_config(crop=(4, 4, 4))
+    metrics, per_case = evaluate_cases(model, [Case("a", image, truth), Case("b", image, other_truth)], config)
+    assert per_case["ids"] == ["a", "b"]
+    assert math.isnan(per_case["dice"][0][1])  # kept NaN, not the 0 MONAI's reduction writes in place
+    assert weighted_mean_dice(np.array(per_case["dice"]), np.ones((1, 2)))[0] == pytest.approx(metrics["mean_dice"])
 
 
 def test_class_weights_are_inverse_frequencies():

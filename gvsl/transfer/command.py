@@ -86,6 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="end when the validation curve plateaus (see --min-iterations); --iterations is the cap")
     parser.add_argument("--min-iterations", type=int, default=defaults.min_iterations,
                         help="the plateau rule applies from this iteration on")
+    parser.add_argument("--plateau-window", type=float, default=defaults.plateau_window,
+                        help="plateaued: the last this fraction of iterations added less than --plateau-delta")
+    parser.add_argument("--plateau-delta", type=float, default=defaults.plateau_delta,
+                        help="in score units (0.01 = one point of Dice or AUC)")
     parser.add_argument("--channels", default=",".join(map(str, PAPER_CHANNELS)),
                         help="nine backbone widths, for --init scratch")
     parser.add_argument("--device", default=defaults.device)
@@ -102,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
                             iterations=args.iterations, val_every=args.val_every, lr=args.lr, crop=tuple(args.crop),
                             seed=args.seed, seg_loss=args.seg_loss, device=args.device,
                             class_weighting=args.class_weighting, stop_on_plateau=args.stop_on_plateau,
-                            min_iterations=args.min_iterations)
+                            min_iterations=args.min_iterations, plateau_window=args.plateau_window,
+                            plateau_delta=args.plateau_delta)
     result = transfer_prepared(args.data, args.out, args.init, config, channels=parse_channels(args.channels))
     print(f"{info.task} {args.protocol} test {result.metric_name} = "
           f"{result.test.get(result.metric_name, float('nan')):.4f} (best iteration {result.best_iteration})")

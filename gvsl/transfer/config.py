@@ -26,16 +26,22 @@ METRIC_NAMES = {"segmentation": "mean_dice", "classification": "auc"}
 class PlateauRule:
     """A validation curve has plateaued when its last ``window`` of iterations added less than ``min_delta``.
 
-    At a validation at iteration ``i >= min_iterations``: the best score up to ``i`` minus the best
-    score up to ``(1 - window) · i`` is below ``min_delta`` (scores are fractions: 0.01 is one
-    point of Dice or AUC). NaN scores count as no score. The default profile's transfer runs stop
-    at the first validation where this holds, and a Table 1 cell is *converged* when all its runs
-    plateaued; the rule and its settings were fixed before any test number was read.
+    At a validation at iteration ``i >= min_iterations``, the *recent* validations are those after
+    ``(1 - window) · i``, and at least the last ``min_validations`` of them (so that one noisy score
+    never decides). The curve has plateaued when its best score exceeds the best score before the
+    recent validations by less than ``min_delta`` (scores are fractions: 0.01 is one point of Dice or
+    AUC), and it has risen by at least ``min_delta`` above its first score at some point (a curve flat
+    from the start has not begun to learn). NaN scores count as no score; a NaN last score is no plateau.
+
+    The default profile's transfer runs stop at the first validation where this holds, and a Table 1
+    cell is *converged* when all its runs plateaued. The rule and its settings were set from scratch's
+    validation curves and the time budget; no test number informs them.
     """
 
     window: float = 0.25
     min_delta: float = 0.01
     min_iterations: int = 0
+    min_validations: int = 3
 
     def __post_init__(self):
         if not 0 < self.window < 1:
@@ -44,15 +50,18 @@ class PlateauRule:
             raise GVSLInputError(f"plateau_delta must be a number >= 0, got {self.min_delta}")
         if int(self.min_iterations) < 0:
             raise GVSLInputError(f"min_iterations must be >= 0, got {self.min_iterations}")
+        if int(self.min_validations) < 1:
+            raise GVSLInputError(f"min_validations must be >= 1, got {self.min_validations}")
 
     def reached(self, curve: Sequence[tuple[int, float]]) -> bool:
         """Whether ``curve`` (``(iteration, score)`` in order) has plateaued at its last validation."""
-        if not curve or curve[-1][0] < self.min_iterations:
+        if not curve or curve[-1][0] < self.min_iterations or math.isnan(curve[-1][1]):
             return False
         horizon = (1 - self.window) * curve[-1][0]
-        earlier = [score for iteration, score in curve if iteration <= horizon and not math.isnan(score)]
+        recent = max(sum(iteration > horizon for iteration, _ in curve), self.min_validations)
+        earlier = [score for _, score in curve[:-recent] if not math.isnan(score)]
         scores = [score for _, score in curve if not math.isnan(score)]
-        if not earlier:
+        if not earlier or max(scores) - scores[0] < self.min_delta:
             return False
         return max(scores) - max(earlier) < self.min_delta
 
@@ -136,6 +145,9 @@ class TransferConfig:
         if not 0 <= self.sw_overlap < 1:
             raise GVSLInputError(f"sw_overlap must lie in [0, 1), got {self.sw_overlap}")
         self.plateau  # checks the rule's settings
+        if self.min_iterations > self.iterations:
+            raise GVSLInputError(f"min_iterations ({self.min_iterations}) exceeds iterations ({self.iterations}): "
+                                 "no run could ever plateau")
 
     @property
     def plateau(self) -> "PlateauRule":

@@ -180,7 +180,8 @@ def evaluate_cases(model: TransferModel, cases: Sequence[Case], config: Transfer
     if config.task == "segmentation":
         names = _class_names(class_names, model.head.out_channels)
         ids, scores = segmentation_case_scores(model, cases, config.crop, config.sw_overlap, WINDOW_BATCH)
-        return _dice_summary(scores, names), {"ids": ids, "dice": scores.tolist()}
+        per_case = {"ids": ids, "dice": scores.tolist()}  # before _dice_summary: its reduction zeroes NaNs in place
+        return _dice_summary(scores, names), per_case
     ids, probabilities, targets = classification_probabilities(model, cases, config.crop)
     return {"auc": _auc(probabilities, targets)}, {"ids": ids, "probability": probabilities.tolist(),
                                                     "target": targets.tolist()}

@@ -1,0 +1,31 @@
+"""Table 1 and Figures 6–8 of the paper, regenerated from the pipeline's outputs.
+
+Inputs (written by :mod:`gvsl.pipeline`): one ``summary.json`` per transfer setting under
+``build/transfer/<method>/<TASK>-<protocol>/`` (test metric and per-case scores per run, validation
+curves, whether they plateaued, provenance)
+and one folder per method under ``build/pretrain/`` (``backbone.pt``, ``checkpoint.pt``, DVCLive logs).
+Outputs are pandas tables, Markdown, matplotlib figures and one HTML page; the report notebook saves
+them under ``results/``.
+
+- :mod:`gvsl.report.table` — the transfer summaries, Table 1, its gains over scratch, metrics and provenance.
+- :mod:`gvsl.report.paper_claims` — the paper's claims, tested per task.
+- :mod:`gvsl.report.figures` — Figures 6 and 7 (validation curves, t-SNE of local features).
+- :mod:`gvsl.report.pretext` — the pretext task: held-out metrics, Figure 8, a registered example.
+- :mod:`gvsl.report.page` — the HTML page.
+"""
+
+# Importable from here besides __all__: PROTOCOL_NAMES, TASK_METRICS and PRETEXT_KEYS.
+from gvsl.report.figures import figure6_validation, figure7_tsne, local_features
+from gvsl.report.page import write_html
+from gvsl.report.paper_claims import ABLATIONS, CLAIMS_COLUMNS, claims, claims_markdown
+from gvsl.report.pretext import (  # noqa: F401
+    PRETEXT_KEYS, PRETEXT_LABELS, figure8_pretext, figure_registration, load_pretext, pretext_metrics,
+    registration_example, training_terms)
+from gvsl.report.table import (  # noqa: F401
+    METHOD_NAMES, PAPER_TABLE1, PROTOCOL_NAMES, TABLE1_COLUMNS, TASK_METRICS, gain_interval, load_summaries,
+    metrics_summary, provenance, table1, table1_markdown, with_sources)
+
+__all__ = ["ABLATIONS", "CLAIMS_COLUMNS", "METHOD_NAMES", "PAPER_TABLE1", "claims", "claims_markdown", "PRETEXT_LABELS", "TABLE1_COLUMNS", "figure6_validation", "gain_interval", "figure7_tsne",
+           "figure8_pretext", "figure_registration", "load_pretext", "load_summaries", "local_features",
+           "metrics_summary", "pretext_metrics", "provenance", "registration_example", "table1", "table1_markdown",
+           "training_terms", "with_sources", "write_html"]

@@ -1,0 +1,88 @@
+"""Figures 6 and 7: validation curves of the transfer runs and a t-SNE of the backbones' local features."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Patch
+
+from gvsl.report.table import METHOD_NAMES, PROTOCOL_NAMES
+
+
+def _curves(summaries: pd.DataFrame, task: str, protocol: str, method: str) -> pd.DataFrame | None:
+    found = summaries[(summaries["task"] == task) & (summaries["protocol"] == protocol)
+                      & (summaries["method"] == method)]
+    if found.empty:
+        return None
+    frames = [pd.DataFrame(curve, columns=["iteration", "value"]).assign(run=f"p{run[0]}-t{run[1]}")
+              for run, curve in zip(found.iloc[0]["runs"], found.iloc[0]["val_curves"])]
+    return pd.concat(frames)
+
+
+def figure6_validation(summaries: pd.DataFrame, task: str = "SHC", protocol: str = "finetune",
+                       methods: Sequence[str] = ("scratch", "no_zmatch", "gvsl")) -> plt.Figure:
+    """Validation metric vs iteration (mean over runs, band = min–max), as the paper's Fig. 6."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    metric = "metric"
+    for method in methods:
+        curves = _curves(summaries, task, protocol, method)
+        if curves is None:
+            continue
+        stats = curves.groupby("iteration")["value"].agg(["mean", "min", "max"]) * 100
+        ax.plot(stats.index, stats["mean"], marker="o", label=METHOD_NAMES[method])
+        ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.2)
+        metric = summaries.loc[summaries["task"] == task, "metric"].iloc[0]
+    ax.set(xlabel="iteration", ylabel=f"validation {metric} (%)", title=f"Fig. 6 — {task}, {PROTOCOL_NAMES[protocol]}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def local_features(pretrain_root: str | Path, pretrain_seed: int, methods: Sequence[str], dataset_path: str | Path,
+                   max_per_class: int = 150, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Local features of each method's backbone (of ``pretrain_seed``) at labelled voxels of the dataset's
+    test cases; ``seed`` draws the voxels."""
+    from gvsl.checkpoint import load_backbone
+    from gvsl.data import load_prepared
+    from gvsl.transfer import extract_local_features
+
+    cases = load_prepared(dataset_path).load_split("test")
+    features = {}
+    for method in methods:
+        path = Path(pretrain_root) / method / f"seed{pretrain_seed}" / "backbone.pt"
+        if path.is_file():
+            features[method] = extract_local_features(load_backbone(path), cases, max_per_class=max_per_class,
+                                                      seed=seed)
+    return features
+
+
+def figure7_tsne(features: Mapping[str, tuple[np.ndarray, np.ndarray]], class_names: Sequence[str],
+                 seed: int = 0) -> plt.Figure:
+    """t-SNE of the local feature per structure, one panel per initialisation (the paper's Fig. 7)."""
+    from sklearn.manifold import TSNE
+
+    from gvsl.viz import label_colormap
+
+    titles = {"scratch": "scratch", "no_zmatch": "restoration only", "no_fundament": "Z-matching only",
+              "no_affine": "w/o affine head", "gvsl": "whole GVSL"}
+    fig, axes = plt.subplots(1, len(features), figsize=(3.4 * len(features), 3.6), squeeze=False)
+    cmap = label_colormap(len(class_names))
+    for ax, (method, (x, y)) in zip(axes[0], features.items()):
+        perplexity = float(min(30, max(2, (len(x) - 1) // 3)))
+        # standardised features: t-SNE distances should not be dominated by one channel's scale
+        x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-8)
+        embedded = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(x)
+        ax.scatter(embedded[:, 0], embedded[:, 1], c=[cmap(int(k)) for k in y], s=5)
+        ax.set_title(titles.get(method, method), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [Patch(color=cmap(k + 1), label=n) for k, n in enumerate(class_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(class_names), 7), fontsize=7, frameon=False)
+    fig.suptitle("Fig. 7 — t-SNE of the local feature f^l per heart structure", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig

@@ -1,0 +1,234 @@
+"""The pretext task (registering pairs of subjects): held-out metrics, the training curves of Figure 8 and
+one registered example, from ``build/pretrain/<method>/seed<N>/`` (``pretext.json``, DVCLive logs, checkpoints)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from gvsl.errors import GVSLInputError
+
+#: variants with a Z-matching head, as Fig. 8 names them
+PRETEXT_LABELS = {"no_fundament": "Z-matching only (w/o fundament)", "no_affine": "w/o affine head",
+                  "gvsl": "whole GVSL"}
+PRETEXT_KEYS = ("identity_dice", "affine_dice", "warped_dice")
+
+
+def _seed_folders(pretrain_root: str | Path, method: str) -> list[Path]:
+    folders = [p for p in (Path(pretrain_root) / method).glob("seed*") if p.name[4:].isdigit()]
+    return sorted(folders, key=lambda p: int(p.name[4:]))
+
+
+def load_pretext(pretrain_root: str | Path, methods: Sequence[str] = tuple(PRETEXT_LABELS)) -> dict[str, list[dict]]:
+    """``pretext.json`` of every seed of each method that has one (``{method: [record per seed]}``)."""
+    found: dict[str, list[dict]] = {}
+    for method in methods:
+        for folder in _seed_folders(pretrain_root, method):
+            path = folder / "pretext.json"
+            if path.is_file():
+                try:
+                    record = json.loads(path.read_text())
+                except (OSError, json.JSONDecodeError) as error:
+                    raise GVSLInputError(f"{path}: unreadable held-out evaluation ({error})") from None
+                found.setdefault(method, []).append({**record, "seed": int(folder.name[4:])})
+    return found
+
+
+def pretext_metrics(pretext: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Per method, from the last held-out evaluation of every seed (means over seeds and pairs):
+    ``identity_dice``, ``affine_dice`` (with an affine head), ``warped_dice``, ``heldout_ncc_first``,
+    ``heldout_ncc_last``, and ``warped_gain`` (warped − identity Dice) with its 95 % interval
+    (``warped_gain_low``, ``warped_gain_high``; a bootstrap over seeds and held-out subjects), all in
+    percent except the NCC losses."""
+    from gvsl.stats import crossed_bootstrap_interval
+
+    out: dict[str, dict[str, float]] = {}
+    for method, records in pretext.items():
+        last = [r["last"]["per_pair"] for r in records]
+        row = {"seeds": len(records), "iterations": int(records[0]["iterations"]),
+               "heldout_ncc_first": round(float(np.mean([r["first"]["mean"]["ncc"] for r in records])), 4),
+               "heldout_ncc_last": round(float(np.mean([r["last"]["mean"]["ncc"] for r in records])), 4)}
+        for key in PRETEXT_KEYS:
+            if all(key in p for p in last):
+                row[key] = round(100 * float(np.mean([p[key] for p in last])), 2)
+        if all("warped_dice" in p for p in last):
+            gain = 100 * (np.array([p["warped_dice"] for p in last]) - np.array([p["identity_dice"] for p in last]))
+            pairs = [tuple(p) for p in records[0]["pairs"]]
+            if any([tuple(p) for p in r["pairs"]] != pairs for r in records):
+                raise GVSLInputError(f"{method}: its seeds were evaluated on different held-out pairs")
+            subjects = sorted({s for p in pairs for s in p})
+            index = {s: i for i, s in enumerate(subjects)}
+            # ordered pairs of a few subjects are not independent: the interval resamples subjects
+            mean, low, high = crossed_bootstrap_interval(gain, [(index[a], index[b]) for a, b in pairs])
+            row["subjects"], row["pairs"] = len(subjects), len(pairs)
+            row.update(warped_gain=round(mean, 2), warped_gain_low=round(low, 2), warped_gain_high=round(high, 2))
+        out[method] = row
+    return out
+
+
+def _dvclive_curve(folder: Path, metric: str) -> pd.Series | None:
+    path = folder / "dvclive" / "plots" / "metrics" / f"{metric}.tsv"
+    if not path.is_file():
+        return None
+    log = pd.read_csv(path, sep="\t")
+    return log.set_index("step")[metric.rsplit("/", 1)[1]]
+
+
+def training_terms(pretrain_root: str | Path, method: str) -> pd.DataFrame:
+    """Every training loss term per iteration, one column per (term, seed), from the DVCLive logs."""
+    columns = {}
+    for folder in _seed_folders(pretrain_root, method):
+        for tsv in sorted((folder / "dvclive" / "plots" / "metrics" / "train").glob("*.tsv")):
+            columns[f"{tsv.stem} {folder.name}"] = _dvclive_curve(folder, f"train/{tsv.stem}")
+    return pd.DataFrame(columns)
+
+
+def _mean_curve(pretrain_root: str | Path, method: str, metric: str) -> pd.Series | None:
+    """Mean over seeds of a DVCLive metric (``train/ncc``, ``heldout/warped_dice``…)."""
+    curves = [c for f in _seed_folders(pretrain_root, method) if (c := _dvclive_curve(f, metric)) is not None]
+    return pd.concat(curves, axis=1).mean(axis=1) if curves else None
+
+
+def figure8_pretext(pretrain_root: str | Path, variants: Sequence[str] = tuple(PRETEXT_LABELS),
+                    smooth_window: int = 10) -> plt.Figure:
+    """Fig. 8, extended: training NCC (the paper's panel), held-out NCC and held-out warped-label Dice.
+
+    Curves are means over pre-training seeds. The held-out panels draw the unregistered pairs
+    (identity) as a black dashed line; the Dice panel draws the affine part alone dotted.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    identity: dict[str, pd.Series] = {}
+    for index, variant in enumerate(variants):
+        colour, label = f"C{index}", PRETEXT_LABELS.get(variant, variant)
+        train = _mean_curve(pretrain_root, variant, "train/ncc")
+        if train is not None:
+            axes[0].plot(train.index, train, color=colour, alpha=0.2, linewidth=0.8)
+            axes[0].plot(train.index, train.rolling(smooth_window, min_periods=1).mean(), color=colour, label=label)
+        for ax, metric in ((axes[1], "ncc"), (axes[2], "warped_dice")):
+            curve = _mean_curve(pretrain_root, variant, f"heldout/{metric}")
+            if curve is not None:
+                scale = 100 if metric.endswith("dice") else 1
+                ax.plot(curve.index, scale * curve, color=colour, marker=".", label=label)
+        affine = _mean_curve(pretrain_root, variant, "heldout/affine_dice")
+        if affine is not None:
+            axes[2].plot(affine.index, 100 * affine, color=colour, linestyle=":", label=f"{label}, affine only")
+        for metric in ("identity_ncc", "identity_dice"):
+            curve = _mean_curve(pretrain_root, variant, f"heldout/{metric}")
+            if curve is not None:
+                identity.setdefault(metric, curve)
+    for ax, metric in ((axes[1], "identity_ncc"), (axes[2], "identity_dice")):
+        if metric in identity:
+            scale = 100 if metric.endswith("dice") else 1
+            ax.axhline(scale * float(identity[metric].mean()), color="black", linestyle="--", linewidth=1,
+                       label="identity (no registration)")
+    titles = ("Fig. 8 — training NCC loss", "held-out pairs: NCC loss", "held-out pairs: warped-label Dice")
+    ylabels = ("NCC loss (moving average)", "NCC loss", "mean Dice of warped labels (%)")
+    for ax, title, ylabel in zip(axes, titles, ylabels):
+        ax.set(xlabel="pre-training iteration", ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def registration_example(checkpoint_path: str | Path, dataset_path: str | Path, split: str = "val",
+                         ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Register two different cases with a pre-trained GVSL (fixed = image A, moving = image B).
+
+    The cases are centre-cropped to the checkpoint's training crop, as the held-out evaluation does
+    (:func:`gvsl.pretext.heldout_pairs`). No augmentation, eval mode. Returns the volumes (fixed,
+    moving, warped), their label maps when
+    the dataset has labels (the moving labels warped by nearest neighbour), the fused displacement
+    field (3, D, H, W) in voxels, the NCC loss before and after, and the warped-label Dice before
+    and after (percent, foreground classes).
+    """
+    from gvsl.checkpoint import load_file, load_pretrained_gvsl
+    from gvsl.data import load_prepared
+    from gvsl.pretext import evaluate_pretext, heldout_pairs
+
+    state = load_file(checkpoint_path)
+    model = load_pretrained_gvsl(state)
+    if not model.z_matching:
+        raise GVSLInputError(f"{checkpoint_path}: this variant has no Z-matching head; nothing registers")
+    dataset = load_prepared(dataset_path)
+    chosen = list(ids) if ids is not None else list(dataset.ids(split))[:2]
+    if len(chosen) != 2 or chosen[0] == chosen[1]:
+        raise GVSLInputError(f"registration_example needs two different cases, got {chosen}")
+    cases = [dataset.load_case(i) for i in chosen]
+    if cases[0].image.shape != cases[1].image.shape:
+        raise GVSLInputError(f"cases {chosen} differ in shape: {cases[0].image.shape} vs {cases[1].image.shape}")
+    # the field of view of the held-out evaluation: the training crop (centred), else the whole volume
+    crop = state.get("config", {}).get("crop", cases[0].image.shape)
+    pair = heldout_pairs(cases, crop, num_classes=len(dataset.info.classes) + 1).subset(slice(0, 1))
+    model.eval()
+    with torch.no_grad():
+        out = model(pair.fixed, pair.moving)
+    scores = evaluate_pretext(model, pair).summary()
+    example = {"ids": chosen, "fixed": pair.fixed[0, 0].numpy(), "moving": pair.moving[0, 0].numpy(),
+               "warped": out.warped[0, 0].numpy(), "ddf": out.ddf[0].numpy(), "ncc_before": scores["identity_ncc"],
+               "ncc_after": scores["ncc"]}
+    if pair.labelled:
+        from gvsl.geometry import warp
+
+        moving_label = pair.moving_labels[:1]
+        example.update(fixed_label=pair.fixed_labels[0, 0].numpy(), moving_label=moving_label[0, 0].numpy(),
+                       warped_label=warp(moving_label.float(), out.ddf, "nearest")[0, 0].long().numpy(),
+                       dice_before=100 * scores["identity_dice"], dice_after=100 * scores["warped_dice"],
+                       num_classes=pair.num_classes)
+    return example
+
+
+def figure_registration(example: Mapping[str, Any], axis: int = 2) -> plt.Figure:
+    """Fixed, moving and warped (labels overlaid), the differences before/after, and the DVF of the middle slice."""
+    from gvsl.viz import label_colormap
+
+    index = example["fixed"].shape[axis] // 2
+
+    def cut(volume: np.ndarray) -> np.ndarray:
+        return np.take(volume, index, axis=axis).T
+
+    in_plane = [a for a in range(3) if a != axis]
+    ddf = example["ddf"]
+    magnitude = cut(np.linalg.norm(ddf, axis=0))
+    labelled = "fixed_label" in example
+    dice = (lambda when: f", Dice {example[f'dice_{when}']:.1f}") if labelled else (lambda when: "")
+    fig, axes = plt.subplots(1, 6, figsize=(18, 3.4))
+    panels = [(cut(example["fixed"]), f"fixed {example['ids'][0]}", "gray", "fixed_label"),
+              (cut(example["moving"]), f"moving {example['ids'][1]}{dice('before')}", "gray", "moving_label"),
+              (cut(example["warped"]), f"warped moving{dice('after')}", "gray", "warped_label"),
+              (np.abs(cut(example["fixed"]) - cut(example["moving"])), f"|fixed − moving|, NCC {example['ncc_before']:.3f}",
+               "magma", None),
+              (np.abs(cut(example["fixed"]) - cut(example["warped"])), f"|fixed − warped|, NCC {example['ncc_after']:.3f}",
+               "magma", None)]
+    for ax, (image, title, cmap, label_key) in zip(axes, panels):
+        ax.imshow(image, cmap=cmap, origin="lower", vmin=0, vmax=1 if cmap == "gray" else None)
+        if label_key is not None and labelled:
+            classes = int(example["num_classes"]) - 1
+            ax.imshow(cut(example[label_key]), cmap=label_colormap(classes), origin="lower", vmin=0, vmax=classes,
+                      alpha=0.4, interpolation="nearest")
+            if label_key != "fixed_label":
+                # the fixed subject's outlines on the moving and warped panels show what should line up
+                ax.contour(cut(example["fixed_label"]) > 0, levels=[0.5], colors="white", linewidths=0.6)
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+    shown = axes[5].imshow(magnitude, cmap="viridis", origin="lower")
+    step = max(1, magnitude.shape[0] // 12)
+    u, v = cut(ddf[in_plane[0]])[::step, ::step], cut(ddf[in_plane[1]])[::step, ::step]
+    rows, cols = np.mgrid[0:magnitude.shape[0]:step, 0:magnitude.shape[1]:step]
+    # a backward map: each arrow points from a fixed voxel to where it samples the moving image
+    axes[5].quiver(cols, rows, u, v, color="white", angles="xy", scale_units="xy", scale=1, width=0.004)
+    axes[5].set_title("DVF (voxels): |u| and in-plane arrows", fontsize=8)
+    axes[5].set_axis_off()
+    fig.colorbar(shown, ax=axes[5], fraction=0.046)
+    fig.suptitle("Registration of two held-out subjects by the pre-trained Z-matching head "
+                 "(NCC loss: lower is better; white: the fixed subject's heart outline)", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,210 @@
+"""Table 1: the transfer summaries, the paper's values, gains over scratch with their intervals,
+the Markdown table, the DVC metrics and the provenance of every number."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gvsl.errors import GVSLInputError
+from gvsl.pipeline import METHODS, PROTOCOLS, TASKS
+
+METHOD_NAMES = {"scratch": "Scratch", "no_zmatch": "w/o Z-Matching", "no_fundament": "w/o Fundament",
+                "no_affine": "w/o Affine head", "gvsl": "GVSL (whole)"}
+PROTOCOL_NAMES = {"linear": "(a) linear", "finetune": "(b) fine-tune"}
+TASK_METRICS = {"SHC": "Dice", "SAC": "Dice", "CCC": "AUC", "SBM": "Dice"}
+
+# He et al., CVPR 2023, Table 1 (percent): method -> protocol -> (SHC, SAC, CCC, SBM)
+_PAPER = {
+    "scratch": {"linear": (21.9, 10.0, 52.7, 56.4), "finetune": (87.8, 80.4, 74.4, 89.7)},
+    "no_zmatch": {"linear": (49.1, 21.1, 55.8, 45.1), "finetune": (88.3, 81.2, 81.3, 89.7)},
+    "no_fundament": {"linear": (45.3, 0.0, 58.8, 48.5), "finetune": (87.0, 79.5, 76.6, 89.0)},
+    "no_affine": {"linear": (57.7, 17.9, 57.6, 53.4), "finetune": (89.4, 82.3, 79.8, 89.8)},
+    "gvsl": {"linear": (68.4, 28.7, 60.8, 79.9), "finetune": (91.2, 81.3, 82.2, 90.0)},
+}
+#: (method, protocol, task) -> the paper's value in percent
+PAPER_TABLE1 = {(m, p, t): v for m, rows in _PAPER.items() for p, values in rows.items()
+                for t, v in zip(TASKS, values)}
+
+_SUMMARY_KEYS = {"task", "protocol", "method", "metric", "seeds", "pretrain_seeds", "runs", "test", "mean", "sd",
+                 "n_runs", "val_curves", "converged", "per_case", "case_ids", "dataset_source", "profile", "commit"}
+#: Table 1's columns (results/table1.csv)
+TABLE1_COLUMNS = ["method", "protocol", "task", "metric", "value", "sd", "n_runs", "converged", "gain", "gain_low",
+                  "gain_high", "paper_value", "paper_gain", "dataset", "profile"]
+
+
+def load_summaries(transfer_root: str | Path) -> pd.DataFrame:
+    """One row per transfer setting, from ``<transfer_root>/<method>/<TASK>-<protocol>/summary.json``."""
+    root = Path(transfer_root)
+    files = sorted(root.glob("*/*/summary.json"))
+    if not files:
+        raise GVSLInputError(f"{root}: no transfer results (*/*/summary.json); run the transfer stages first")
+    rows = []
+    for path in files:
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise GVSLInputError(f"{path}: unreadable transfer summary ({error})") from None
+        missing = _SUMMARY_KEYS - set(summary) if isinstance(summary, dict) else _SUMMARY_KEYS
+        if missing:
+            raise GVSLInputError(f"{path}: transfer summary lacks {sorted(missing)}")
+        if (summary["method"], summary["protocol"], summary["task"]) not in PAPER_TABLE1:
+            raise GVSLInputError(f"{path}: unknown setting {summary['task']}-{summary['protocol']}-{summary['method']}")
+        rows.append({**summary, "path": str(path)})
+    return pd.DataFrame(rows)
+
+
+def table1(summaries: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """Long-format Table 1, one row per setting, columns :data:`TABLE1_COLUMNS`.
+
+    ``value``, ``sd``, the gains and ``paper_value`` are percent. ``value`` is the mean over every run
+    (pre-training seed × transfer seed), ``sd`` their sample sd over ``n_runs``. ``converged``: every
+    run's validation curve plateaued (:class:`gvsl.transfer.PlateauRule`). ``gain`` is the mean
+    paired difference from scratch's runs of the same seeds, with the 95 % interval ``gain_low`` –
+    ``gain_high`` (:func:`gain_interval`); scratch's own rows have none. Settings that were not run
+    are absent.
+    """
+    rows = []
+    for method in METHODS:
+        for protocol in PROTOCOLS:
+            for task in TASKS:
+                summary = _setting(summaries, method, protocol, task)
+                if summary is None:
+                    continue
+                scratch = _setting(summaries, "scratch", protocol, task)
+                gain = gain_interval(summary, scratch) if method != "scratch" and scratch is not None else None
+                gain = (math.nan,) * 3 if gain is None else tuple(100.0 * g for g in gain)
+                paper = PAPER_TABLE1[(method, protocol, task)]
+                rows.append({"method": method, "protocol": protocol, "task": task, "metric": summary["metric"],
+                             "value": 100.0 * float(summary["mean"]), "sd": 100.0 * float(summary["sd"]),
+                             "n_runs": int(summary["n_runs"]), "converged": bool(summary["converged"]),
+                             "gain": gain[0], "gain_low": gain[1], "gain_high": gain[2], "paper_value": paper,
+                             "paper_gain": math.nan if method == "scratch" else paper - PAPER_TABLE1[
+                                 ("scratch", protocol, task)],
+                             "dataset": summary["dataset_source"], "profile": profile})
+    return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
+
+
+def _setting(summaries: pd.DataFrame, method: str, protocol: str, task: str) -> pd.Series | None:
+    found = summaries[(summaries["method"] == method) & (summaries["protocol"] == protocol)
+                      & (summaries["task"] == task)]
+    return None if found.empty else found.iloc[0]
+
+
+def gain_interval(method: Mapping[str, Any], scratch: Mapping[str, Any], level: float = 0.95,
+                  resamples: int = 4000, seed: int = 0) -> tuple[float, float, float] | None:
+    """A setting's gain over scratch (fractions, not percent) with its bootstrap interval, or None.
+
+    Runs are paired by (pre-training seed, transfer seed) and scored on the same test cases; runs and
+    cases are resampled crossed (:func:`gvsl.stats.paired_gain_interval`), classification cases
+    within each target. None when the two settings share no run.
+
+    Raises:
+        GVSLInputError: the two settings were tested on different cases.
+    """
+    from gvsl.stats import paired_gain_interval, weighted_auc, weighted_mean_dice
+
+    if list(method["case_ids"]) != list(scratch["case_ids"]):
+        raise GVSLInputError(f"{method['task']}-{method['protocol']}: {method['method']} and {scratch['method']} were "
+                             "tested on different cases; their runs cannot be paired")
+    scratch_runs = {tuple(run): case for run, case in zip(scratch["runs"], scratch["per_case"])}
+    pairs = [(case, scratch_runs[tuple(run)]) for run, case in zip(method["runs"], method["per_case"])
+             if tuple(run) in scratch_runs]
+    if not pairs:
+        return None
+    if method["metric"] == "auc":
+        target = np.asarray(pairs[0][0]["target"])
+        runs = [[np.asarray(record["probability"]) for record in pair] for pair in pairs]
+        def score(probability: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            return weighted_auc(probability, target, weights)
+
+        strata = target
+    else:
+        runs = [[np.asarray(record["dice"], dtype=np.float64) for record in pair] for pair in pairs]
+        score, strata = weighted_mean_dice, None
+    return paired_gain_interval([m for m, _ in runs], [b for _, b in runs], score, strata=strata, level=level,
+                                resamples=resamples, seed=seed)
+
+
+def with_sources(table: pd.DataFrame, summaries: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with each row's runs (``p<pre-training seed>-t<transfer seed>``) and commit added (for the
+    report page; table1.csv keeps its columns)."""
+    keys = ["method", "protocol", "task"]
+    sources = summaries[[*keys, "runs", "commit"]].assign(
+        runs=lambda frame: frame["runs"].map(lambda runs: ", ".join(f"p{p}-t{t}" for p, t in runs)))
+    return table.merge(sources, on=keys, how="left", validate="one_to_one")
+
+
+def _cell(value: float, sd: float) -> str:
+    if math.isnan(value):
+        return "–"
+    return f"{value:.1f}" if math.isnan(sd) else f"{value:.1f} ± {sd:.1f}"
+
+
+def _gain_cell(row: Any) -> str:
+    """``+4.2 [1.0, 7.5]*``: the star marks an interval that excludes 0."""
+    if math.isnan(row.gain):
+        return "–"
+    star = "*" if row.gain_low > 0 or row.gain_high < 0 else ""
+    return f"{row.gain:+.1f} [{row.gain_low:+.1f}, {row.gain_high:+.1f}]{star} / {row.paper_gain:+.1f}"
+
+
+def table1_markdown(table: pd.DataFrame, caption: str = "") -> str:
+    """Table 1 laid out as in the paper: ours (± sd over runs, † = not plateaued) with the paper's value, then
+    gains over scratch with their 95 % intervals (* = the interval excludes 0) beside the paper's gains."""
+    columns = [(p, t) for p in PROTOCOLS for t in TASKS if ((table["protocol"] == p) & (table["task"] == t)).any()]
+    lookup = {(r.method, r.protocol, r.task): r for r in table.itertuples()}
+    header = "| method | " + " | ".join(f"{PROTOCOL_NAMES[p]} {t} {TASK_METRICS[t]}" for p, t in columns) + " |"
+    rule = "|---|" + "---|" * len(columns)
+    lines = [header, rule]
+    gains = [header.replace("| method |", "| gain over scratch [95 % CI] / paper |"), rule]
+    for method in METHODS:
+        rows = [lookup.get((method, p, t)) for p, t in columns]
+        cells = ["" if row is None else f"{_cell(row.value, row.sd)}{'' if row.converged else ' †'} "
+                 f"(paper {row.paper_value:.1f})" for row in rows]
+        if any(cells):
+            lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
+        if method != "scratch" and any(cells):
+            gains.append(f"| {METHOD_NAMES[method]} | " + " | ".join(
+                "" if row is None else _gain_cell(row) for row in rows) + " |")
+    notes = ["", "† validation curve not plateaued within the iteration cap; * gain interval excludes 0."]
+    head = [f"**Table 1.** {caption}".rstrip(), ""] if caption else []
+    return "\n".join([*head, *lines, *notes, "", *gains]) + "\n"
+
+
+def metrics_summary(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """``{protocol: {task: {method: {value, gain, gain_low, gain_high, converged}}}}`` (percent) for
+    ``dvc metrics show``; scratch has no gain."""
+    def number(value: float) -> float | None:
+        return None if math.isnan(value) else round(float(value), 2)
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in table.itertuples():
+        cell: dict[str, Any] = {"value": number(row.value)}
+        if row.method != "scratch":
+            cell.update(gain=number(row.gain), gain_low=number(row.gain_low), gain_high=number(row.gain_high))
+        cell["converged"] = bool(row.converged)
+        out.setdefault(row.protocol, {}).setdefault(row.task, {})[row.method] = cell
+    return out
+
+
+def provenance(summaries: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, Any]:
+    """What produced the numbers: profile, data sources, seeds, commits and the settings that matter."""
+    return {
+        "profile": params.get("profile"),
+        "data sources": {task: sorted(set(summaries.loc[summaries["task"] == task, "dataset_source"]))
+                         for task in TASKS if (summaries["task"] == task).any()},
+        "pre-training seeds": sorted({s for seeds in summaries["pretrain_seeds"] for s in seeds}),
+        "transfer seeds per protocol": {p: sorted({s for seeds in summaries.loc[summaries["protocol"] == p, "seeds"]
+                                          for s in seeds}) for p in PROTOCOLS},
+        "commits": sorted(set(summaries["commit"])),
+        "backbone widths": params.get("model", {}).get("channels"),
+        "pre-training": params.get("pretrain"),
+        "transfer": params.get("transfer"),
+    }
