@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env repro repro-paper test test-slow bench clean-env
+.PHONY: env repro repro-paper lab test test-slow bench clean-env
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ repro: $(STAMP)
 repro-paper: $(STAMP)
 	cp profiles/paper.yaml params.yaml
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+# JupyterLab on the project, with the environment's Python kernel (the one papermill runs the stages on);
+# extra arguments go in LAB_ARGS, e.g. `make lab LAB_ARGS="--no-browser --port 8890"`. As root (containers)
+# Jupyter refuses to start without --allow-root, so it is added there.
+lab: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
