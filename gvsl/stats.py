@@ -45,15 +45,15 @@ def crossed_bootstrap_interval(values: np.ndarray, pair_subjects: Sequence[tuple
         raise ValueError(f"level must be in (0, 1), got {level}")
     seeds, cases = table.shape
     rng = np.random.default_rng(seed)
-    seed_weights = rng.multinomial(seeds, np.full(seeds, 1 / seeds), size=resamples)
+    seed_weights = _multinomial(rng, seeds, resamples)
     if pair_subjects is None:
-        case_weights = rng.multinomial(cases, np.full(cases, 1 / cases), size=resamples)
+        case_weights = _multinomial(rng, cases, resamples)
     else:
         pairs = np.asarray(pair_subjects, dtype=np.int64)
         if pairs.shape != (cases, 2):
             raise ValueError(f"pair_subjects: expecting {cases} pairs of subject indices, got shape {pairs.shape}")
         subjects = int(pairs.max()) + 1
-        counts = rng.multinomial(subjects, np.full(subjects, 1 / subjects), size=resamples)
+        counts = _multinomial(rng, subjects, resamples)
         case_weights = counts[:, pairs[:, 0]] * counts[:, pairs[:, 1]]
     drawn = case_weights.sum(axis=1) > 0  # a replicate that drew no pair at all has no mean
     seed_weights, case_weights = seed_weights[drawn], case_weights[drawn]

@@ -118,7 +118,8 @@ def segmentation_case_scores(model: TransferModel, cases: Sequence[Case], roi: S
 
 
 def _dice_summary(scores: torch.Tensor, names: Sequence[str]) -> dict[str, float]:
-    per_class, scored = do_metric_reduction(scores, "mean_batch")
+    # a copy: do_metric_reduction writes 0 over the NaNs of its input, and callers keep the per-case scores
+    per_class, scored = do_metric_reduction(scores.clone(), "mean_batch")
     # do_metric_reduction reports 0 for a class scored in no case; it has no Dice at all.
     per_class = torch.where(scored > 0, per_class, torch.nan)
     result = {f"dice/{names[c + 1]}": float(per_class[c]) for c in range(len(names) - 1)}
@@ -180,8 +181,7 @@ def evaluate_cases(model: TransferModel, cases: Sequence[Case], config: Transfer
     if config.task == "segmentation":
         names = _class_names(class_names, model.head.out_channels)
         ids, scores = segmentation_case_scores(model, cases, config.crop, config.sw_overlap, WINDOW_BATCH)
-        per_case = {"ids": ids, "dice": scores.tolist()}  # before _dice_summary: its reduction zeroes NaNs in place
-        return _dice_summary(scores, names), per_case
+        return _dice_summary(scores, names), {"ids": ids, "dice": scores.tolist()}
     ids, probabilities, targets = classification_probabilities(model, cases, config.crop)
     return {"auc": _auc(probabilities, targets)}, {"ids": ids, "probability": probabilities.tolist(),
                                                     "target": targets.tolist()}
