@@ -48,9 +48,8 @@ def gradient_norms(checkpoint: Path, views) -> dict[str, float]:
     totals: dict[str, list[torch.Tensor]] = {}
     for batch in views:
         terms = criterion(model(batch.view_a, batch.image_b), batch.target_a)
-        for name in ("ncc", "smooth", "mse"):
-            term = getattr(terms, name)
-            if term is None or not term.requires_grad:
+        for name, term in terms.parts.items():
+            if not term.requires_grad:
                 continue
             grads = torch.autograd.grad(term, parameters, retain_graph=True, allow_unused=True)
             flat = torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten()

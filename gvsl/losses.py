@@ -5,7 +5,7 @@ The functions are pure; :class:`GVSLLoss` picks the terms that a model variant p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from monai.networks.layers import separable_filtering
@@ -77,16 +77,17 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LossTerms:
-    """The total loss and each term that contributed (absent terms are ``None``)."""
+    """The total loss and the named terms that make it up (what each pre-training method logs)."""
 
     total: torch.Tensor
-    ncc: torch.Tensor | None = None
-    smooth: torch.Tensor | None = None
-    mse: torch.Tensor | None = None
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.parts[name]
 
     def as_floats(self) -> dict[str, float]:
-        """Detached values of the present terms, for logging."""
-        return {k: float(v.detach()) for k, v in vars(self).items() if v is not None}
+        """Detached values, ``total`` first, for logging."""
+        return {"total": float(self.total.detach()), **{k: float(v.detach()) for k, v in self.parts.items()}}
 
 
 class GVSLLoss(nn.Module):
@@ -118,4 +119,4 @@ class GVSLLoss(nn.Module):
             raise ValueError("the GVSL output holds nothing to train on (no warped image, flow or restoration)")
         weights = {"ncc": self.ncc_weight, "smooth": self.smooth_weight, "mse": self.mse_weight}
         total = sum(weights[k] * v for k, v in terms.items())
-        return LossTerms(total=total, **terms)
+        return LossTerms(total, terms)

@@ -6,8 +6,9 @@ Folder layout (``dvc.yaml`` names the same paths):
 
 * ``build/prepared/<TASK>``: prepared datasets (pretrain, SHC, SAC, CCC, SBM);
 * ``build/pretrain/<method>/seed<S>``: one folder per pre-training seed, each with ``backbone.pt``
-  (+ ``checkpoint.pt``, ``dvclive/`` and ``pretext.json`` for pre-trained variants); ``scratch``
-  holds a freshly initialised backbone per seed, so every (method, seed) is one file;
+  (+ ``checkpoint.pt``, ``dvclive/`` for pre-trained methods, and ``pretext.json`` for those with a
+  Z-matching head); ``scratch`` holds a freshly initialised backbone per seed, so every
+  (method, seed) is one file;
 * ``build/transfer/<method>/<TASK>-<protocol>``: one Table 1 cell, with one folder per (pre-training
   seed, transfer seed), ``p<S>-t<T>`` (``metrics.json``, ``model.pt``, ``dvclive/``), and
   ``summary.json`` over all of them; the method's one transfer stage writes all of its cells.
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 
 from gvsl.errors import GVSLInputError
+from gvsl.methods import PRETRAIN_METHODS, TABLE1_METHODS
 from gvsl.runtime import progress_line
 
 __all__ = ["BUILD", "METHODS", "PROTOCOLS", "TASKS", "prepared_dir", "pretrain_configs", "pretrain_dir",
@@ -37,11 +39,11 @@ __all__ = ["BUILD", "METHODS", "PROTOCOLS", "TASKS", "prepared_dir", "pretrain_c
 BUILD = Path("build")
 TASKS = ("SHC", "SAC", "CCC", "SBM")
 PROTOCOLS = ("linear", "finetune")
-#: backbone initialisations compared in Table 1: no pre-training, then the four pre-training variants
-METHODS = ("scratch", "no_zmatch", "no_fundament", "no_affine", "gvsl")
+#: backbone initialisations compared in Table 1 (no pre-training, the baselines, GVSL's ablations, GVSL)
+METHODS = TABLE1_METHODS
 
 #: ``params.pretrain`` keys the stage reads itself (the rest build :class:`gvsl.pretrain.PretrainConfig`)
-_PRETRAIN_STAGE_KEYS = {"seeds", "processes", "heldout"}
+_PRETRAIN_STAGE_KEYS = {"seeds", "processes", "heldout", "options"}
 _PREPARE_KEYS = {"source", "root", "shape", "spacing", "subjects", "roi_mm", "window_offset", "modality"}
 
 
@@ -97,23 +99,31 @@ def prepare_stage(task: str, params: Mapping[str, Any], build: Path = BUILD, pro
 
 
 def pretrain_configs(method: str, params: Mapping[str, Any]) -> list[Any]:
-    """One :class:`gvsl.pretrain.PretrainConfig` per ``pretrain.seeds`` for a GVSL variant."""
+    """One :class:`gvsl.pretrain.PretrainConfig` per ``pretrain.seeds`` for a pre-training method, with its
+    settings from ``pretrain.options.<method>`` (absent: the method's defaults)."""
     from gvsl.pretrain import PretrainConfig
 
     settings = {k: v for k, v in dict(_group(params, "pretrain")).items() if k not in _PRETRAIN_STAGE_KEYS}
     if "seed" in settings:
         raise GVSLInputError("params.yaml: pretrain.seed is replaced by pretrain.seeds (a list)")
+    options = dict(_group(params, "pretrain")).get("options") or {}
+    if not isinstance(options, Mapping):
+        raise GVSLInputError(f"params.yaml: pretrain.options must map methods to their settings, got {options!r}")
+    unknown = sorted(set(options) - set(PRETRAIN_METHODS))
+    if unknown:
+        raise GVSLInputError(f"params.yaml: pretrain.options: unknown methods {unknown}; valid: {list(PRETRAIN_METHODS)}")
     channels = tuple(_group(params, "model", "channels"))
-    return [PretrainConfig.from_dict({**settings, "variant": method, "channels": channels, "seed": seed})
+    return [PretrainConfig.from_dict({**settings, "method": method, "channels": channels, "seed": seed,
+                                      "options": dict(options.get(method) or {})})
             for seed in pretrain_seeds(params)]
 
 
 def pretrain_stage(method: str, params: Mapping[str, Any], build: Path = BUILD, progress: bool = False) -> list[Path]:
-    """Pre-train ``method`` (a GVSL variant) once per ``pretrain.seeds``; ``scratch`` only initialises.
+    """Pre-train ``method`` once per ``pretrain.seeds``; ``scratch`` only initialises.
 
-    Variants with a Z-matching head register the held-out pairs of ``pretrain.heldout`` (a prepared
-    task's split the pre-training never sees) every ``pretrain.eval_every`` iterations. Seeds run in
-    ``pretrain.processes`` processes side by side.
+    Every ``pretrain.eval_every`` iterations each method's loss is measured on the held-out pairs of
+    ``pretrain.heldout`` (a prepared task's split the pre-training never sees), which methods with a
+    Z-matching head also register. Seeds run in ``pretrain.processes`` processes side by side.
 
     Returns the ``backbone.pt`` paths, one per seed.
     """
@@ -125,10 +135,10 @@ def pretrain_stage(method: str, params: Mapping[str, Any], build: Path = BUILD, 
         channels = tuple(_group(params, "model", "channels"))
         backbones = []
         for seed in pretrain_seeds(params):
-            # The pre-training seed: scratch starts exactly where every variant of that seed starts.
+            # The pre-training seed: scratch starts exactly where every method of that seed starts.
             torch.manual_seed(seed)
             backbones.append(save_backbone(pretrain_dir(method, build, seed) / "backbone.pt", UNet3D(1, channels),
-                                           variant="scratch", iterations=0, seed=seed, commit=git_commit()))
+                                           method="scratch", iterations=0, seed=seed, commit=git_commit()))
         return backbones
     configs = pretrain_configs(method, params)
     processes = _processes(params, "pretrain")
@@ -141,10 +151,10 @@ def _pretrain_seed(job: tuple[Any, Path, Any, bool]) -> Path:
     config, build, heldout, progress = job
     from gvsl.pretrain import pretrain_prepared
 
-    out = pretrain_dir(config.variant, build, config.seed)
-    progress_line(f"pretrain {config.variant} seed {config.seed}: {config.iterations} iterations")
+    out = pretrain_dir(config.method, build, config.seed)
+    progress_line(f"pretrain {config.method} seed {config.seed}: {config.iterations} iterations")
     result = pretrain_prepared(prepared_dir("pretrain", build), out, config, progress=progress, heldout=heldout)
-    progress_line(f"pretrain {config.variant} seed {config.seed}: done in {result.seconds:.0f} s "
+    progress_line(f"pretrain {config.method} seed {config.seed}: done in {result.seconds:.0f} s "
                   f"({result.steps_per_second:.2f} steps/s)")
     return result.backbone
 

@@ -1,12 +1,13 @@
-"""GVSL pre-training: every Table 1 variant, resumable, DDP-ready (``torchrun --nproc_per_node=N -m gvsl pretrain``).
+"""The pre-training engine: every method of :mod:`gvsl.methods`, resumable, DDP-ready
+(``torchrun --nproc_per_node=N -m gvsl pretrain``).
 
-Per iteration (paper Sec. 3 and appendix): draw ``batch_size`` pairs of different subjects, crop
-both at one random position (the authors feed whole volumes, so a pair always shares its field of
-view), corrupt x_A with the appearance transform, apply one spatial transform to x_A, t'(x_A) and
-x_B, run the model on (t'(x_A), x_B) and minimise L_NCC + L_smooth + L_MSE against the clean x_A
-with Adam (constant learning rate as in the paper, or a warm-up + cosine schedule for short runs).
-With held-out pairs, the Z-matching head registers them every ``eval_every`` iterations
-(:mod:`gvsl.pretext`), logged under ``heldout/`` beside the training terms.
+Per iteration the method draws its crops from the :class:`~gvsl.bank.VolumeBank` (GVSL: pairs of
+different subjects at one position), turns them into its inputs (its augmentations), and the
+engine minimises the method's loss with Adam (constant learning rate as in the paper, or a
+warm-up + cosine schedule for short runs). Checkpoints, resume, DDP, DVCLive, progress and the
+non-finite-loss guard are the same for every method. With held-out pairs, every ``eval_every``
+iterations the method's loss is measured on held-out subjects (``heldout_loss/``) and a
+Z-matching head registers them (``heldout/``, :mod:`gvsl.pretext`).
 """
 
 from __future__ import annotations
@@ -26,15 +27,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from gvsl.bank import VolumeBank
 from gvsl.checkpoint import PRETRAIN_STATE_FORMAT as CHECKPOINT_FORMAT
 from gvsl.checkpoint import atomic_save, load_file, save_backbone
 from gvsl.errors import GVSLInputError, NonFiniteLossError
-from gvsl.losses import GVSLLoss
-from gvsl.nets import GVSL, PAPER_CHANNELS, VARIANTS, parse_channels
+from gvsl.methods import PRETRAIN_METHODS, PretrainMethod, build_method
+from gvsl.nets import PAPER_CHANNELS, parse_channels
 from gvsl.pretext import HeldOutPairs, evaluate_pretext, heldout_pairs
 from gvsl.runtime import DistributedContext, git_commit, progress_line, setup_distributed
 from gvsl.settings import from_mapping
-from gvsl.views import AppearanceTransform, RandSpatialTransform, make_views
 
 __all__ = ["NonFiniteLossError", "PretrainConfig", "PretrainResult", "VolumeBank", "load_heldout", "lr_factor", "pretrain",
            "pretrain_prepared"]
@@ -43,6 +44,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 BACKBONE_NAME = "backbone.pt"
 PRETEXT_NAME = "pretext.json"
 HELDOUT_LOG = "heldout"
+HELDOUT_LOSS_LOG = "heldout_loss"
+#: fixed seed of the held-out loss's augmentations: every evaluation sees the same inputs
+_HELDOUT_SEED = 12345
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -61,7 +65,7 @@ class PretrainConfig:
     """Settings of one pre-training run (``params.yaml`` → ``pretrain`` group).
 
     Args:
-        variant: one of :data:`gvsl.nets.VARIANTS`.
+        method: one of :data:`gvsl.methods.PRETRAIN_METHODS` (GVSL, an ablation or a baseline).
         iterations: optimisation steps (paper 2×10⁵).
         batch_size: pairs per step (paper 2).
         crop: training crop (D, H, W) in voxels.
@@ -70,18 +74,18 @@ class PretrainConfig:
         seed: seeds model initialisation, sampling and augmentation.
         checkpoint_every: write ``checkpoint.pt`` every this many iterations (and at the end).
         log_every: log loss terms every this many iterations.
-        eval_every: register the held-out pairs (if given to :func:`pretrain`) every this many
+        eval_every: evaluate on the held-out pairs (if given to :func:`pretrain`) every this many
             iterations, before the first one and at the end.
         crop_jitter: largest shift, in voxels per axis, of x_B's crop against x_A's (0: the same position).
         lr_schedule: ``constant`` (the paper) or ``cosine`` (linear warm-up over ``warmup`` iterations,
             then a cosine decay to 0 at ``iterations``), for short schedules.
         warmup: warm-up iterations of the cosine schedule.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``…
-        appearance: keyword arguments of :class:`gvsl.views.AppearanceTransform`.
-        spatial: keyword arguments of :class:`gvsl.views.RandSpatialTransform`.
+        options: the method's own settings (its ``Options`` dataclass, e.g.
+            :class:`gvsl.methods.gvsl.GVSLOptions`); ``params.yaml`` → ``pretrain.options.<method>``.
     """
 
-    variant: str = "gvsl"
+    method: str = "gvsl"
     iterations: int = 200_000
     batch_size: int = 2
     crop: tuple[int, int, int] = (128, 128, 128)
@@ -95,16 +99,13 @@ class PretrainConfig:
     lr_schedule: str = "constant"
     warmup: int = 0
     device: str = "auto"
-    affine_channels: int = 256
-    local_head_channels: int = 16
-    appearance: dict[str, Any] = field(default_factory=dict)
-    spatial: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         self.crop = tuple(int(c) for c in self.crop)
         self.channels = tuple(int(c) for c in self.channels)
-        if self.variant not in VARIANTS:
-            raise GVSLInputError(f"variant: unknown {self.variant!r}; valid: {sorted(VARIANTS)}")
+        if self.method not in PRETRAIN_METHODS:
+            raise GVSLInputError(f"method: unknown {self.method!r}; valid: {list(PRETRAIN_METHODS)}")
         for name in ("iterations", "batch_size", "checkpoint_every", "log_every", "eval_every"):
             if int(getattr(self, name)) < 1:
                 raise GVSLInputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -119,6 +120,11 @@ class PretrainConfig:
             raise GVSLInputError(f"crop: expecting three sizes >= 8 voxels (D H W), got {self.crop}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise GVSLInputError(f"lr must be a positive number, got {self.lr}")
+        self.build_method().check(self.crop, self.batch_size)
+
+    def build_method(self) -> PretrainMethod:
+        """The method with its options (a bad option raises :class:`GVSLInputError` here)."""
+        return build_method(self.method, self.options)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "PretrainConfig":
@@ -128,75 +134,6 @@ class PretrainConfig:
         d = asdict(self)
         d["crop"], d["channels"] = list(self.crop), list(self.channels)
         return d
-
-
-class VolumeBank:
-    """Pre-training volumes cached in memory, sampled as pairs of different subjects cropped at one position.
-
-    The authors feed whole volumes, so x_A and x_B always share one field of view. A crop keeps that
-    property only if both images are cut at the same place: ``sample_pairs`` draws one normalised
-    position per pair, a fraction of each axis' free range (volume size − crop size), and cuts both
-    volumes there; for volumes of one shape (the generated cohorts) the crops coincide. An optional
-    jitter moves x_B's crop by up to ``jitter`` voxels per axis.
-
-    Args:
-        volumes: arrays (D, H, W) or (C, D, H, W), intensities already normalised.
-        ids: a name per volume for error messages.
-    """
-
-    def __init__(self, volumes: Sequence[np.ndarray | torch.Tensor], ids: Sequence[str] | None = None):
-        ids = list(ids) if ids is not None else [f"volume {i}" for i in range(len(volumes))]
-        if len(volumes) < 2:
-            raise GVSLInputError(f"pre-training needs at least two volumes (pairs of different subjects), got {len(volumes)}")
-        self.ids = ids
-        self.volumes = []
-        for vid, v in zip(ids, volumes):
-            t = torch.as_tensor(np.asarray(v, dtype=np.float32))
-            if t.ndim == 3:
-                t = t[None]
-            if t.ndim != 4:
-                raise GVSLInputError(f"{vid}: expecting a 3-D volume (D, H, W) or (C, D, H, W), got shape {tuple(t.shape)}")
-            if not torch.isfinite(t).all():
-                raise GVSLInputError(f"{vid}: holds NaN or Inf voxels")
-            self.volumes.append(t.contiguous())
-        channels = {t.shape[0] for t in self.volumes}
-        if len(channels) != 1:
-            raise GVSLInputError(f"volumes disagree on channel count: {sorted(channels)}")
-        self.channels = channels.pop()
-
-    def check_crop(self, crop: Sequence[int]) -> None:
-        for vid, t in zip(self.ids, self.volumes):
-            if any(c > s for c, s in zip(crop, t.shape[1:])):
-                raise GVSLInputError(f"{vid}: crop {tuple(crop)} is larger than the volume {tuple(t.shape[1:])}")
-
-    def crop_start(self, index: int, crop: Sequence[int], position: Sequence[float],
-                   offset: Sequence[int] = (0, 0, 0)) -> tuple[int, int, int]:
-        """Corner of the crop of volume ``index`` at normalised ``position`` in [0, 1) per axis (each of the
-        ``size − crop + 1`` corners equally likely for a uniform position), moved by ``offset`` voxels and
-        kept inside the volume."""
-        shape = self.volumes[index].shape[1:]
-        return tuple(min(max(math.floor(p * (s - c + 1)) + o, 0), s - c)  # type: ignore[return-value]
-                     for p, s, c, o in zip(position, shape, crop, offset))
-
-    def _crop(self, index: int, crop: Sequence[int], start: Sequence[int]) -> torch.Tensor:
-        t = self.volumes[index]
-        return t[:, start[0]:start[0] + crop[0], start[1]:start[1] + crop[1], start[2]:start[2] + crop[2]]
-
-    def sample_pairs(self, batch: int, crop: Sequence[int], generator: torch.Generator,
-                     jitter: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, *crop) crops of x_A and x_B, each pair from two different volumes at one normalised position."""
-        n = len(self.volumes)
-        first = torch.randint(0, n, (batch,), generator=generator)
-        # Shift by 1..n-1 so x_B is always another subject.
-        second = (first + torch.randint(1, n, (batch,), generator=generator)) % n
-        positions = torch.rand(batch, 3, generator=generator, dtype=torch.float64).tolist()
-        offsets = (torch.randint(-jitter, jitter + 1, (batch, 3), generator=generator).tolist() if jitter
-                   else [(0, 0, 0)] * batch)
-        x_a = torch.stack([self._crop(int(i), crop, self.crop_start(int(i), crop, p))
-                           for i, p in zip(first, positions)])
-        x_b = torch.stack([self._crop(int(j), crop, self.crop_start(int(j), crop, p, o))
-                           for j, p, o in zip(second, positions, offsets)])
-        return x_a, x_b
 
 
 @dataclass
@@ -218,11 +155,12 @@ def _truncate_log(live_dir: Path, first_step: int) -> None:
     metrics = live_dir / "plots" / "metrics"
     for tsv in metrics.rglob("*.tsv"):
         table = pd.read_csv(tsv, sep="\t")
-        keep = table["step"] <= first_step if tsv.parent.name == HELDOUT_LOG else table["step"] < first_step
+        heldout = tsv.parent.name in (HELDOUT_LOG, HELDOUT_LOSS_LOG)
+        keep = table["step"] <= first_step if heldout else table["step"] < first_step
         table[keep].to_csv(tsv, sep="\t", index=False)
 
 
-def _save_state(path: Path, model: GVSL, optimizer: torch.optim.Optimizer, iteration: int,
+def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int,
                 config: PretrainConfig, generator_states: list[torch.Tensor]) -> None:
     atomic_save({
         "format": CHECKPOINT_FORMAT,
@@ -245,25 +183,33 @@ def _gather_generator_states(ctx: DistributedContext, generator: torch.Generator
     return states
 
 
+def _channels_last(tensors: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    # channels-last 3-D is faster for 3-D convolutions on CPU too (measured: 0.73 vs 0.91 s per default step).
+    return {name: t.to(device=device, memory_format=torch.channels_last_3d) if t.ndim == 5 else t.to(device)
+            for name, t in tensors.items()}
+
+
 def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str | Path, config: PretrainConfig,
              resume: bool = False, ids: Sequence[str] | None = None, provenance: Mapping[str, Any] | None = None,
              progress: bool = True, heldout: HeldOutPairs | None = None) -> PretrainResult:
-    """Pre-train GVSL (or an ablation) on ``volumes`` and write ``out/backbone.pt``.
+    """Pre-train ``config.method`` on ``volumes`` and write ``out/backbone.pt``.
 
     Args:
         volumes: normalised volumes, or a :class:`VolumeBank`.
         out: output folder: ``checkpoint.pt`` (full training state, every ``checkpoint_every``
             iterations), ``backbone.pt`` (the pretrained U-Net with its config and provenance),
-            ``dvclive/`` (loss terms per iteration, ``heldout/*`` per evaluation) and, with ``heldout``,
-            ``pretext.json`` (the first and last held-out evaluation, per pair).
+            ``dvclive/`` (loss terms per iteration, ``heldout_loss/*`` and ``heldout/*`` per
+            evaluation) and, for methods with a Z-matching head and ``heldout``, ``pretext.json``
+            (the first and last registration of the held-out pairs, per pair).
         config: run settings.
         resume: continue from ``out/checkpoint.pt``; the run ends with the same weights as an
             uninterrupted one (same device and seed). Without a checkpoint the run starts afresh.
         ids: names of the volumes for error messages.
         provenance: recorded in ``backbone.pt`` (data source, profile…).
         progress: show a progress bar (main process only).
-        heldout: pairs of subjects the run never trains on, registered every ``config.eval_every``
-            iterations by the Z-matching head (:mod:`gvsl.pretext`); ignored by ``no_zmatch``.
+        heldout: pairs of subjects the run never trains on: every ``config.eval_every`` iterations the
+            method's loss is measured on them (fixed augmentations) and a Z-matching head registers
+            them (:mod:`gvsl.pretext`).
 
     Raises:
         GVSLInputError: bad settings or data, or ``out`` already holding a run while ``resume`` is off.
@@ -279,9 +225,9 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
     if checkpoint_path.exists() and not resume:
         raise GVSLInputError(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another --out")
 
+    method = config.build_method()
     torch.manual_seed(config.seed)
-    model = GVSL.variant(config.variant, in_channels=bank.channels, channels=config.channels,
-                         affine_channels=config.affine_channels, local_head_channels=config.local_head_channels)
+    model = method.build(bank.channels, config.channels)
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + ctx.rank)
     start = 0
     if resume and checkpoint_path.exists():
@@ -299,22 +245,24 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
                                  f"resumed with {ctx.world_size}")
         generator.set_state(state["generators"][ctx.rank])
         torch.set_rng_state(state["torch_rng"])
-    # channels-last 3-D is faster for 3-D convolutions on CPU too (measured: 0.73 vs 0.91 s per default step).
     model.to(device=device, memory_format=torch.channels_last_3d)
     cuda = device.type == "cuda"
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # BYOL's target network has no gradient and is moved by its method, not by the optimiser
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     if start:
         optimizer.load_state_dict(state["optimizer"])
     for group in optimizer.param_groups:  # checkpoints written before schedules existed lack it
         group.setdefault("initial_lr", config.lr)
     # last_epoch = start - 1 puts a resumed schedule at iteration ``start`` (the optimizer state holds initial_lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(config, i), last_epoch=start - 1)
-    train_model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if ctx.enabled else model
+    # encoder-only methods leave the decoder out of the graph, which DDP must be told
+    train_model = (DistributedDataParallel(model, device_ids=[device.index] if cuda else None,
+                                           find_unused_parameters=not method.uses_decoder)
+                   if ctx.enabled else model)
 
-    appearance = AppearanceTransform(**config.appearance)
-    spatial = RandSpatialTransform(**config.spatial)
-    criterion = GVSLLoss()
-    evaluate = heldout is not None and model.z_matching and ctx.is_main
+    evaluate = heldout is not None and ctx.is_main
+    registers = evaluate and method.registers
+    heldout_crops = method.heldout_crops(heldout.fixed, heldout.moving) if evaluate else None
     live = None
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -322,21 +270,24 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
             _truncate_log(out / "dvclive", start)
         live = Live(str(out / "dvclive"), resume=bool(start), dvcyaml=False, save_dvc_exp=False, report=None)
         live.log_params({"pretrain": config.to_dict()})
-    first_scores = _read_pretext(out / PRETEXT_NAME, heldout) if start and evaluate else None
-    if evaluate and start == 0:
-        first_scores = _log_heldout(live, model, heldout, 0)
-        _write_pretext(out / PRETEXT_NAME, heldout, first_scores, first_scores)
-    bar = tqdm(total=config.iterations, initial=start, disable=not (progress and ctx.is_main),
-               desc=f"pretrain {config.variant} seed {config.seed}", dynamic_ncols=True)
+    first_scores = _read_pretext(out / PRETEXT_NAME, heldout) if start and registers else None
+    name = f"pretrain {config.method} seed {config.seed}"
+    bar = tqdm(total=config.iterations, initial=start, disable=not (progress and ctx.is_main), desc=name,
+               dynamic_ncols=True)
     terms_now: dict[str, float] = {}
     began = time.perf_counter()
     for iteration in range(start, config.iterations):
-        x_a, x_b = bank.sample_pairs(config.batch_size, config.crop, generator, config.crop_jitter)
-        views = make_views(x_a.to(device), x_b.to(device), appearance, spatial, generator)
+        method.before_step(model, iteration, bank, config.crop, generator, optimizer, ctx)
+        if iteration == 0 and evaluate:
+            _log_heldout_loss(live, method, model, heldout_crops, config.batch_size, device, 0)
+            if registers:
+                first_scores = _log_heldout(live, model, heldout, 0)
+                _write_pretext(out / PRETEXT_NAME, heldout, first_scores, first_scores)
+        crops = method.sample(bank, config.batch_size, config.crop, generator, config.crop_jitter)
+        net_inputs, targets = method.inputs(crops, generator)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            output = train_model(views.view_a.to(memory_format=torch.channels_last_3d),
-                                 views.image_b.to(memory_format=torch.channels_last_3d))
-            terms = criterion(output, views.target_a)
+            outputs = train_model(**_channels_last(net_inputs, device))
+            terms = method.loss(outputs, _channels_last(targets, device))
         if not torch.isfinite(terms.total):
             raise NonFiniteLossError(
                 f"non-finite loss at iteration {iteration + 1} ({terms.as_floats()}); the last good checkpoint "
@@ -345,29 +296,32 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
         terms.total.backward()
         optimizer.step()
         scheduler.step()
+        method.after_step(model, iteration, config.iterations)
         done = iteration + 1
         if done % config.log_every == 0 or done == config.iterations:
             terms_now = terms.as_floats()
             if live is not None:
                 live.step = iteration
-                for name, value in terms_now.items():
-                    live.log_metric(f"train/{name}", value)
+                for term, value in terms_now.items():
+                    live.log_metric(f"train/{term}", value)
                 live.next_step()
             bar.set_postfix({k: f"{v:.4f}" for k, v in terms_now.items()}, refresh=False)
         bar.update(1)
         if evaluate and (done % config.eval_every == 0 or done == config.iterations):
-            _write_pretext(out / PRETEXT_NAME, heldout, first_scores, _log_heldout(live, model, heldout, done))
+            _log_heldout_loss(live, method, model, heldout_crops, config.batch_size, device, done)
+            if registers:
+                _write_pretext(out / PRETEXT_NAME, heldout, first_scores, _log_heldout(live, model, heldout, done))
         if done % config.checkpoint_every == 0 or done == config.iterations:
             states = _gather_generator_states(ctx, generator)
             if ctx.is_main:
                 _save_state(checkpoint_path, model, optimizer, done, config, states)
                 if not progress:  # no bar: one line per checkpoint block instead
-                    progress_line(f"pretrain {config.variant} seed {config.seed}: iteration {done}/{config.iterations}, "
-                                  + ", ".join(f"{name} {value:.4f}" for name, value in terms.as_floats().items()))
+                    progress_line(f"{name}: iteration {done}/{config.iterations}, "
+                                  + ", ".join(f"{term} {value:.4f}" for term, value in terms.as_floats().items()))
     bar.close()
     seconds = time.perf_counter() - began
     if ctx.is_main:
-        save_backbone(backbone_path, model.backbone, variant=config.variant, iterations=config.iterations,
+        save_backbone(backbone_path, model.backbone, method=config.method, iterations=config.iterations,
                       pretrain=config.to_dict(), commit=git_commit(), **dict(provenance or {}))
         if live is not None:
             live.end()
@@ -378,8 +332,32 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
                           steps / seconds if seconds > 0 else float("nan"))
 
 
-def _log_heldout(live: Any, model: GVSL, heldout: HeldOutPairs, done: int) -> dict[str, Any]:
-    """Evaluate the held-out pairs after ``done`` iterations and log the means under ``heldout/``."""
+@torch.no_grad()
+def _log_heldout_loss(live: Any, method: PretrainMethod, model: torch.nn.Module, crops: Any, batch_size: int,
+                      device: torch.device, done: int) -> None:
+    """The method's loss terms on the held-out crops, in chunks of one step's size, with augmentations
+    drawn from a fixed seed (each evaluation sees the same inputs), logged under ``heldout_loss/``."""
+    from gvsl.methods import Crops
+
+    generator = torch.Generator().manual_seed(_HELDOUT_SEED)
+    size = method.crops_per_step(batch_size)
+    sums: dict[str, float] = {}
+    chunks = 0
+    for begin in range(0, crops.first.shape[0], size):
+        part = slice(begin, begin + size)
+        chunk = Crops(crops.first[part], None if crops.second is None else crops.second[part])
+        net_inputs, targets = method.inputs(chunk, generator)
+        terms = method.loss(model(**_channels_last(net_inputs, device)), _channels_last(targets, device))
+        for term, value in terms.as_floats().items():
+            sums[term] = sums.get(term, 0.0) + value
+        chunks += 1
+    live.step = done
+    for term, value in sums.items():
+        live.log_metric(f"{HELDOUT_LOSS_LOG}/{term}", value / chunks)
+
+
+def _log_heldout(live: Any, model: torch.nn.Module, heldout: HeldOutPairs, done: int) -> dict[str, Any]:
+    """Register the held-out pairs after ``done`` iterations and log the means under ``heldout/``."""
     scores = evaluate_pretext(model, heldout)
     means = scores.summary()
     live.step = done
@@ -452,7 +430,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = PretrainConfig()
     parser.add_argument("--data", required=True, type=Path, help="prepared dataset folder (gvsl prepare)")
     parser.add_argument("--out", required=True, type=Path, help="output folder for checkpoint.pt, backbone.pt, dvclive/")
-    parser.add_argument("--variant", default=defaults.variant, choices=sorted(VARIANTS))
+    parser.add_argument("--method", default=defaults.method, choices=list(PRETRAIN_METHODS),
+                        help="GVSL, an ablation or a baseline (see gvsl.methods)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the method, e.g. --option temperature=0.2 for simclr (repeatable; "
+                        "values are read as YAML)")
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--crop", type=int, nargs=3, metavar=("D", "H", "W"), default=list(defaults.crop))
@@ -466,7 +448,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--log-every", type=int, default=defaults.log_every)
     parser.add_argument("--heldout", type=Path, help="prepared dataset whose --heldout-split subjects are "
-                        "registered every --eval-every iterations (never trained on)")
+                        "evaluated on every --eval-every iterations (never trained on): the method's loss, "
+                        "and registration by a Z-matching head")
     parser.add_argument("--heldout-split", default="val", help="split of --heldout (default val)")
     parser.add_argument("--heldout-pairs", type=int, default=20, help="ordered pairs of different subjects")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
@@ -474,8 +457,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
 
 
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["key=value", …]`` → ``{key: YAML value}`` (``--option``)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise GVSLInputError(f"--option: expecting KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise GVSLInputError(f"--option {key}: unreadable value {value!r} ({error})") from None
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
-    config = PretrainConfig(variant=args.variant, iterations=args.iterations, batch_size=args.batch_size,
+    config = PretrainConfig(method=args.method, options=parse_options(args.option), iterations=args.iterations, batch_size=args.batch_size,
                             crop=tuple(args.crop), crop_jitter=args.crop_jitter, channels=parse_channels(args.channels),
                             lr=args.lr, lr_schedule=args.lr_schedule, warmup=args.warmup, seed=args.seed,
                             checkpoint_every=args.checkpoint_every, log_every=args.log_every,

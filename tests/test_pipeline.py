@@ -51,7 +51,7 @@ def test_every_profile_builds_typed_configs(profile):
         if method != "scratch":
             configs = pipeline.pretrain_configs(method, params)
             assert [c.seed for c in configs] == params["pretrain"]["seeds"]
-            assert all(isinstance(c, PretrainConfig) and c.variant == method for c in configs)
+            assert all(isinstance(c, PretrainConfig) and c.method == method for c in configs)
     assert params["pretrain"]["heldout"]["split"] != "test"
     for protocol in pipeline.PROTOCOLS:
         settings = dict(params["transfer"][protocol])
@@ -102,7 +102,7 @@ def test_dvc_stages_use_the_package_layout():
 
 TINY = {
     "profile": "tiny-test",
-    "pipeline": {"tasks": ["SHC", "CCC"], "methods": ["scratch", "no_zmatch", "no_fundament", "no_affine", "gvsl"]},
+    "pipeline": {"tasks": ["SHC", "CCC"], "methods": ["scratch", "rotation", "no_zmatch", "no_fundament", "no_affine", "gvsl"]},
     "prepare": {"seed": 0, "tasks": {
         "pretrain": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 3},
         "SHC": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 10},
@@ -151,7 +151,10 @@ def tiny_project(tmp_path_factory):
 def test_pipeline_reproduces_the_report(tiny_project):
     table = pd.read_csv(tiny_project / "results" / "table1.csv")
     assert list(table.columns) == report.TABLE1_COLUMNS
-    assert len(table) == 2 * 2 * 5 and set(table["profile"]) == {"tiny-test"}
+    assert len(table) == 2 * 2 * 6 and set(table["profile"]) == {"tiny-test"}
+    # a baseline flows through pre-training, transfer and the report like GVSL, with the paper's values
+    rotation = table[table["method"] == "rotation"]
+    assert len(rotation) == 4 and rotation["paper_value"].notna().all() and rotation["gain"].notna().all()
     assert set(table["n_runs"][table["protocol"] == "linear"]) == {4}  # 2 pre-training × 2 transfer seeds
     # every pre-trained row has a gain with its interval; scratch has none
     pretrained = table[table["method"] != "scratch"]
@@ -166,11 +169,13 @@ def test_pipeline_reproduces_the_report(tiny_project):
     assert summary["converged"] == all(summary["run_converged"]) == bool(
         table.loc[(table["method"] == "gvsl") & (table["protocol"] == "linear") & (table["task"] == "SHC"), "converged"].iloc[0])
     assert len(summary["per_case"]) == 4 and len(summary["per_case"][0]["dice"]) == len(summary["case_ids"])
-    for name in ("fig6_validation", "fig7_tsne", "fig8_ncc", "registration", "cohort-SHC"):
+    for name in ("fig6_validation", "fig7_tsne", "pretext_losses", "fig8_ncc", "registration", "cohort-SHC"):
         assert (tiny_project / "results" / "figures" / f"{name}.png").stat().st_size > 1000
     assert "paper" in (tiny_project / "results" / "table1.md").read_text()
     metrics = json.loads((tiny_project / "results" / "metrics.json").read_text())
-    assert set(metrics) == {"linear", "finetune", "pretext"}
+    assert set(metrics) == {"linear", "finetune", "pretext", "pretext_loss"}
+    assert set(metrics["pretext_loss"]) == {"rotation", "no_zmatch", "no_fundament", "no_affine", "gvsl"}
+    assert {"heldout_loss_first", "heldout_loss_last", "falls"} <= set(metrics["pretext_loss"]["rotation"])
     gvsl_shc = metrics["linear"]["SHC"]["gvsl"]
     row = table[(table["method"] == "gvsl") & (table["protocol"] == "linear") & (table["task"] == "SHC")].iloc[0]
     assert gvsl_shc["gain"] == pytest.approx(round(row["gain"], 2)) and set(gvsl_shc) == {

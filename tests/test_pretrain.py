@@ -23,9 +23,10 @@ from gvsl.pretrain import (
     pretrain,
 )
 
-TINY = dict(channels=(8, 16, 16, 16, 16, 16, 16, 8, 8), affine_channels=16, local_head_channels=8)
+TINY = dict(channels=(8, 16, 16, 16, 16, 16, 16, 8, 8))
 # Small spatial ranges keep the tiny crops mostly inside the field of view.
 QUICK_SPATIAL = dict(elastic_alpha=(0.0, 2.0), elastic_sigma=(2.0, 3.0))
+GVSL_OPTIONS = dict(affine_channels=16, local_head_channels=8, spatial=QUICK_SPATIAL)
 
 
 def volumes(n=4, shape=(24, 24, 24), seed=0):
@@ -41,8 +42,8 @@ def volumes(n=4, shape=(24, 24, 24), seed=0):
 
 
 def config(**kw):
-    base = dict(variant="gvsl", iterations=4, batch_size=2, crop=(16, 16, 16), seed=3, checkpoint_every=2,
-                device="cpu", spatial=QUICK_SPATIAL, **TINY)
+    base = dict(method="gvsl", iterations=4, batch_size=2, crop=(16, 16, 16), seed=3, checkpoint_every=2,
+                device="cpu", options=GVSL_OPTIONS, **TINY)
     base.update(kw)
     return PretrainConfig(**base)
 
@@ -125,10 +126,13 @@ def test_heldout_evaluation_changes_nothing_in_the_run(tmp_path):
     evaluated = pretrain(volumes(), tmp_path / "eval", config(eval_every=1), progress=False, heldout=heldout)
     a, b = load_file(plain.checkpoint)["model"], load_file(evaluated.checkpoint)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # a variant without a Z-matching head has nothing to register: no held-out log, no pretext.json
-    pretrain(volumes(), tmp_path / "mse", config(variant="no_zmatch"), progress=False, heldout=heldout)
-    assert not (tmp_path / "mse" / "pretext.json").exists()
-    assert not (tmp_path / "mse" / "dvclive" / "plots" / "metrics" / "heldout").exists()
+    # a variant without a Z-matching head has nothing to register (no held-out registration log, no
+    # pretext.json), but its loss is measured on the held-out subjects
+    pretrain(volumes(), tmp_path / "mse", config(method="no_zmatch"), progress=False, heldout=heldout)
+    logs = tmp_path / "mse" / "dvclive" / "plots" / "metrics"
+    assert not (tmp_path / "mse" / "pretext.json").exists() and not (logs / "heldout").exists()
+    heldout_loss = pd.read_csv(logs / "heldout_loss" / "mse.tsv", sep="\t")
+    assert heldout_loss["step"].tolist() == [0, 4]  # before the first iteration and at the end
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
@@ -141,12 +145,12 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 
 
 def test_outputs_backbone_with_config_and_provenance(tmp_path):
-    result = pretrain(volumes(), tmp_path, config(variant="no_zmatch", iterations=2), progress=False,
+    result = pretrain(volumes(), tmp_path, config(method="no_zmatch", iterations=2), progress=False,
                       provenance={"dataset": "unit-test"})
     backbone = load_backbone(result.backbone)
     assert backbone.channels == TINY["channels"]
     meta = load_file(result.backbone)["metadata"]
-    assert meta["variant"] == "no_zmatch" and meta["dataset"] == "unit-test" and meta["iterations"] == 2
+    assert meta["method"] == "no_zmatch" and meta["dataset"] == "unit-test" and meta["iterations"] == 2
     assert set(result.final_terms) == {"mse", "total"}
 
 
@@ -180,8 +184,8 @@ def test_misuse_errors():
     bad[1][3, 3, 3] = np.inf
     with pytest.raises(GVSLInputError, match="volume 1: holds NaN or Inf"):
         VolumeBank(bad)
-    with pytest.raises(GVSLInputError, match="variant: unknown 'simclr'"):
-        PretrainConfig(variant="simclr")
+    with pytest.raises(GVSLInputError, match="method: unknown 'moco'"):
+        PretrainConfig(method="moco")
     with pytest.raises(GVSLInputError, match="unknown settings \\['epochs'\\]"):
         PretrainConfig.from_dict({"epochs": 3})
     with pytest.raises(GVSLInputError, match="lr_schedule: unknown 'step'"):

@@ -122,16 +122,25 @@ class UNet3D(nn.Module):
     def local_channels(self) -> int:
         return self.channels[8]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encoder(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[int]]:
+        """Every encoder level of ``x`` padded to a multiple of 16, and the padding before each axis."""
         check_volume(x, "UNet3D input", self.in_channels)
-        size = x.shape[2:]
-        pad = [(-s) % _DIVISOR for s in size]
+        pad = [(-s) % _DIVISOR for s in x.shape[2:]]
         before = [p // 2 for p in pad]
         # F.pad lists the last axis first.
         x = F.pad(x, [v for d in (2, 1, 0) for v in (before[d], pad[d] - before[d])])
-        skips = [self.stem(x)]
+        levels = [self.stem(x)]
         for block in self.down:
-            skips.append(block(F.max_pool3d(skips[-1], 2)))
+            levels.append(block(F.max_pool3d(levels[-1], 2)))
+        return levels, before
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The global feature f^g alone (the decoder is not run): what encoder-only pretext tasks train."""
+        return self._encoder(x)[0][-1]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        size = x.shape[2:]
+        skips, before = self._encoder(x)
         global_feature = skips.pop()
         h = global_feature
         for block in self.up:

@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-_READING_GUIDE = """Rows are backbone initialisations: <b>scratch</b> (random), <b>w/o Z-Matching</b> (restoration only,
-Models-Genesis style), <b>w/o Fundament</b> (Z-matching only), <b>w/o Affine head</b> (restoration + deformable
-matching) and <b>GVSL (whole)</b>. Protocol (a) trains only a head on the frozen backbone, so it measures what
+_READING_GUIDE = """Rows are backbone initialisations: <b>scratch</b> (random), the self-supervised baselines (each
+pre-trained on the same data, crops, schedule and seeds; see <code>gvsl.methods</code>), then GVSL's ablations
+<b>w/o Z-Matching</b> (restoration only), <b>w/o Fundament</b> (Z-matching only), <b>w/o Affine head</b>
+(restoration + deformable matching) and <b>GVSL (whole)</b>. Protocol (a) trains only a head on the frozen backbone, so it measures what
 pre-training put into the features; (b) fine-tunes everything. Compare each row with scratch (the gain table)
 and with the paper's value in brackets. Values are means ± sample sd over every run (pre-training seed ×
 transfer seed); † marks a cell whose validation curves did not plateau within the iteration cap. Gains are
@@ -25,6 +26,11 @@ an interval wholly above 0 (or, for fine-tuning, wholly below the linear gain's 
 cell the intervals understate the spread between pre-training seeds."""
 
 
+_LOSS_GUIDE = """Each pre-trained method's own loss: on its training crops (first and last tenth of the iterations)
+and on crops of held-out subjects with fixed augmentations (before training and at the end). A held-out loss
+that falls says the method learned its pretext task beyond the crops it trained on. DeepCluster's loss is
+measured against clusters that change at every re-clustering, so its curve is read per clustering."""
+
 _PRETEXT_GUIDE = """Each variant with a Z-matching head registers pairs of subjects it never trained on (the SHC
 analog's validation split on the default profile) every <code>pretrain.eval_every</code> iterations. Dice (percent)
 compares the moving subject's labels, warped onto the fixed subject, with the fixed subject's labels: identity is
@@ -35,10 +41,10 @@ and after pre-training."""
 
 def write_html(path: str | Path, table: pd.DataFrame, markdown: str, figures: Mapping[str, str],
                provenance: Mapping[str, Any], pretext: Mapping[str, Mapping[str, float]] | None = None,
-               claims_table: str | None = None) -> Path:
+               claims_table: str | None = None, losses: Mapping[str, Mapping[str, float]] | None = None) -> Path:
     """One page: Table 1 (paper layout and ``table`` in long format), the paper's claims as this run
-    shows them (:func:`claims_markdown`), the pretext task on held-out pairs (:func:`pretext_metrics`),
-    the figures, what produced every number.
+    shows them (:func:`claims_markdown`), every method's pretext loss (:func:`pretext_losses`), the
+    pretext task on held-out pairs (:func:`pretext_metrics`), the figures, what produced every number.
 
     ``table`` is normally :func:`with_sources` of :func:`table1`, so each row names its runs and commit.
     """
@@ -50,8 +56,11 @@ def write_html(path: str | Path, table: pd.DataFrame, markdown: str, figures: Ma
     if claims_table:
         body += ["<h2>The paper's claims in this run</h2>", f"<p>{_CLAIMS_GUIDE}</p>",
                  markdown_it.MarkdownIt().enable("table").render(claims_table)]
+    if losses:
+        body += ["<h2>Pre-training losses</h2>", f"<p>{_LOSS_GUIDE}</p>",
+                 pd.DataFrame(losses).T.rename_axis("method").reset_index().to_html(index=False)]
     if pretext:
-        body += ["<h2>The pretext task on held-out pairs</h2>", f"<p>{_PRETEXT_GUIDE}</p>",
+        body += ["<h2>Registration of held-out pairs</h2>", f"<p>{_PRETEXT_GUIDE}</p>",
                  pd.DataFrame(pretext).T.rename_axis("method").reset_index().to_html(index=False)]
     body.append("<h2>Figures</h2>")
     for name, src in figures.items():

@@ -96,6 +96,55 @@ def _mean_curve(pretrain_root: str | Path, method: str, metric: str) -> pd.Serie
     return pd.concat(curves, axis=1).mean(axis=1) if curves else None
 
 
+def pretext_losses(pretrain_root: str | Path, methods: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per pre-trained method, its own loss on the held-out crops (``heldout_loss/total``, fixed
+    augmentations) before training and at the end, and the training loss over the first and last
+    tenth of the iterations; means over seeds. ``falls``: the held-out loss ended below where it began.
+
+    Methods without held-out evaluations (no DVCLive ``heldout_loss`` log) are left out.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for method in methods:
+        heldout = _mean_curve(pretrain_root, method, "heldout_loss/total")
+        train = _mean_curve(pretrain_root, method, "train/total")
+        if heldout is None or train is None or heldout.empty:
+            continue
+        tenth = max(1, len(train) // 10)
+        out[method] = {"seeds": len(_seed_folders(pretrain_root, method)),
+                       "heldout_loss_first": round(float(heldout.iloc[0]), 4),
+                       "heldout_loss_last": round(float(heldout.iloc[-1]), 4),
+                       "train_loss_first_tenth": round(float(train.iloc[:tenth].mean()), 4),
+                       "train_loss_last_tenth": round(float(train.iloc[-tenth:].mean()), 4),
+                       "falls": bool(heldout.iloc[-1] < heldout.iloc[0])}
+    return out
+
+
+def figure_pretext_losses(pretrain_root: str | Path, methods: Sequence[str], titles: Mapping[str, str],
+                          smooth_window: int = 10) -> plt.Figure:
+    """One panel per pre-trained method: its training loss (moving average, mean over seeds) and its loss
+    on the held-out crops (markers), against the iteration. Each method's loss has its own scale."""
+    shown = [m for m in methods if _mean_curve(pretrain_root, m, "train/total") is not None]
+    if not shown:
+        raise GVSLInputError(f"{pretrain_root}: no pre-training logs of {list(methods)}")
+    columns = min(4, len(shown))
+    rows = -(-len(shown) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.8 * columns, 3.0 * rows), squeeze=False)
+    for ax, method in zip(axes.flat, shown):
+        train = _mean_curve(pretrain_root, method, "train/total")
+        ax.plot(train.index, train, color="C0", alpha=0.2, linewidth=0.8)
+        ax.plot(train.index, train.rolling(smooth_window, min_periods=1).mean(), color="C0", label="training")
+        heldout = _mean_curve(pretrain_root, method, "heldout_loss/total")
+        if heldout is not None:
+            ax.plot(heldout.index, heldout, color="C3", marker="o", label="held-out subjects")
+        ax.set(title=titles.get(method, method), xlabel="pre-training iteration", ylabel="loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
 def figure8_pretext(pretrain_root: str | Path, variants: Sequence[str] = tuple(PRETEXT_LABELS),
                     smooth_window: int = 10) -> plt.Figure:
     """Fig. 8, extended: training NCC (the paper's panel), held-out NCC and held-out warped-label Dice.

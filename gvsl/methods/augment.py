@@ -1,0 +1,87 @@
+"""Augmentations of the baselines, drawn from an explicit ``torch.Generator`` like :mod:`gvsl.views`.
+
+MONAI's random transforms draw from NumPy states of their own and act on one sample at a time;
+these act on a batch, draw from the engine's checkpointed generator and never write into their
+input, which keeps resumed runs bit-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from gvsl.views import AppearanceTransform, RandSpatialTransform, bezier_intensity_map
+
+__all__ = ["CUBE_ROTATIONS", "ViewAugmentation", "inpaint_boxes", "random_flips", "rotate"]
+
+#: Rotation's classes (Taleb et al., NeurIPS 2020): no rotation, then 90°, 180° and 270° about each of
+#: the D, H and W axes, as (quarter turns, plane of the turn)
+CUBE_ROTATIONS: tuple[tuple[int, tuple[int, int]], ...] = (
+    (0, (3, 4)),
+    *((k, (3, 4)) for k in (1, 2, 3)),  # about D: the H-W plane turns
+    *((k, (2, 4)) for k in (1, 2, 3)),  # about H
+    *((k, (2, 3)) for k in (1, 2, 3)),  # about W
+)
+
+
+def rotate(x: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
+    """Each (C, D, H, W) sample of ``x`` turned by its :data:`CUBE_ROTATIONS` class (cubic crops)."""
+    turned = []
+    for sample, label in zip(x, labels):
+        quarter_turns, plane = CUBE_ROTATIONS[int(label)]
+        turned.append(torch.rot90(sample[None], quarter_turns, dims=plane)[0])
+    return torch.stack(turned).contiguous()
+
+
+def random_flips(generator: torch.Generator, *volumes: torch.Tensor, probability: float) -> tuple[torch.Tensor, ...]:
+    """Flip every sample along each spatial axis with ``probability``, the same flips for all ``volumes``."""
+    batch = volumes[0].shape[0]
+    flips = (torch.rand(batch, 3, generator=generator, device=generator.device) < probability).tolist()
+    out = []
+    for volume in volumes:
+        samples = [torch.flip(sample, [axis + 1 for axis in range(3) if chosen[axis]]) if any(chosen) else sample
+                   for sample, chosen in zip(volume, flips)]
+        out.append(torch.stack(samples).contiguous())
+    return tuple(out)
+
+
+class ViewAugmentation:
+    """One random view of each sample, for the contrastive and Siamese methods (SimCLR, BYOL, SimSiam).
+
+    A spatial transform (GVSL's affine + elastic, each view its own draw), then with ``intensity_prob``
+    a random monotone Bézier intensity curve, then Gaussian noise of standard deviation ``noise_std``.
+    3-D adaptations of SimCLR's crops, colour distortion and blur, as in Taleb et al. (NeurIPS 2020).
+
+    Args:
+        spatial: keyword arguments of :class:`gvsl.views.RandSpatialTransform`.
+        intensity_prob: probability of the intensity curve.
+        noise_std: standard deviation of the additive noise (intensities in [0, 1]).
+    """
+
+    def __init__(self, spatial: dict | None = None, intensity_prob: float = 0.8, noise_std: float = 0.05):
+        if not 0.0 <= intensity_prob <= 1.0:
+            raise ValueError(f"intensity_prob must be a probability in [0, 1], got {intensity_prob}")
+        if not noise_std >= 0.0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        self.spatial = RandSpatialTransform(**(spatial or {}))
+        self.intensity_prob = intensity_prob
+        self.noise_std = noise_std
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        (moved,) = self.spatial(x, generator=generator)
+        curves = torch.rand(x.shape[0], 3, 2, generator=generator, device=generator.device)
+        samples = [bezier_intensity_map(sample, curve[1:]) if curve[0, 0] < self.intensity_prob else sample
+                   for sample, curve in zip(moved, curves)]
+        out = torch.stack(samples)
+        noise = torch.randn(out.shape, generator=generator, device=generator.device).to(out)
+        return (out + self.noise_std * noise).contiguous()
+
+
+def inpaint_boxes(appearance: AppearanceTransform, spatial_shape: Sequence[int],
+                  generator: torch.Generator) -> list[tuple[slice, ...]]:
+    """In-painting boxes of one sample, at least one (Models Genesis' sizes and count rule)."""
+    while True:
+        boxes = appearance.sample_inpaint_boxes(spatial_shape, generator)
+        if boxes:
+            return boxes

@@ -1,0 +1,101 @@
+"""BYOL (Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020): an online encoder, projector and
+predictor regress the projection of the other view by a target network, a slow moving average
+(EMA) of the online one that receives no gradient.
+
+Loss: 2 − 2·cos(q_online(v₁), z_target(v₂)) + the same with the views swapped, averaged over the
+batch. The target's weight moves as ``τ = 1 − (1 − momentum)·(cos(π k / K) + 1) / 2`` at step k of
+K (BYOL's schedule, base 0.996). Projector and predictor: Linear(C, 2C) → LayerNorm → ReLU →
+Linear(2C, ``projection_dim``) and the same shape on the projection. Views as SimCLR's
+(:mod:`gvsl.methods.simclr`). Only the online encoder is kept; the target is checkpointed with it.
+
+Deviations: LayerNorm instead of BatchNorm in the MLPs (see :class:`gvsl.methods.heads.MLP`);
+hidden width 2C instead of 4096.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gvsl.losses import LossTerms
+from gvsl.methods.base import PretextNetwork, PretrainMethod
+from gvsl.methods.heads import MLP
+from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views
+
+__all__ = ["BYOL", "BYOLNetwork", "BYOLOptions", "regression_loss", "target_momentum"]
+
+
+@dataclass
+class BYOLOptions(ViewOptions):
+    momentum: float = 0.996
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+
+def target_momentum(base: float, iteration: int, iterations: int) -> float:
+    """BYOL's τ after the step of 0-based ``iteration`` of ``iterations``: from ``base`` up to 1."""
+    return 1 - (1 - base) * (math.cos(math.pi * iteration / iterations) + 1) / 2
+
+
+class BYOLNetwork(PretextNetwork):
+    def __init__(self, method: PretrainMethod, in_channels: int, channels: Sequence[int]):
+        super().__init__(method, in_channels, channels)
+        width, dim = self.backbone.global_channels, method.options.projection_dim
+        self.projector = MLP(width, 2 * width, dim, norm=True)
+        self.predictor = MLP(dim, 2 * width, dim, norm=True)
+        self.target_backbone = copy.deepcopy(self.backbone)
+        self.target_projector = copy.deepcopy(self.projector)
+        for parameter in self.target_parameters():
+            parameter.requires_grad_(False)
+
+    def target_parameters(self):
+        yield from self.target_backbone.parameters()
+        yield from self.target_projector.parameters()
+
+    def online_parameters(self):
+        yield from self.backbone.parameters()
+        yield from self.projector.parameters()
+
+    def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> dict[str, torch.Tensor]:
+        h_1, h_2 = encode_views(self.backbone, view_1, view_2)
+        with torch.no_grad():
+            t_1, t_2 = encode_views(self.target_backbone, view_1, view_2)
+            z_1, z_2 = self.target_projector(t_1), self.target_projector(t_2)
+        return {"q_1": self.predictor(self.projector(h_1)), "q_2": self.predictor(self.projector(h_2)),
+                "z_1": z_1, "z_2": z_2}
+
+    @torch.no_grad()
+    def update_target(self, tau: float) -> None:
+        for target, online in zip(self.target_parameters(), self.online_parameters()):
+            target.lerp_(online, 1 - tau)
+
+
+def regression_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """2 − 2·cos(prediction, target) per sample."""
+    return 2 - 2 * F.cosine_similarity(prediction.float(), target.float().detach(), dim=1)
+
+
+class BYOL(TwoViewMethod):
+    key = "byol"
+    title = "BYOL"
+    reference = "Grill et al., Bootstrap Your Own Latent, NeurIPS 2020"
+    Options = BYOLOptions
+
+    def build(self, in_channels: int, channels: Sequence[int]) -> BYOLNetwork:
+        return BYOLNetwork(self, in_channels, channels)
+
+    def loss(self, outputs, targets) -> LossTerms:
+        byol = (regression_loss(outputs["q_1"], outputs["z_2"]) + regression_loss(outputs["q_2"], outputs["z_1"])).mean()
+        return LossTerms(byol, {"regression": byol})
+
+    def after_step(self, model: nn.Module, iteration: int, iterations: int) -> None:
+        model.update_target(target_momentum(self.options.momentum, iteration + 1, iterations))

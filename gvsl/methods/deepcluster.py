@@ -1,0 +1,174 @@
+"""DeepCluster (Caron et al., "Deep Clustering for Unsupervised Learning of Visual Features",
+ECCV 2018): k-means on the pooled features gives pseudo-labels, a classifier learns them, and
+the data are re-clustered every ``recluster_every`` iterations.
+
+Each clustering draws ``crop_set`` crops of the training volumes (uniform volumes and positions),
+embeds them as L2-normalised, globally pooled f^g of the current encoder, and clusters them into
+``clusters`` groups with scikit-learn's k-means. The classifier's top layer is re-initialised and
+its optimiser state dropped, as DeepCluster does. Until the next clustering, each step draws its
+crops by picking a cluster uniformly and then one of its members (DeepCluster's remedy for
+clusters of very different sizes), flips them at random, and minimises the cross-entropy against
+the cluster labels. The crop set, labels and centroids are buffers of the network, so they are
+checkpointed and a resumed run continues with the same clusters. Held-out crops are labelled by
+their nearest centroid. Only the encoder is trained.
+
+Deviations: no PCA whitening before k-means (the pooled features are only C = 128 wide on the
+default profile, 512 in the paper's); crops of one training set instead of whole images; a linear
+top layer on pooled f^g instead of DeepCluster's fully connected stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gvsl.bank import VolumeBank
+from gvsl.errors import GVSLInputError
+from gvsl.losses import LossTerms
+from gvsl.methods.augment import random_flips
+from gvsl.methods.base import Crops, PretextNetwork, PretrainMethod
+from gvsl.methods.heads import pooled
+
+__all__ = ["DeepCluster", "DeepClusterNetwork", "DeepClusterOptions"]
+
+# crops embedded per encoder pass while clustering
+_EMBED_BATCH = 8
+
+
+@dataclass
+class DeepClusterOptions:
+    clusters: int = 10
+    recluster_every: int = 100
+    crop_set: int = 64
+    flip_prob: float = 0.5
+
+    def __post_init__(self):
+        for name in ("clusters", "recluster_every", "crop_set"):
+            value = getattr(self, name)
+            if int(value) != value or value < (2 if name == "clusters" else 1):
+                raise ValueError(f"{name} must be an integer >= {2 if name == 'clusters' else 1}, got {value}")
+        if self.crop_set < self.clusters:
+            raise ValueError(f"crop_set ({self.crop_set}) must hold at least one crop per cluster ({self.clusters})")
+        if not 0.0 <= self.flip_prob <= 1.0:
+            raise ValueError(f"flip_prob must be a probability in [0, 1], got {self.flip_prob}")
+
+
+class DeepClusterNetwork(PretextNetwork):
+    """Encoder, top layer, and the current clustering as buffers."""
+
+    def __init__(self, method: PretrainMethod, in_channels: int, channels: Sequence[int]):
+        super().__init__(method, in_channels, channels)
+        options = method.options
+        width = self.backbone.global_channels
+        self.top = nn.Linear(width, options.clusters)
+        self.register_buffer("crop_volume", torch.zeros(options.crop_set, dtype=torch.long))
+        self.register_buffer("crop_start", torch.zeros(options.crop_set, 3, dtype=torch.long))
+        self.register_buffer("labels", torch.full((options.crop_set,), -1, dtype=torch.long))
+        self.register_buffer("centroids", torch.zeros(options.clusters, width))
+
+    @property
+    def clustered(self) -> bool:
+        return bool((self.labels >= 0).all())
+
+    def embed(self, image: torch.Tensor) -> torch.Tensor:
+        return F.normalize(pooled(self.backbone.encode(image)).float(), dim=1)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = pooled(self.backbone.encode(image))
+        with torch.no_grad():
+            nearest = torch.cdist(F.normalize(features.float(), dim=1), self.centroids.float()).argmin(dim=1)
+        return {"logits": self.top(features), "nearest": nearest}
+
+
+def kmeans(features: np.ndarray, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's k-means (k-means++ starts, the best of 3): labels and centroids."""
+    from sklearn.cluster import KMeans
+
+    model = KMeans(n_clusters=clusters, n_init=3, random_state=seed).fit(features.astype(np.float64))
+    return model.labels_.astype(np.int64), model.cluster_centers_.astype(np.float32)
+
+
+class DeepCluster(PretrainMethod):
+    key = "deepcluster"
+    title = "DeepCluster"
+    reference = "Caron et al., Deep Clustering for Unsupervised Learning of Visual Features, ECCV 2018"
+    Options = DeepClusterOptions
+    uses_decoder = False
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self._places: list[tuple[int, tuple[int, ...]]] = []
+        self._members: list[list[int]] = []
+        self._labels: list[int] = []
+
+    def build(self, in_channels: int, channels: Sequence[int]) -> DeepClusterNetwork:
+        return DeepClusterNetwork(self, in_channels, channels)
+
+    def before_step(self, model: DeepClusterNetwork, iteration: int, bank: VolumeBank, crop: Sequence[int],
+                    generator: torch.Generator, optimizer: torch.optim.Optimizer, distributed: Any) -> None:
+        if iteration % self.options.recluster_every == 0:
+            self._recluster(model, bank, crop, generator, optimizer, distributed)
+        elif not self._places:  # resumed between two clusterings: the clustering is in the checkpoint
+            if not model.clustered:
+                raise GVSLInputError("deepcluster: the checkpoint holds no clustering to resume with")
+        self._read_clustering(model)
+
+    @torch.no_grad()
+    def _recluster(self, model: DeepClusterNetwork, bank: VolumeBank, crop: Sequence[int],
+                   generator: torch.Generator, optimizer: torch.optim.Optimizer, distributed: Any) -> None:
+        device = model.centroids.device
+        # every rank draws (so the generators stay in step); the main rank's clustering is broadcast
+        crops, places = bank.sample_crops(self.options.crop_set, crop, generator)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        top_weight = torch.empty_like(model.top.weight, device="cpu")
+        bound = 1 / model.top.in_features ** 0.5  # nn.Linear's own initial range
+        top_weight.uniform_(-bound, bound, generator=generator)
+        top_bias = torch.empty_like(model.top.bias, device="cpu").uniform_(-bound, bound, generator=generator)
+        if distributed.is_main:
+            features = torch.cat([model.embed(chunk.to(device)) for chunk in crops.split(_EMBED_BATCH)])
+            labels, centroids = kmeans(features.cpu().numpy(), self.options.clusters, seed)
+            model.labels.copy_(torch.from_numpy(labels))
+            model.centroids.copy_(torch.from_numpy(centroids))
+        model.crop_volume.copy_(torch.tensor([index for index, _ in places]))
+        model.crop_start.copy_(torch.tensor([list(start) for _, start in places]))
+        model.top.weight.copy_(top_weight)
+        model.top.bias.copy_(top_bias)
+        if distributed.enabled:
+            for buffer in (model.labels, model.centroids):
+                torch.distributed.broadcast(buffer, 0)
+        for parameter in model.top.parameters():  # a new top layer starts without optimiser history
+            optimizer.state.pop(parameter, None)
+
+    def _read_clustering(self, model: DeepClusterNetwork) -> None:
+        volumes, starts, labels = model.crop_volume.tolist(), model.crop_start.tolist(), model.labels.tolist()
+        self._places = [(v, tuple(s)) for v, s in zip(volumes, starts)]
+        members: dict[int, list[int]] = {}
+        for index, label in enumerate(labels):
+            members.setdefault(label, []).append(index)
+        self._members = [members[label] for label in sorted(members)]
+        self._labels = labels
+
+    def sample(self, bank: VolumeBank, batch_size: int, crop: Sequence[int], generator: torch.Generator,
+               jitter: int = 0) -> Crops:
+        count = 2 * batch_size
+        clusters = torch.randint(0, len(self._members), (count,), generator=generator).tolist()
+        picks = torch.rand(count, generator=generator, dtype=torch.float64).tolist()
+        chosen = [self._members[c][int(p * len(self._members[c]))] for c, p in zip(clusters, picks)]
+        return Crops(bank.crops_at([self._places[i] for i in chosen], crop),
+                     labels=torch.tensor([self._labels[i] for i in chosen]))
+
+    def inputs(self, crops: Crops, generator: torch.Generator):
+        (images,) = random_flips(generator, crops.first, probability=self.options.flip_prob)
+        targets = {} if crops.labels is None else {"labels": crops.labels.to(images.device)}
+        return {"image": images}, targets
+
+    def loss(self, outputs, targets) -> LossTerms:
+        labels = targets.get("labels", outputs["nearest"])
+        ce = F.cross_entropy(outputs["logits"].float(), labels)
+        return LossTerms(ce, {"ce": ce})

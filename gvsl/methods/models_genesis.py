@@ -1,0 +1,76 @@
+"""Models Genesis (Zhou et al., "Models Genesis", MedIA 2021; MICCAI 2019): restore a crop from its
+corruption by the full transform set, through the U-Net decoder.
+
+Per sample, as the authors' ``generate_pair``: random flips of crop and target alike, then local
+pixel shuffling (p 0.5), a non-linear Bézier intensity curve (p 0.9) and, with p 0.9, painting:
+out-painting in 80 % of those cases, in-painting otherwise (the transforms of
+:class:`gvsl.views.AppearanceTransform`). Loss: MSE between the sigmoid output and the clean crop.
+
+How it differs from GVSL's "w/o Z-Matching" ablation, which also only restores: that one trains on
+GVSL's views (its appearance probabilities, no out-painting, then GVSL's affine + elastic spatial
+transform on input and target) with GVSL's restoration head (3×3×3 conv, GroupNorm, LeakyReLU,
+1×1×1 conv, no sigmoid); Models Genesis keeps the geometry (flips only), out-paints, and restores
+through a single 1×1×1 sigmoid layer.
+
+Deviations: crops of the kit's volumes instead of the authors' 64×64×32 cubes chosen by an
+intensity rule; the flips are per axis with probability ``flip_prob`` (the authors flip up to three
+times with 0.5); one optimiser and schedule for all methods (the authors use SGD with plateau decay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from gvsl.losses import LossTerms, mse_loss
+from gvsl.methods.augment import random_flips
+from gvsl.methods.base import Crops, PretrainMethod
+from gvsl.methods.restoration import RestorationNetwork
+from gvsl.views import AppearanceTransform
+
+__all__ = ["ModelsGenesis", "ModelsGenesisOptions"]
+
+
+@dataclass
+class ModelsGenesisOptions:
+    """Probabilities of Models Genesis' transforms (the authors' defaults)."""
+
+    flip_prob: float = 0.4
+    local_shuffle_prob: float = 0.5
+    nonlinear_prob: float = 0.9
+    paint_prob: float = 0.9
+    outpaint_share: float = 0.8
+
+    def __post_init__(self):
+        for name, value in vars(self).items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+
+
+class ModelsGenesis(PretrainMethod):
+    key = "models_genesis"
+    title = "Models Genesis"
+    reference = "Zhou et al., Models Genesis, Medical Image Analysis 2021"
+    Options = ModelsGenesisOptions
+
+    def __init__(self, options: Mapping | None = None):
+        super().__init__(options)
+        o = self.options
+        outpaint = o.paint_prob * o.outpaint_share
+        # AppearanceTransform paints out with p_out, otherwise in with p_in: p_in = P(in) / P(not out)
+        inpaint = o.paint_prob * (1 - o.outpaint_share) / (1 - outpaint) if outpaint < 1 else 0.0
+        self.corruption = AppearanceTransform(local_shuffle_prob=o.local_shuffle_prob, nonlinear_prob=o.nonlinear_prob,
+                                              inpaint_prob=inpaint, outpaint_prob=outpaint)
+
+    def build(self, in_channels: int, channels: Sequence[int]) -> RestorationNetwork:
+        return RestorationNetwork(self, in_channels, channels)
+
+    def inputs(self, crops: Crops, generator: torch.Generator):
+        (target,) = random_flips(generator, crops.first, probability=self.options.flip_prob)
+        return {"image": self.corruption(target, generator)}, {"target": target}
+
+    def loss(self, outputs, targets) -> LossTerms:
+        mse = mse_loss(outputs["restored"], targets["target"])
+        return LossTerms(mse, {"mse": mse})

@@ -1,0 +1,60 @@
+"""Rotation (Gidaris et al., "Unsupervised Representation Learning by Predicting Image Rotations",
+ICLR 2018; in 3-D, Taleb et al., "3D Self-Supervised Methods for Medical Imaging", NeurIPS 2020):
+classify which of ten 3-D rotations turned a cubic crop, from the pooled global feature f^g.
+
+The classes (:data:`gvsl.methods.augment.CUBE_ROTATIONS`): no turn, and quarter, half and
+three-quarter turns about each of the three axes (Taleb et al.'s ten); every class is drawn with
+probability 1/10 per sample. Head: an MLP on globally pooled f^g; loss: cross-entropy. Only the
+encoder is trained, so the decoder keeps its initial (scratch) weights. Deviation: an MLP head on
+pooled f^g instead of Taleb et al.'s fully connected layer on the flattened encoder output (that
+would tie the head to one crop size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from gvsl.errors import GVSLInputError
+from gvsl.losses import LossTerms
+from gvsl.methods.augment import CUBE_ROTATIONS, rotate
+from gvsl.methods.base import Crops, PretextNetwork, PretrainMethod
+from gvsl.methods.heads import MLP, pooled
+
+__all__ = ["Rotation", "RotationNetwork"]
+
+
+class RotationNetwork(PretextNetwork):
+    def __init__(self, method: PretrainMethod, in_channels: int, channels: Sequence[int]):
+        super().__init__(method, in_channels, channels)
+        width = self.backbone.global_channels
+        self.classifier = MLP(width, width, len(CUBE_ROTATIONS))
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.classifier(pooled(self.backbone.encode(image)))}
+
+
+class Rotation(PretrainMethod):
+    key = "rotation"
+    title = "Rotation"
+    reference = "Gidaris et al., ICLR 2018; Taleb et al., 3D Self-Supervised Methods for Medical Imaging, NeurIPS 2020"
+    uses_decoder = False
+
+    def check(self, crop: Sequence[int], batch_size: int) -> None:
+        if len(set(crop)) != 1:
+            raise GVSLInputError(f"rotation: quarter turns about every axis need a cubic crop, got {tuple(crop)}")
+
+    def build(self, in_channels: int, channels: Sequence[int]) -> RotationNetwork:
+        return RotationNetwork(self, in_channels, channels)
+
+    def inputs(self, crops: Crops, generator: torch.Generator):
+        images = crops.first
+        labels = torch.randint(0, len(CUBE_ROTATIONS), (images.shape[0],), generator=generator,
+                               device=generator.device)
+        return {"image": rotate(images, labels.tolist())}, {"labels": labels.to(images.device)}
+
+    def loss(self, outputs, targets) -> LossTerms:
+        ce = F.cross_entropy(outputs["logits"].float(), targets["labels"])
+        return LossTerms(ce, {"ce": ce})

@@ -1,0 +1,65 @@
+"""What the two-view methods (SimCLR, BYOL, SimSiam) share: view pairs, their augmentation and an
+encoder pass over both views."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gvsl.methods.augment import ViewAugmentation
+from gvsl.methods.base import Crops, PretrainMethod
+from gvsl.methods.heads import pooled
+from gvsl.nets.unet import UNet3D
+
+__all__ = ["TwoViewMethod", "ViewOptions", "encode_views"]
+
+
+@dataclass
+class ViewOptions:
+    """Settings of the two views.
+
+    Args:
+        view_shift: largest offset of the two crops, as a fraction of the crop size per axis.
+        intensity_prob, noise_std: see :class:`gvsl.methods.augment.ViewAugmentation`.
+        spatial: keyword arguments of :class:`gvsl.views.RandSpatialTransform` (each view its own draw).
+        projection_dim: width of the embedding the loss compares.
+    """
+
+    view_shift: float = 0.25
+    intensity_prob: float = 0.8
+    noise_std: float = 0.05
+    spatial: dict[str, Any] = field(default_factory=dict)
+    projection_dim: int = 128
+
+    def __post_init__(self):
+        if not 0.0 <= self.view_shift <= 1.0:
+            raise ValueError(f"view_shift must be a fraction in [0, 1] of the crop, got {self.view_shift}")
+        if int(self.projection_dim) != self.projection_dim or self.projection_dim < 2:
+            raise ValueError(f"projection_dim must be an integer >= 2, got {self.projection_dim}")
+        ViewAugmentation(self.spatial, self.intensity_prob, self.noise_std)
+
+
+def encode_views(backbone: UNet3D, view_1: torch.Tensor, view_2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled f^g of both views in one encoder pass (GroupNorm is per sample, so this equals two passes)."""
+    features = pooled(backbone.encode(torch.cat([view_1, view_2])))
+    return features[: view_1.shape[0]], features[view_1.shape[0]:]
+
+
+class TwoViewMethod(PretrainMethod):
+    """Draws two overlapping crops of one volume and augments each independently."""
+
+    sampling = "views"
+    uses_decoder = False
+
+    def __init__(self, options: Mapping[str, Any] | None = None):
+        super().__init__(options)
+        self.augment = ViewAugmentation(self.options.spatial, self.options.intensity_prob, self.options.noise_std)
+
+    def view_shift(self, crop: Sequence[int]) -> int:
+        return int(self.options.view_shift * min(crop))
+
+    def inputs(self, crops: Crops, generator: torch.Generator):
+        return {"view_1": self.augment(crops.first, generator), "view_2": self.augment(crops.second, generator)}, {}

@@ -1,0 +1,58 @@
+"""SimSiam (Chen and He, "Exploring Simple Siamese Representation Learning", CVPR 2021): one encoder
+and projector for both views, a predictor on one side and a stop-gradient on the other.
+
+Loss: −½·(cos(p₁, sg(z₂)) + cos(p₂, sg(z₁))), averaged over the batch. Projector:
+Linear(C, 2C) → LayerNorm → ReLU → Linear(2C, ``projection_dim``); predictor a bottleneck
+Linear(d, d/4) → LayerNorm → ReLU → Linear(d/4, d), as SimSiam's 2048 → 512 → 2048. Views as
+SimCLR's (:mod:`gvsl.methods.simclr`). Only the encoder is trained.
+
+Deviations: LayerNorm instead of BatchNorm (see :class:`gvsl.methods.heads.MLP`); a two-layer
+projector instead of three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from gvsl.losses import LossTerms
+from gvsl.methods.base import PretextNetwork, PretrainMethod
+from gvsl.methods.heads import MLP
+from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views
+
+__all__ = ["SimSiam", "SimSiamNetwork"]
+
+
+class SimSiamNetwork(PretextNetwork):
+    def __init__(self, method: PretrainMethod, in_channels: int, channels: Sequence[int]):
+        super().__init__(method, in_channels, channels)
+        width, dim = self.backbone.global_channels, method.options.projection_dim
+        self.projector = MLP(width, 2 * width, dim, norm=True)
+        self.predictor = MLP(dim, max(1, dim // 4), dim, norm=True)
+
+    def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> dict[str, torch.Tensor]:
+        h_1, h_2 = encode_views(self.backbone, view_1, view_2)
+        z_1, z_2 = self.projector(h_1), self.projector(h_2)
+        return {"p_1": self.predictor(z_1), "p_2": self.predictor(z_2), "z_1": z_1, "z_2": z_2}
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """−cos(p, sg(z)) per sample: the stop-gradient is the ``detach``."""
+    return -F.cosine_similarity(p.float(), z.float().detach(), dim=1)
+
+
+class SimSiam(TwoViewMethod):
+    key = "simsiam"
+    title = "SimSiam"
+    reference = "Chen and He, Exploring Simple Siamese Representation Learning, CVPR 2021"
+    Options = ViewOptions
+
+    def build(self, in_channels: int, channels: Sequence[int]) -> SimSiamNetwork:
+        return SimSiamNetwork(self, in_channels, channels)
+
+    def loss(self, outputs, targets) -> LossTerms:
+        siamese = (0.5 * (negative_cosine(outputs["p_1"], outputs["z_2"])
+                          + negative_cosine(outputs["p_2"], outputs["z_1"]))).mean()
+        return LossTerms(siamese, {"negative_cosine": siamese})
