@@ -1,8 +1,10 @@
-"""Seconds per pre-training step of every method, as the engine runs it (sampling, augmentation, forward,
-backward, Adam), on one thread as the default pipeline's side-by-side processes do.
+"""Seconds per pre-training step of every method, timed through the engine itself (:func:`gvsl.pretrain.pretrain`:
+sampling, augmentation, forward, loss, backward, Adam, logging), on one thread as the default pipeline's
+side-by-side processes run.
 
-Each method draws from the same bank of volumes with the same crop, batch and widths; the report
-gives the median step time after a warm-up and what ``--iterations`` steps would cost.
+Every method trains on the same volumes with the same crop, batch and widths. The report gives the
+seconds per step of a short run (its first step, DeepCluster's first clustering and the final
+checkpoint included) and what ``--iterations`` steps would cost at that rate.
 
     python benchmarks/bench_methods.py                                   # default profile's settings
     python benchmarks/bench_methods.py --data build/prepared/pretrain --json
@@ -12,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import tempfile
 
 import numpy as np
 import torch
 
 from gvsl.bank import VolumeBank
-from gvsl.methods import PRETRAIN_METHODS, build_method
-from gvsl.runtime import setup_distributed
+from gvsl.methods import PRETRAIN_METHODS
+from gvsl.pretrain import PretrainConfig, pretrain
 
 
 def bank_from(data: str | None, seed: int = 0) -> VolumeBank:
@@ -32,28 +33,6 @@ def bank_from(data: str | None, seed: int = 0) -> VolumeBank:
     return VolumeBank([rng.random((64, 64, 64), dtype=np.float32) for _ in range(8)])
 
 
-def time_method(key: str, bank: VolumeBank, crop, batch: int, channels, repeats: int) -> float:
-    method = build_method(key)
-    torch.manual_seed(0)
-    model = method.build(bank.channels, channels).to(memory_format=torch.channels_last_3d)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    context = setup_distributed("cpu")[0]
-    times = []
-    for iteration in range(repeats + 2):
-        start = time.perf_counter()
-        method.before_step(model, iteration, bank, crop, generator, optimizer, context)
-        net_inputs, targets = method.inputs(method.sample(bank, batch, crop, generator), generator)
-        terms = method.loss(model(**{k: v.to(memory_format=torch.channels_last_3d) for k, v in net_inputs.items()}),
-                            targets)
-        optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        optimizer.step()
-        method.after_step(model, iteration, repeats + 2)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[2:])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="prepared pre-training dataset (default: random 64³ volumes)")
@@ -61,18 +40,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--channels", default="8,16,32,64,128,64,32,16,8")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=12, help="steps timed per method")
     parser.add_argument("--iterations", type=int, default=400, help="iterations to cost (default profile: 400)")
     parser.add_argument("--methods", nargs="*", default=list(PRETRAIN_METHODS))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bank = bank_from(args.data)
-    channels = tuple(int(c) for c in args.channels.split(","))
-    crop = (args.crop,) * 3
     rows = {}
     for key in args.methods:
-        seconds = time_method(key, bank, crop, args.batch_size, channels, args.repeats)
+        config = PretrainConfig(method=key, iterations=args.steps, batch_size=args.batch_size, crop=(args.crop,) * 3,
+                                channels=tuple(int(c) for c in args.channels.split(",")), lr=1e-3,
+                                checkpoint_every=args.steps, device="cpu")
+        with tempfile.TemporaryDirectory() as out:
+            result = pretrain(bank, out, config, progress=False)
+        seconds = 1 / result.steps_per_second
         rows[key] = {"step_seconds": round(seconds, 4), "run_seconds": round(seconds * args.iterations, 1)}
         print(f"{key:15s} {seconds:.3f} s/step  {seconds * args.iterations:6.0f} s for {args.iterations} iterations")
     if args.json:

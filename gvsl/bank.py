@@ -19,9 +19,10 @@ __all__ = ["VolumeBank"]
 
 
 class VolumeBank:
-    """Pre-training volumes cached in memory, sampled as pairs of different subjects cropped at one position.
+    """Pre-training volumes cached in memory, cropped as single crops (``sample_crops``), pairs of different
+    subjects at one position (``sample_pairs``) or two overlapping crops of one volume (``sample_views``).
 
-    The authors feed whole volumes, so x_A and x_B always share one field of view. A crop keeps that
+    For GVSL's pairs: the authors feed whole volumes, so x_A and x_B always share one field of view. A crop keeps that
     property only if both images are cut at the same place: ``sample_pairs`` draws one normalised
     position per pair, a fraction of each axis' free range (volume size − crop size), and cuts both
     volumes there; for volumes of one shape (the generated cohorts) the crops coincide. An optional

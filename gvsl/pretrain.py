@@ -31,7 +31,7 @@ from gvsl.bank import VolumeBank
 from gvsl.checkpoint import PRETRAIN_STATE_FORMAT as CHECKPOINT_FORMAT
 from gvsl.checkpoint import atomic_save, load_file, save_backbone
 from gvsl.errors import GVSLInputError, NonFiniteLossError
-from gvsl.methods import PRETRAIN_METHODS, PretrainMethod, build_method
+from gvsl.methods import PRETRAIN_METHODS, Crops, PretrainMethod, build_method
 from gvsl.nets import PAPER_CHANNELS, parse_channels
 from gvsl.pretext import HeldOutPairs, evaluate_pretext, heldout_pairs
 from gvsl.runtime import DistributedContext, git_commit, progress_line, setup_distributed
@@ -67,7 +67,8 @@ class PretrainConfig:
     Args:
         method: one of :data:`gvsl.methods.PRETRAIN_METHODS` (GVSL, an ablation or a baseline).
         iterations: optimisation steps (paper 2×10⁵).
-        batch_size: pairs per step (paper 2).
+        batch_size: pairs per step (paper 2); methods of single crops draw twice as many crops, two-view
+            methods this many volumes (see :mod:`gvsl.methods.base`).
         crop: training crop (D, H, W) in voxels.
         channels: nine backbone widths.
         lr: Adam learning rate (paper 1e-4).
@@ -76,7 +77,8 @@ class PretrainConfig:
         log_every: log loss terms every this many iterations.
         eval_every: evaluate on the held-out pairs (if given to :func:`pretrain`) every this many
             iterations, before the first one and at the end.
-        crop_jitter: largest shift, in voxels per axis, of x_B's crop against x_A's (0: the same position).
+        crop_jitter: largest shift, in voxels per axis, of x_B's crop against x_A's (0: the same position);
+            methods that draw pairs only.
         lr_schedule: ``constant`` (the paper) or ``cosine`` (linear warm-up over ``warmup`` iterations,
             then a cosine decay to 0 at ``iterations``), for short schedules.
         warmup: warm-up iterations of the cosine schedule.
@@ -234,9 +236,12 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
         state = load_file(checkpoint_path)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise GVSLInputError(f"{checkpoint_path}: not a pre-training checkpoint (format {state.get('format')!r})")
-        if state["model_config"] != model.config.to_dict():
-            raise GVSLInputError(f"{checkpoint_path}: was written for model {state['model_config']}, "
-                                 f"this run builds {model.config.to_dict()}")
+        built = model.config.to_dict()
+        if state["model_config"] != built:
+            changed = sorted(k for k in {*built, *state["model_config"]} if state["model_config"].get(k) != built.get(k))
+            raise GVSLInputError(f"{checkpoint_path}: was written with other {', '.join(changed)} "
+                                 f"({ {k: state['model_config'].get(k) for k in changed} }) than this run's "
+                                 f"({ {k: built.get(k) for k in changed} }); start afresh or keep them")
         _check_schedule(checkpoint_path, state.get("config", {}), config)
         model.load_state_dict(state["model"])
         start = int(state["iteration"])
@@ -262,7 +267,7 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
 
     evaluate = heldout is not None and ctx.is_main
     registers = evaluate and method.registers
-    heldout_crops = method.heldout_crops(heldout.fixed, heldout.moving) if evaluate else None
+    heldout_crops = method.heldout_crops(heldout) if evaluate else None
     live = None
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -284,7 +289,7 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
                 first_scores = _log_heldout(live, model, heldout, 0)
                 _write_pretext(out / PRETEXT_NAME, heldout, first_scores, first_scores)
         crops = method.sample(bank, config.batch_size, config.crop, generator, config.crop_jitter)
-        net_inputs, targets = method.inputs(crops, generator)
+        net_inputs, targets = method.inputs(crops.to(device), generator)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             outputs = train_model(**_channels_last(net_inputs, device))
             terms = method.loss(outputs, _channels_last(targets, device))
@@ -333,27 +338,24 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
 
 
 @torch.no_grad()
-def _log_heldout_loss(live: Any, method: PretrainMethod, model: torch.nn.Module, crops: Any, batch_size: int,
+def _log_heldout_loss(live: Any, method: PretrainMethod, model: torch.nn.Module, crops: Crops, batch_size: int,
                       device: torch.device, done: int) -> None:
-    """The method's loss terms on the held-out crops, in chunks of one step's size, with augmentations
-    drawn from a fixed seed (each evaluation sees the same inputs), logged under ``heldout_loss/``."""
-    from gvsl.methods import Crops
-
+    """The method's loss terms on the held-out crops, logged under ``heldout_loss/``: in chunks of at least
+    one step's size (a contrastive loss depends on its batch), weighted by chunk size, with augmentations
+    from a fixed seed so that every evaluation sees the same inputs, at the training precision."""
     generator = torch.Generator().manual_seed(_HELDOUT_SEED)
-    size = method.crops_per_step(batch_size)
+    chunks = max(1, len(crops) // method.crops_per_step(batch_size))
     sums: dict[str, float] = {}
-    chunks = 0
-    for begin in range(0, crops.first.shape[0], size):
-        part = slice(begin, begin + size)
-        chunk = Crops(crops.first[part], None if crops.second is None else crops.second[part])
+    for part in torch.tensor_split(torch.arange(len(crops)), chunks):
+        chunk = crops[int(part[0]):int(part[-1]) + 1].to(device)
         net_inputs, targets = method.inputs(chunk, generator)
-        terms = method.loss(model(**_channels_last(net_inputs, device)), _channels_last(targets, device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            terms = method.loss(model(**_channels_last(net_inputs, device)), _channels_last(targets, device))
         for term, value in terms.as_floats().items():
-            sums[term] = sums.get(term, 0.0) + value
-        chunks += 1
+            sums[term] = sums.get(term, 0.0) + value * len(part)
     live.step = done
     for term, value in sums.items():
-        live.log_metric(f"{HELDOUT_LOSS_LOG}/{term}", value / chunks)
+        live.log_metric(f"{HELDOUT_LOSS_LOG}/{term}", value / len(crops))
 
 
 def _log_heldout(live: Any, model: torch.nn.Module, heldout: HeldOutPairs, done: int) -> dict[str, Any]:

@@ -132,18 +132,23 @@ def bezier_intensity_curve(points: torch.Tensor, samples: int = 1001) -> tuple[t
     return torch.sort(curve[:, 0]).values, torch.sort(curve[:, 1]).values
 
 
-def bezier_intensity_map(image: torch.Tensor, points: torch.Tensor, samples: int = 1001) -> torch.Tensor:
+def bezier_intensity_map(image: torch.Tensor, points: torch.Tensor, samples: int = 1001,
+                         decreasing: bool = False) -> torch.Tensor:
     """Map intensities through the monotone Bézier curve of ``points`` (``np.interp`` on its table).
 
     Args:
         image: tensor of any shape with intensities in [0, 1]; values outside are clamped to the ends.
         points: (2, 2) inner control points, see :func:`bezier_intensity_curve`.
         samples: curve samples in the lookup table (the authors use 10⁵; 10³ change y by < 10⁻⁴).
+        decreasing: pair the sorted x samples with the y samples in reverse, which inverts the
+            intensities along the curve (Models Genesis does this half the time by sorting x alone).
 
     Returns:
         New tensor of ``image``'s shape and dtype.
     """
     xs, ys = bezier_intensity_curve(points.to(image.device), samples)
+    if decreasing:
+        ys = ys.flip(0)
     xs, ys = xs.to(image.dtype), ys.to(image.dtype)
     x = image.clamp(0.0, 1.0).contiguous()
     # right=True picks the last of repeated table entries, so every segment has x_hi >= x_lo.
@@ -169,9 +174,10 @@ def _random_box(spatial: Sequence[int], size_bounds: Callable[[int], tuple[int, 
     return tuple(box)
 
 
-def _inpaint_size(size: int) -> tuple[int, int]:
-    """Models Genesis in-painting box side: [1/10, 1/5) of the axis."""
-    return size // 10, size // 5
+def _side_bounds(size: int, fractions: tuple[float, float]) -> tuple[int, int]:
+    """[low, high) box side for an axis of ``size`` voxels: ``fractions`` of it, rounded down (the small
+    offset keeps exact fractions such as 1/5 of 35 from rounding to one voxel less)."""
+    return tuple(math.floor(size * f + 1e-9) for f in fractions)  # type: ignore[return-value]
 
 
 def _outpaint_size(size: int) -> tuple[int, int]:
@@ -196,21 +202,26 @@ class AppearanceTransform:
     3. *Out-painting* (probability ``outpaint_prob``; off in the paper's runs): one box, plus up to four
        more each with probability 0.95, keeps the image (sides 3/7–4/7 of each axis); all else becomes
        uniform[0, 1) noise. Otherwise *in-painting* (probability ``inpaint_prob``): up to
-       ``max_inpaint_blocks`` boxes (sides 1/10–1/5 of each axis; each further box with probability
-       0.95) are filled with uniform[0, 1) noise. Models Genesis paints one or the other; the authors'
-       GVSL script in-paints every time (its probability argument is unused), the paper states 0.9.
+       ``max_inpaint_blocks`` boxes (sides ``inpaint_sides`` of each axis: the GVSL authors' 1/10–1/5,
+       Models Genesis' 1/6–1/3; each further box with probability 0.95) are filled with uniform[0, 1)
+       noise. Models Genesis paints one or the other; the authors' GVSL script in-paints every time
+       (its probability argument is unused), the paper states 0.9.
 
     Args:
         local_shuffle_prob: probability of local pixel shuffling (paper 0.8).
         nonlinear_prob: probability of the Bézier intensity mapping (paper 0.9).
         inpaint_prob: probability of in-painting when not out-painting (paper 0.9).
         outpaint_prob: probability of out-painting (paper runs: 0).
-        max_inpaint_blocks: most in-painted boxes (Models Genesis 30).
+        max_inpaint_blocks: most in-painted boxes (the GVSL authors 30, Models Genesis 5).
         shuffle_fraction: expected fraction of the tiled blocks that are shuffled.
+        inpaint_sides: range of an in-painted box's side, as fractions of each axis.
+        invert_prob: probability that the intensity curve is decreasing (Models Genesis 0.5; the GVSL
+            authors 0). Drawn only when it is above 0, so the default keeps the random stream.
     """
 
     def __init__(self, local_shuffle_prob: float = 0.8, nonlinear_prob: float = 0.9, inpaint_prob: float = 0.9,
-                 outpaint_prob: float = 0.0, max_inpaint_blocks: int = 30, shuffle_fraction: float = 0.4):
+                 outpaint_prob: float = 0.0, max_inpaint_blocks: int = 30, shuffle_fraction: float = 0.4,
+                 inpaint_sides: Sequence[float] = (0.1, 0.2), invert_prob: float = 0.0):
         self.local_shuffle_prob = _check_probability("local_shuffle_prob", local_shuffle_prob)
         self.nonlinear_prob = _check_probability("nonlinear_prob", nonlinear_prob)
         self.inpaint_prob = _check_probability("inpaint_prob", inpaint_prob)
@@ -219,6 +230,11 @@ class AppearanceTransform:
         if int(max_inpaint_blocks) != max_inpaint_blocks or max_inpaint_blocks < 0:
             raise ValueError(f"max_inpaint_blocks must be an integer >= 0, got {max_inpaint_blocks}")
         self.max_inpaint_blocks = int(max_inpaint_blocks)
+        low, high = _check_range("inpaint_sides", inpaint_sides, minimum=0.0)
+        if high > 1:
+            raise ValueError(f"inpaint_sides must be fractions of an axis in [0, 1], got {tuple(inpaint_sides)}")
+        self.inpaint_sides = (low, high)
+        self.invert_prob = _check_probability("invert_prob", invert_prob)
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Corrupt every sample of ``image`` independently.
@@ -241,7 +257,9 @@ class AppearanceTransform:
         if _happens(generator, self.local_shuffle_prob):
             out = self.local_pixel_shuffle(out, generator)
         if _happens(generator, self.nonlinear_prob):
-            out = bezier_intensity_map(out, _rand(generator, (2, 2)))
+            points = _rand(generator, (2, 2))
+            out = bezier_intensity_map(out, points, decreasing=bool(self.invert_prob)
+                                       and _happens(generator, self.invert_prob))
         if _happens(generator, self.outpaint_prob):
             out = self.outpaint(out, generator)
         elif _happens(generator, self.inpaint_prob):
@@ -280,7 +298,7 @@ class AppearanceTransform:
         """
         boxes = []
         while len(boxes) < self.max_inpaint_blocks and _happens(generator, _ANOTHER_BOX_PROB):
-            boxes.append(_random_box(spatial_shape, _inpaint_size, generator))
+            boxes.append(_random_box(spatial_shape, lambda size: _side_bounds(size, self.inpaint_sides), generator))
         return boxes
 
     def inpaint(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -3,6 +3,10 @@ bit for bit, and bad settings fail with a clear message."""
 
 import collections
 import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +34,7 @@ OPTIONS = {
        for key in ("gvsl", "no_zmatch", "no_fundament", "no_affine")},
     **{key: dict(spatial=QUICK_SPATIAL, projection_dim=16) for key in ("simclr", "byol", "simsiam")},
     "deepcluster": dict(clusters=3, recluster_every=3, crop_set=12),
+    "inpainting": dict(mask_fraction=0.1),
 }
 
 
@@ -190,10 +195,15 @@ def test_byol_target_is_a_moving_average_without_gradient():
             p.add_(1.0)
     before = [p.detach().clone() for p in model.target_parameters()]
     method.after_step(model, 0, 10)
-    tau = target_momentum(0.9, 1, 10)
+    tau = target_momentum(0.9, 0, 10)
+    assert tau == pytest.approx(0.9)  # the first update uses the base momentum
     for target, old, new in zip(model.target_parameters(), before, (p + 1.0 for p in online)):
         torch.testing.assert_close(target, tau * old + (1 - tau) * new)
-    assert target_momentum(0.996, 0, 100) == pytest.approx(0.996) and target_momentum(0.996, 100, 100) == 1.0
+    assert target_momentum(0.996, 100, 100) == 1.0
+    # only the encoder has a moving target: the decoder is not used by BYOL
+    names = {name for name, _ in model.target_backbone.named_parameters()}
+    assert len(list(model.target_parameters())) == len([n for n in names if not n.startswith("up.")]) + len(
+        list(model.target_projector.parameters()))
 
 
 def test_siamese_losses_stop_the_gradient_at_the_target_branch():
@@ -226,16 +236,33 @@ def test_deepcluster_labels_come_from_kmeans_of_its_crop_set():
     assert set(torch.cat(drawn).tolist()) == {0, 1}
 
 
-def test_models_genesis_paints_out_and_in_as_the_authors():
+def test_models_genesis_uses_the_authors_transform_set():
     method = build_method("models_genesis")
-    assert method.corruption.outpaint_prob == pytest.approx(0.72)
-    assert 0.9 * 0.2 == pytest.approx((1 - 0.72) * method.corruption.inpaint_prob)
-    images = torch.rand(2, 1, 16, 16, 16)
-    net_inputs, targets = method.inputs(build_method("models_genesis", {"flip_prob": 0.0}).sample(
-        VolumeBank(volumes()), 1, CROP, torch.Generator().manual_seed(0)), torch.Generator().manual_seed(0))
+    corruption = method.corruption
+    assert corruption.outpaint_prob == pytest.approx(0.72)
+    assert 0.9 * 0.2 == pytest.approx((1 - 0.72) * corruption.inpaint_prob)  # in-painting: 18 % of samples
+    assert (corruption.max_inpaint_blocks, corruption.inpaint_sides) == (5, (1 / 6, 1 / 3))
+    assert (corruption.local_shuffle_prob, corruption.invert_prob) == (0.5, 0.5)
+    net_inputs, targets = method.inputs(method.sample(VolumeBank(volumes()), 2, CROP, torch.Generator().manual_seed(0)),
+                                        torch.Generator().manual_seed(0))
     assert not torch.equal(net_inputs["image"], targets["target"])
-    (flipped,) = random_flips(torch.Generator().manual_seed(0), images, probability=1.0)
-    assert torch.equal(flipped, images.flip(2, 3, 4))
+    # flips: up to three along random axes with p each; p = 0 never flips, p = 1 flips three times
+    images = torch.rand(64, 1, 4, 4, 4)
+    (unchanged,) = random_flips(torch.Generator().manual_seed(0), images, probability=0.0)
+    assert torch.equal(unchanged, images)
+    flipped, same = random_flips(torch.Generator().manual_seed(0), images, images.clone(), probability=1.0)
+    assert torch.equal(flipped, same) and not torch.equal(flipped, images)
+    assert torch.equal(flipped.flatten().sort().values, images.flatten().sort().values)  # voxels only move
+
+
+def test_the_decreasing_intensity_curve_inverts_the_order():
+    from gvsl.views import bezier_intensity_map
+
+    ramp = torch.linspace(0, 1, 11)
+    points = torch.tensor([[0.3, 0.6], [0.7, 0.2]])
+    rising, falling = bezier_intensity_map(ramp, points), bezier_intensity_map(ramp, points, decreasing=True)
+    assert (rising.diff() >= 0).all() and (falling.diff() <= 0).all()
+    assert falling[0] == pytest.approx(1.0) and falling[-1] == pytest.approx(0.0)
 
 
 def test_inpainting_loss_only_counts_the_masked_voxels():
@@ -245,7 +272,9 @@ def test_inpainting_loss_only_counts_the_masked_voxels():
     clean = torch.rand(2, 1, 16, 16, 16)
     net_inputs, targets = method.inputs(Crops(clean), torch.Generator().manual_seed(0))
     mask = targets["mask"]
-    assert mask.any() and (net_inputs["image"][mask] == 0).all()
+    # every sample loses at least a quarter of its voxels, as Pathak et al.'s masks remove
+    assert all(0.25 <= float(m.float().mean()) < 0.6 for m in mask)
+    assert (net_inputs["image"][mask] == 0).all()
     assert torch.equal(net_inputs["image"][~mask], clean[~mask])
     restored = clean.clone()
     restored[~mask] = 1 - restored[~mask]  # wrong everywhere outside the boxes: the loss does not see it
@@ -259,7 +288,7 @@ def test_inpainting_loss_only_counts_the_masked_voxels():
     ("deepcluster", {"clusters": 20, "crop_set": 10}, "crop_set \\(10\\) must hold at least one crop per cluster"),
     ("denoising", {"noise_std": 0}, "noise_std must be > 0"),
     ("models_genesis", {"paint_prob": 1.5}, "paint_prob must be a probability"),
-    ("inpainting", {"max_boxes": 0}, "max_boxes must be an integer >= 1"),
+    ("inpainting", {"mask_fraction": 1.0}, "mask_fraction must be in \\(0, 1\\)"),
     ("gvsl", {"spatial": {"shear": 2.0}}, "shear must be < π/2"),
     ("simsiam", "fast", "must be a mapping of settings"),
 ])
@@ -275,3 +304,37 @@ def test_bad_run_settings_for_a_method_are_refused():
         config("simclr", batch_size=1)
     with pytest.raises(GVSLInputError, match="unknown pre-training method 'moco'"):
         build_method("moco")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["deepcluster", "byol", "rotation"])
+def test_ddp_replicas_stay_identical(key, tmp_path):
+    """Two gloo ranks: after re-clusterings (DeepCluster), target updates (BYOL) and an encoder-only graph
+    (unused decoder parameters), both replicas hold the same weights and buffers."""
+    repo = Path(__file__).resolve().parents[1]
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(repo)!r})
+        import torch, torch.distributed as dist
+        from gvsl.methods import PRETRAIN_METHODS
+        from gvsl.pretrain import pretrain
+        from tests.test_methods import config, volumes
+
+        method = PRETRAIN_METHODS[{key!r}]
+        original = method.after_step
+
+        def after_step(self, model, iteration, iterations):
+            original(self, model, iteration, iterations)
+            if iteration == iterations - 1:
+                torch.save(model.state_dict(), {str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.pt")
+
+        method.after_step = after_step
+        pretrain(volumes(), {str(tmp_path / "run")!r}, config({key!r}, iterations=4, batch_size=1), progress=False)
+    """))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                           str(script)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for name in ranks[0]:
+        assert torch.equal(ranks[0][name], ranks[1][name]), name

@@ -7,13 +7,14 @@ input, which keeps resumed runs bit-identical.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
-from gvsl.views import AppearanceTransform, RandSpatialTransform, bezier_intensity_map
+from gvsl.views import RandSpatialTransform, bezier_intensity_map
 
-__all__ = ["CUBE_ROTATIONS", "ViewAugmentation", "inpaint_boxes", "random_flips", "rotate"]
+__all__ = ["CUBE_ROTATIONS", "ViewAugmentation", "inpaint_mask", "random_flips", "rotate"]
 
 #: Rotation's classes (Taleb et al., NeurIPS 2020): no rotation, then 90°, 180° and 270° about each of
 #: the D, H and W axes, as (quarter turns, plane of the turn)
@@ -35,13 +36,21 @@ def rotate(x: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
 
 
 def random_flips(generator: torch.Generator, *volumes: torch.Tensor, probability: float) -> tuple[torch.Tensor, ...]:
-    """Flip every sample along each spatial axis with ``probability``, the same flips for all ``volumes``."""
-    batch = volumes[0].shape[0]
-    flips = (torch.rand(batch, 3, generator=generator, device=generator.device) < probability).tolist()
+    """Models Genesis' flips: per sample, up to three times, with ``probability`` flip along a random axis.
+    All ``volumes`` get the same flips (an image and its target)."""
+    draws = torch.rand(volumes[0].shape[0], 3, 2, generator=generator, device=generator.device).tolist()
+    axes_per_sample = []
+    for sample_draws in draws:
+        axes: list[int] = []
+        for keep_going, axis in sample_draws:
+            if keep_going >= probability:
+                break
+            axes.append(1 + int(axis * 3))
+        # flipping an axis twice undoes it
+        axes_per_sample.append([axis for axis in (1, 2, 3) if axes.count(axis) % 2])
     out = []
     for volume in volumes:
-        samples = [torch.flip(sample, [axis + 1 for axis in range(3) if chosen[axis]]) if any(chosen) else sample
-                   for sample, chosen in zip(volume, flips)]
+        samples = [torch.flip(sample, axes) if axes else sample for sample, axes in zip(volume, axes_per_sample)]
         out.append(torch.stack(samples).contiguous())
     return tuple(out)
 
@@ -51,7 +60,7 @@ class ViewAugmentation:
 
     A spatial transform (GVSL's affine + elastic, each view its own draw), then with ``intensity_prob``
     a random monotone Bézier intensity curve, then Gaussian noise of standard deviation ``noise_std``.
-    3-D adaptations of SimCLR's crops, colour distortion and blur, as in Taleb et al. (NeurIPS 2020).
+    3-D adaptations of SimCLR's crops and colour distortion (Taleb et al., NeurIPS 2020); no blur.
 
     Args:
         spatial: keyword arguments of :class:`gvsl.views.RandSpatialTransform`.
@@ -78,10 +87,22 @@ class ViewAugmentation:
         return (out + self.noise_std * noise).contiguous()
 
 
-def inpaint_boxes(appearance: AppearanceTransform, spatial_shape: Sequence[int],
-                  generator: torch.Generator) -> list[tuple[slice, ...]]:
-    """In-painting boxes of one sample, at least one (Models Genesis' sizes and count rule)."""
-    while True:
-        boxes = appearance.sample_inpaint_boxes(spatial_shape, generator)
-        if boxes:
-            return boxes
+def inpaint_mask(shape: Sequence[int], generator: torch.Generator, fraction: float,
+                 sides: tuple[float, float] = (1 / 6, 1 / 3)) -> torch.Tensor:
+    """(C, D, H, W) boolean mask of random boxes, added until they cover at least ``fraction`` of the volume.
+
+    Each box's side along an axis is uniform in ``sides`` (fractions of the axis, at least one voxel)
+    and its corner uniform over the whole axis, so any coverage is reachable.
+    """
+    mask = torch.zeros(tuple(shape), dtype=torch.bool)
+    spatial = shape[1:]
+    while mask.float().mean() < fraction:
+        draws = torch.rand(2, 3, generator=generator, device=generator.device).tolist()
+        box = []
+        for size, side_draw, corner_draw in zip(spatial, draws[0], draws[1]):
+            low, high = max(1, math.floor(size * sides[0])), max(1, math.floor(size * sides[1]))
+            side = min(size, low + int(side_draw * (high - low + 1)))
+            corner = int(corner_draw * (size - side + 1))
+            box.append(slice(corner, corner + side))
+        mask[(slice(None), *box)] = True
+    return mask

@@ -44,6 +44,17 @@ class Crops:
     second: torch.Tensor | None = None
     labels: torch.Tensor | None = None
 
+    def to(self, device: torch.device) -> "Crops":
+        """The crops on ``device``, where the augmentations then run (labels stay where they are)."""
+        return Crops(self.first.to(device), None if self.second is None else self.second.to(device), self.labels)
+
+    def __len__(self) -> int:
+        return self.first.shape[0]
+
+    def __getitem__(self, index: slice) -> "Crops":
+        take = (lambda t: None if t is None else t[index])
+        return Crops(self.first[index], take(self.second), take(self.labels))
+
 
 @dataclass
 class NoOptions:
@@ -88,6 +99,8 @@ class PretrainMethod(ABC):
         sampling: one of :data:`SAMPLINGS`.
         uses_decoder: whether the loss reaches the U-Net decoder (DDP must otherwise allow unused parameters).
         registers: whether the network has a Z-matching head that :mod:`gvsl.pretext` can evaluate.
+        comparable_heldout_loss: whether held-out losses of different iterations measure one task
+            (not so for DeepCluster, whose targets change at each re-clustering).
     """
 
     key: ClassVar[str]
@@ -97,6 +110,7 @@ class PretrainMethod(ABC):
     sampling: ClassVar[str] = "single"
     uses_decoder: ClassVar[bool] = True
     registers: ClassVar[bool] = False
+    comparable_heldout_loss: ClassVar[bool] = True
 
     def __init__(self, options: Mapping[str, Any] | None = None):
         if options is not None and not isinstance(options, Mapping):
@@ -133,14 +147,17 @@ class PretrainMethod(ABC):
         """How many ``first`` crops one step draws."""
         return 2 * batch_size if self.sampling == "single" else batch_size
 
-    def heldout_crops(self, fixed: torch.Tensor, moving: torch.Tensor) -> Crops:
-        """Crops of held-out subjects for the held-out loss: pairs keep (fixed, moving), views take each
-        fixed crop twice (its two views differ by augmentation), single crops are the fixed crops."""
+    def heldout_crops(self, heldout: Any) -> Crops:
+        """Crops of held-out subjects (:class:`gvsl.pretext.HeldOutPairs`) for the held-out loss: pair
+        methods take the pairs; the others take each subject's crop once (as a view pair: twice, its
+        two views differing by augmentation)."""
         if self.sampling == "pairs":
-            return Crops(fixed, moving)
-        if self.sampling == "views":
-            return Crops(fixed, fixed)
-        return Crops(fixed)
+            return Crops(heldout.fixed, heldout.moving)
+        first_of = {}
+        for index, (fixed_id, _) in enumerate(heldout.ids):
+            first_of.setdefault(fixed_id, index)
+        subjects = heldout.fixed[list(first_of.values())]
+        return Crops(subjects, subjects) if self.sampling == "views" else Crops(subjects)
 
     @abstractmethod
     def inputs(self, crops: Crops, generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

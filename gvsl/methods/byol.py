@@ -3,8 +3,9 @@ predictor regress the projection of the other view by a target network, a slow m
 (EMA) of the online one that receives no gradient.
 
 Loss: 2 − 2·cos(q_online(v₁), z_target(v₂)) + the same with the views swapped, averaged over the
-batch. The target's weight moves as ``τ = 1 − (1 − momentum)·(cos(π k / K) + 1) / 2`` at step k of
-K (BYOL's schedule, base 0.996). Projector and predictor: Linear(C, 2C) → LayerNorm → ReLU →
+batch. After step k (0-based) of K the target moves to ``τ·target + (1 − τ)·online`` with
+``τ = 1 − (1 − momentum)·(cos(π k / K) + 1) / 2`` (BYOL's schedule, base 0.996). Only the encoder
+has a target copy that moves: the decoder is not used. Projector and predictor: Linear(C, 2C) → LayerNorm → ReLU →
 Linear(2C, ``projection_dim``) and the same shape on the projection. Views as SimCLR's
 (:mod:`gvsl.methods.simclr`). Only the online encoder is kept; the target is checkpointed with it.
 
@@ -42,8 +43,13 @@ class BYOLOptions(ViewOptions):
 
 
 def target_momentum(base: float, iteration: int, iterations: int) -> float:
-    """BYOL's τ after the step of 0-based ``iteration`` of ``iterations``: from ``base`` up to 1."""
+    """BYOL's τ after the step of 0-based ``iteration`` of ``iterations``: ``base`` at the first, rising to 1."""
     return 1 - (1 - base) * (math.cos(math.pi * iteration / iterations) + 1) / 2
+
+
+def _encoder_parameters(backbone: nn.Module):
+    yield from backbone.stem.parameters()
+    yield from backbone.down.parameters()
 
 
 class BYOLNetwork(PretextNetwork):
@@ -54,15 +60,15 @@ class BYOLNetwork(PretextNetwork):
         self.predictor = MLP(dim, 2 * width, dim, norm=True)
         self.target_backbone = copy.deepcopy(self.backbone)
         self.target_projector = copy.deepcopy(self.projector)
-        for parameter in self.target_parameters():
-            parameter.requires_grad_(False)
+        self.target_backbone.requires_grad_(False)
+        self.target_projector.requires_grad_(False)
 
     def target_parameters(self):
-        yield from self.target_backbone.parameters()
+        yield from _encoder_parameters(self.target_backbone)
         yield from self.target_projector.parameters()
 
     def online_parameters(self):
-        yield from self.backbone.parameters()
+        yield from _encoder_parameters(self.backbone)
         yield from self.projector.parameters()
 
     def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -98,4 +104,4 @@ class BYOL(TwoViewMethod):
         return LossTerms(byol, {"regression": byol})
 
     def after_step(self, model: nn.Module, iteration: int, iterations: int) -> None:
-        model.update_target(target_momentum(self.options.momentum, iteration + 1, iterations))
+        model.update_target(target_momentum(self.options.momentum, iteration, iterations))

@@ -7,7 +7,7 @@ embeds them as L2-normalised, globally pooled f^g of the current encoder, and cl
 ``clusters`` groups with scikit-learn's k-means. The classifier's top layer is re-initialised and
 its optimiser state dropped, as DeepCluster does. Until the next clustering, each step draws its
 crops by picking a cluster uniformly and then one of its members (DeepCluster's remedy for
-clusters of very different sizes), flips them at random, and minimises the cross-entropy against
+clusters of very different sizes), flips them as Models Genesis does, and minimises the cross-entropy against
 the cluster labels. The crop set, labels and centroids are buffers of the network, so they are
 checkpointed and a resumed run continues with the same clusters. Held-out crops are labelled by
 their nearest centroid. Only the encoder is trained.
@@ -81,9 +81,7 @@ class DeepClusterNetwork(PretextNetwork):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         features = pooled(self.backbone.encode(image))
-        with torch.no_grad():
-            nearest = torch.cdist(F.normalize(features.float(), dim=1), self.centroids.float()).argmin(dim=1)
-        return {"logits": self.top(features), "nearest": nearest}
+        return {"logits": self.top(features), "features": features, "centroids": self.centroids}
 
 
 def kmeans(features: np.ndarray, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,11 +99,20 @@ class DeepCluster(PretrainMethod):
     Options = DeepClusterOptions
     uses_decoder = False
 
+    #: held-out losses are measured against clusters that change at every re-clustering
+    comparable_heldout_loss = False
+
     def __init__(self, options=None):
         super().__init__(options)
         self._places: list[tuple[int, tuple[int, ...]]] = []
         self._members: list[list[int]] = []
         self._labels: list[int] = []
+
+    def check(self, crop: Sequence[int], batch_size: int) -> None:
+        try:
+            import sklearn.cluster  # noqa: F401
+        except ImportError:
+            raise GVSLInputError("deepcluster needs scikit-learn for k-means: pip install scikit-learn") from None
 
     def build(self, in_channels: int, channels: Sequence[int]) -> DeepClusterNetwork:
         return DeepClusterNetwork(self, in_channels, channels)
@@ -114,16 +121,18 @@ class DeepCluster(PretrainMethod):
                     generator: torch.Generator, optimizer: torch.optim.Optimizer, distributed: Any) -> None:
         if iteration % self.options.recluster_every == 0:
             self._recluster(model, bank, crop, generator, optimizer, distributed)
+            self._read_clustering(model)
         elif not self._places:  # resumed between two clusterings: the clustering is in the checkpoint
             if not model.clustered:
                 raise GVSLInputError("deepcluster: the checkpoint holds no clustering to resume with")
-        self._read_clustering(model)
+            self._read_clustering(model)
 
     @torch.no_grad()
     def _recluster(self, model: DeepClusterNetwork, bank: VolumeBank, crop: Sequence[int],
                    generator: torch.Generator, optimizer: torch.optim.Optimizer, distributed: Any) -> None:
         device = model.centroids.device
-        # every rank draws (so the generators stay in step); the main rank's clustering is broadcast
+        # every rank draws from its own generator; the main rank's crop set, clustering and top layer are
+        # broadcast, so that the replicas stay identical
         crops, places = bank.sample_crops(self.options.crop_set, crop, generator)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         top_weight = torch.empty_like(model.top.weight, device="cpu")
@@ -140,8 +149,9 @@ class DeepCluster(PretrainMethod):
         model.top.weight.copy_(top_weight)
         model.top.bias.copy_(top_bias)
         if distributed.enabled:
-            for buffer in (model.labels, model.centroids):
-                torch.distributed.broadcast(buffer, 0)
+            for tensor in (model.crop_volume, model.crop_start, model.labels, model.centroids, model.top.weight,
+                           model.top.bias):
+                torch.distributed.broadcast(tensor.data, 0)
         for parameter in model.top.parameters():  # a new top layer starts without optimiser history
             optimizer.state.pop(parameter, None)
 
@@ -169,6 +179,10 @@ class DeepCluster(PretrainMethod):
         return {"image": images}, targets
 
     def loss(self, outputs, targets) -> LossTerms:
-        labels = targets.get("labels", outputs["nearest"])
+        labels = targets.get("labels")
+        if labels is None:  # held-out crops: the nearest centroid is their label
+            with torch.no_grad():
+                features = F.normalize(outputs["features"].float(), dim=1)
+                labels = torch.cdist(features, outputs["centroids"].float()).argmin(dim=1)
         ce = F.cross_entropy(outputs["logits"].float(), labels)
         return LossTerms(ce, {"ce": ce})

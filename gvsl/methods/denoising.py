@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from gvsl.losses import LossTerms, mse_loss
+from gvsl.losses import LossTerms
 from gvsl.methods.base import Crops, PretrainMethod
-from gvsl.methods.restoration import RestorationNetwork
+from gvsl.methods.restoration import RestorationNetwork, restoration_loss
 
 __all__ = ["Denoising", "DenoisingOptions"]
 
@@ -43,5 +43,4 @@ class Denoising(PretrainMethod):
         return {"image": clean + self.options.noise_std * noise}, {"target": clean}
 
     def loss(self, outputs, targets) -> LossTerms:
-        mse = mse_loss(outputs["restored"], targets["target"])
-        return LossTerms(mse, {"mse": mse})
+        return restoration_loss(outputs, targets)

@@ -1,10 +1,11 @@
 """In-painting (Pathak et al., "Context Encoders: Feature Learning by Inpainting", CVPR 2016): restore
 the voxels of masked boxes from their context, through the U-Net decoder.
 
-Per sample, boxes of Models Genesis' in-painting sizes (1/10–1/5 of each axis; at least one, each
-further one with p 0.95, at most ``max_boxes``) are set to 0; the loss is the MSE over the masked
-voxels only. Deviations: the adversarial term is left out (Pathak et al. weigh it 0.001), and the
-masks are random boxes rather than one central region.
+Per sample, random boxes (sides 1/6–1/3 of each axis, Models Genesis' in-painting sizes, anywhere in
+the crop) are added until they cover at least ``mask_fraction`` of the crop (default 1/4, the share Pathak et al.'s
+masks remove) and set to 0; the loss is the MSE over the masked voxels only. Deviations: the
+adversarial term is left out (Pathak et al. weigh it 0.001), and the masks are 3-D boxes rather
+than 2-D random regions.
 """
 
 from __future__ import annotations
@@ -15,21 +16,20 @@ from dataclasses import dataclass
 import torch
 
 from gvsl.losses import LossTerms
-from gvsl.methods.augment import inpaint_boxes
+from gvsl.methods.augment import inpaint_mask
 from gvsl.methods.base import Crops, PretrainMethod
 from gvsl.methods.restoration import RestorationNetwork
-from gvsl.views import AppearanceTransform
 
 __all__ = ["Inpainting", "InpaintingOptions"]
 
 
 @dataclass
 class InpaintingOptions:
-    max_boxes: int = 10
+    mask_fraction: float = 0.25
 
     def __post_init__(self):
-        if int(self.max_boxes) != self.max_boxes or self.max_boxes < 1:
-            raise ValueError(f"max_boxes must be an integer >= 1, got {self.max_boxes}")
+        if not 0.0 < self.mask_fraction < 1.0:
+            raise ValueError(f"mask_fraction must be in (0, 1), got {self.mask_fraction}")
 
 
 class Inpainting(PretrainMethod):
@@ -38,19 +38,13 @@ class Inpainting(PretrainMethod):
     reference = "Pathak et al., Context Encoders: Feature Learning by Inpainting, CVPR 2016"
     Options = InpaintingOptions
 
-    def __init__(self, options=None):
-        super().__init__(options)
-        self.boxes = AppearanceTransform(max_inpaint_blocks=int(self.options.max_boxes))
-
     def build(self, in_channels: int, channels: Sequence[int]) -> RestorationNetwork:
         return RestorationNetwork(self, in_channels, channels)
 
     def inputs(self, crops: Crops, generator: torch.Generator):
         clean = crops.first
-        mask = torch.zeros_like(clean, dtype=torch.bool)
-        for sample_mask in mask:
-            for box in inpaint_boxes(self.boxes, clean.shape[2:], generator):
-                sample_mask[(slice(None), *box)] = True
+        mask = torch.stack([inpaint_mask(clean.shape[1:], generator, self.options.mask_fraction)
+                            for _ in range(clean.shape[0])]).to(clean.device)
         return {"image": clean.masked_fill(mask, 0.0)}, {"target": clean, "mask": mask}
 
     def loss(self, outputs, targets) -> LossTerms:

@@ -1,10 +1,12 @@
 """Models Genesis (Zhou et al., "Models Genesis", MedIA 2021; MICCAI 2019): restore a crop from its
 corruption by the full transform set, through the U-Net decoder.
 
-Per sample, as the authors' ``generate_pair``: random flips of crop and target alike, then local
-pixel shuffling (p 0.5), a non-linear Bézier intensity curve (p 0.9) and, with p 0.9, painting:
-out-painting in 80 % of those cases, in-painting otherwise (the transforms of
-:class:`gvsl.views.AppearanceTransform`). Loss: MSE between the sigmoid output and the clean crop.
+Per sample, as the authors' ``generate_pair`` and its default config: flips of crop and target alike
+(up to three times, each with p 0.4, along a random axis), then local pixel shuffling (p 0.5), a
+non-linear Bézier intensity curve (p 0.9; decreasing, an inversion, half of those times) and, with
+p 0.9, painting: out-painting in 80 % of those cases, otherwise in-painting of up to 5 boxes of
+sides 1/6–1/3 (the transforms of :class:`gvsl.views.AppearanceTransform`). Loss: MSE between the
+sigmoid output and the clean crop.
 
 How it differs from GVSL's "w/o Z-Matching" ablation, which also only restores: that one trains on
 GVSL's views (its appearance probabilities, no out-painting, then GVSL's affine + elastic spatial
@@ -13,8 +15,12 @@ transform on input and target) with GVSL's restoration head (3×3×3 conv, Group
 through a single 1×1×1 sigmoid layer.
 
 Deviations: crops of the kit's volumes instead of the authors' 64×64×32 cubes chosen by an
-intensity rule; the flips are per axis with probability ``flip_prob`` (the authors flip up to three
-times with 0.5); one optimiser and schedule for all methods (the authors use SGD with plateau decay).
+intensity rule; local pixel shuffling permutes a fraction of tiles of side max(2, size/20) (the
+mean side of the authors' 10 000 blocks of random sides up to size/10) instead of 10 000 random,
+overlapping blocks; ``shuffle_fraction`` 0.85 is the share of the authors' cube those blocks cover
+(1 − exp(−10 000 · 3.5 · 3.5 · 2 / (64 · 64 · 32))); the decreasing curve reverses the sorted y
+table rather than leaving it unsorted; one optimiser and schedule for all methods (the authors use
+SGD with plateau decay).
 """
 
 from __future__ import annotations
@@ -24,10 +30,10 @@ from dataclasses import dataclass
 
 import torch
 
-from gvsl.losses import LossTerms, mse_loss
+from gvsl.losses import LossTerms
 from gvsl.methods.augment import random_flips
 from gvsl.methods.base import Crops, PretrainMethod
-from gvsl.methods.restoration import RestorationNetwork
+from gvsl.methods.restoration import RestorationNetwork, restoration_loss
 from gvsl.views import AppearanceTransform
 
 __all__ = ["ModelsGenesis", "ModelsGenesisOptions"]
@@ -39,7 +45,9 @@ class ModelsGenesisOptions:
 
     flip_prob: float = 0.4
     local_shuffle_prob: float = 0.5
+    shuffle_fraction: float = 0.85
     nonlinear_prob: float = 0.9
+    invert_prob: float = 0.5
     paint_prob: float = 0.9
     outpaint_share: float = 0.8
 
@@ -62,7 +70,9 @@ class ModelsGenesis(PretrainMethod):
         # AppearanceTransform paints out with p_out, otherwise in with p_in: p_in = P(in) / P(not out)
         inpaint = o.paint_prob * (1 - o.outpaint_share) / (1 - outpaint) if outpaint < 1 else 0.0
         self.corruption = AppearanceTransform(local_shuffle_prob=o.local_shuffle_prob, nonlinear_prob=o.nonlinear_prob,
-                                              inpaint_prob=inpaint, outpaint_prob=outpaint)
+                                              inpaint_prob=inpaint, outpaint_prob=outpaint, max_inpaint_blocks=5,
+                                              shuffle_fraction=o.shuffle_fraction, inpaint_sides=(1 / 6, 1 / 3),
+                                              invert_prob=o.invert_prob)
 
     def build(self, in_channels: int, channels: Sequence[int]) -> RestorationNetwork:
         return RestorationNetwork(self, in_channels, channels)
@@ -72,5 +82,4 @@ class ModelsGenesis(PretrainMethod):
         return {"image": self.corruption(target, generator)}, {"target": target}
 
     def loss(self, outputs, targets) -> LossTerms:
-        mse = mse_loss(outputs["restored"], targets["target"])
-        return LossTerms(mse, {"mse": mse})
+        return restoration_loss(outputs, targets)

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 import torch
 
+from gvsl.losses import LossTerms, mse_loss
 from gvsl.methods.base import PretextNetwork, PretrainMethod
 from gvsl.methods.heads import VoxelOutput
 
-__all__ = ["RestorationNetwork"]
+__all__ = ["RestorationNetwork", "restoration_loss"]
 
 
 class RestorationNetwork(PretextNetwork):
@@ -22,3 +23,9 @@ class RestorationNetwork(PretextNetwork):
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"restored": self.output(self.backbone(image)[1])}
+
+
+def restoration_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> LossTerms:
+    """MSE of the whole restored crop against the clean one."""
+    mse = mse_loss(outputs["restored"], targets["target"])
+    return LossTerms(mse, {"mse": mse})

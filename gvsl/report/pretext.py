@@ -15,7 +15,7 @@ import torch
 
 from gvsl.errors import GVSLInputError
 
-#: variants with a Z-matching head, as Fig. 8 names them
+#: GVSL variants with a Z-matching head, as Fig. 8 names them
 PRETEXT_LABELS = {"no_fundament": "Z-matching only (w/o fundament)", "no_affine": "w/o affine head",
                   "gvsl": "whole GVSL"}
 PRETEXT_KEYS = ("identity_dice", "affine_dice", "warped_dice")
@@ -96,10 +96,17 @@ def _mean_curve(pretrain_root: str | Path, method: str, metric: str) -> pd.Serie
     return pd.concat(curves, axis=1).mean(axis=1) if curves else None
 
 
+def _comparable(method: str) -> bool:
+    from gvsl.methods import PRETRAIN_METHODS
+
+    return method not in PRETRAIN_METHODS or PRETRAIN_METHODS[method].comparable_heldout_loss
+
+
 def pretext_losses(pretrain_root: str | Path, methods: Sequence[str]) -> dict[str, dict[str, float]]:
     """Per pre-trained method, its own loss on the held-out crops (``heldout_loss/total``, fixed
     augmentations) before training and at the end, and the training loss over the first and last
-    tenth of the iterations; means over seeds. ``falls``: the held-out loss ended below where it began.
+    tenth of the iterations; means over seeds. ``falls``: the held-out loss ended below where it began
+    (None for a method whose held-out losses are not comparable over iterations, DeepCluster's).
 
     Methods without held-out evaluations (no DVCLive ``heldout_loss`` log) are left out.
     """
@@ -115,7 +122,7 @@ def pretext_losses(pretrain_root: str | Path, methods: Sequence[str]) -> dict[st
                        "heldout_loss_last": round(float(heldout.iloc[-1]), 4),
                        "train_loss_first_tenth": round(float(train.iloc[:tenth].mean()), 4),
                        "train_loss_last_tenth": round(float(train.iloc[-tenth:].mean()), 4),
-                       "falls": bool(heldout.iloc[-1] < heldout.iloc[0])}
+                       "falls": bool(heldout.iloc[-1] < heldout.iloc[0]) if _comparable(method) else None}
     return out
 
 
