@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import torch
 
-from gvsl import pretrain as pretrain_module
 from gvsl.checkpoint import load_backbone, load_file
 from gvsl.data import Case
 from gvsl.data.phantom import generate_subject
@@ -59,23 +58,13 @@ def labelled_cases(n=3, shape=(16, 16, 16), seed=1):
     return cases
 
 
-def test_resumed_run_ends_with_the_same_weights_and_logs_with_heldout_evaluation(tmp_path, monkeypatch):
+def test_resumed_run_ends_with_the_same_weights_and_logs_with_heldout_evaluation(tmp_path, interrupted_pretrain):
     data = volumes()
     heldout = heldout_pairs(labelled_cases(), (16, 16, 16), pairs=4)
     settings = dict(eval_every=1, lr_schedule="cosine", warmup=1, lr=1e-3)
     full = pretrain(data, tmp_path / "full", config(**settings), progress=False, heldout=heldout)
     # interrupt the same run right after its checkpoint at iteration 2 (and its held-out evaluation)
-    save_state = pretrain_module._save_state
-
-    def save_then_stop(path, model, optimizer, iteration, *rest):
-        save_state(path, model, optimizer, iteration, *rest)
-        if iteration == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(pretrain_module, "_save_state", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(data, tmp_path / "cut", config(**settings), progress=False, heldout=heldout)
-    monkeypatch.setattr(pretrain_module, "_save_state", save_state)
+    interrupted_pretrain(2, data, tmp_path / "cut", config(**settings), progress=False, heldout=heldout)
     resumed = pretrain(data, tmp_path / "cut", config(**settings), resume=True, progress=False, heldout=heldout)
     a, b = load_file(full.checkpoint), load_file(resumed.checkpoint)
     assert a["iteration"] == b["iteration"] == 4

@@ -5,12 +5,12 @@ predictor regress the projection of the other view by a target network, a slow m
 Loss: 2 − 2·cos(q_online(v₁), z_target(v₂)) + the same with the views swapped, averaged over the
 batch. After step k (0-based) of K the target moves to ``τ·target + (1 − τ)·online`` with
 ``τ = 1 − (1 − momentum)·(cos(π k / K) + 1) / 2`` (BYOL's schedule, base 0.996). Only the encoder
-has a target copy that moves: the decoder is not used. Projector and predictor: Linear(C, 2C) → LayerNorm → ReLU →
-Linear(2C, ``projection_dim``) and the same shape on the projection. Views as SimCLR's
+has a target copy that moves: the decoder is not used. Projector and predictor: Linear(8C, 2C) → BatchNorm → ReLU →
+Linear(2C, ``projection_dim``) on f^g pooled to 2³ cells, and Linear(d, 2C) → BatchNorm → ReLU →
+Linear(2C, d) on the projection. Views as SimCLR's
 (:mod:`gvsl.methods.simclr`). Only the online encoder is kept; the target is checkpointed with it.
 
-Deviations: LayerNorm instead of BatchNorm in the MLPs (see :class:`gvsl.methods.heads.MLP`);
-hidden width 2C instead of 4096.
+Deviations: hidden width 2C instead of 4096; BatchNorm statistics per process under DDP.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torch import nn
 
 from gvsl.losses import LossTerms
 from gvsl.methods.base import PretextNetwork, PretrainMethod
-from gvsl.methods.heads import MLP
-from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views
+from gvsl.methods.heads import LAYOUT_CELLS, MLP
+from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views, split_views
 
 __all__ = ["BYOL", "BYOLNetwork", "BYOLOptions", "regression_loss", "target_momentum"]
 
@@ -56,7 +56,7 @@ class BYOLNetwork(PretextNetwork):
     def __init__(self, method: PretrainMethod, in_channels: int, channels: Sequence[int]):
         super().__init__(method, in_channels, channels)
         width, dim = self.backbone.global_channels, method.options.projection_dim
-        self.projector = MLP(width, 2 * width, dim, norm=True)
+        self.projector = MLP(LAYOUT_CELLS**3 * width, 2 * width, dim, norm=True)
         self.predictor = MLP(dim, 2 * width, dim, norm=True)
         self.target_backbone = copy.deepcopy(self.backbone)
         self.target_projector = copy.deepcopy(self.projector)
@@ -72,12 +72,10 @@ class BYOLNetwork(PretextNetwork):
         yield from self.projector.parameters()
 
     def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> dict[str, torch.Tensor]:
-        h_1, h_2 = encode_views(self.backbone, view_1, view_2)
+        q_1, q_2 = split_views(self.predictor(self.projector(encode_views(self.backbone, view_1, view_2))))
         with torch.no_grad():
-            t_1, t_2 = encode_views(self.target_backbone, view_1, view_2)
-            z_1, z_2 = self.target_projector(t_1), self.target_projector(t_2)
-        return {"q_1": self.predictor(self.projector(h_1)), "q_2": self.predictor(self.projector(h_2)),
-                "z_1": z_1, "z_2": z_2}
+            z_1, z_2 = split_views(self.target_projector(encode_views(self.target_backbone, view_1, view_2)))
+        return {"q_1": q_1, "q_2": q_2, "z_1": z_1, "z_2": z_2}
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:

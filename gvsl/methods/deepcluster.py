@@ -3,8 +3,9 @@ ECCV 2018): k-means on the pooled features gives pseudo-labels, a classifier lea
 the data are re-clustered every ``recluster_every`` iterations.
 
 Each clustering draws ``crop_set`` crops of the training volumes (uniform volumes and positions),
-embeds them as L2-normalised, globally pooled f^g of the current encoder, and clusters them into
-``clusters`` groups with scikit-learn's k-means. The classifier's top layer is re-initialised and
+embeds them by the current encoder (f^g pooled to 2³ cells, :func:`gvsl.methods.heads.layout`),
+centres and L2-normalises the embeddings, and clusters them into ``clusters`` groups with
+scikit-learn's k-means. The classifier's top layer is re-initialised and
 its optimiser state dropped, as DeepCluster does. Until the next clustering, each step draws its
 crops by picking a cluster uniformly and then one of its members (DeepCluster's remedy for
 clusters of very different sizes), flips them as Models Genesis does, and minimises the cross-entropy against
@@ -12,9 +13,9 @@ the cluster labels. The crop set, labels and centroids are buffers of the networ
 checkpointed and a resumed run continues with the same clusters. Held-out crops are labelled by
 their nearest centroid. Only the encoder is trained.
 
-Deviations: no PCA whitening before k-means (the pooled features are only C = 128 wide on the
-default profile, 512 in the paper's); crops of one training set instead of whole images; a linear
-top layer on pooled f^g instead of DeepCluster's fully connected stack.
+Deviations: the embeddings are centred but not PCA-whitened before k-means (centring removes the
+component all crops share, which otherwise makes them nearly parallel); crops of one training set
+instead of whole images; a linear top layer instead of DeepCluster's fully connected stack.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from gvsl.errors import GVSLInputError
 from gvsl.losses import LossTerms
 from gvsl.methods.augment import random_flips
 from gvsl.methods.base import Crops, PretextNetwork, PretrainMethod
-from gvsl.methods.heads import pooled
+from gvsl.methods.heads import LAYOUT_CELLS, layout
 
 __all__ = ["DeepCluster", "DeepClusterNetwork", "DeepClusterOptions"]
 
@@ -65,23 +66,32 @@ class DeepClusterNetwork(PretextNetwork):
     def __init__(self, method: PretrainMethod, in_channels: int, channels: Sequence[int]):
         super().__init__(method, in_channels, channels)
         options = method.options
-        width = self.backbone.global_channels
+        width = LAYOUT_CELLS**3 * self.backbone.global_channels
         self.top = nn.Linear(width, options.clusters)
         self.register_buffer("crop_volume", torch.zeros(options.crop_set, dtype=torch.long))
         self.register_buffer("crop_start", torch.zeros(options.crop_set, 3, dtype=torch.long))
         self.register_buffer("labels", torch.full((options.crop_set,), -1, dtype=torch.long))
         self.register_buffer("centroids", torch.zeros(options.clusters, width))
+        self.register_buffer("feature_mean", torch.zeros(width))
 
     @property
     def clustered(self) -> bool:
         return bool((self.labels >= 0).all())
 
     def embed(self, image: torch.Tensor) -> torch.Tensor:
-        return F.normalize(pooled(self.backbone.encode(image)).float(), dim=1)
+        """The features the top layer classifies (f^g pooled to 2³ cells)."""
+        return layout(self.backbone.encode(image))
+
+    def cluster_space(self, features: torch.Tensor) -> torch.Tensor:
+        """Features centred on the crop set's mean and L2-normalised: where k-means and the centroids live."""
+        return F.normalize(features.float() - self.feature_mean, dim=1)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = pooled(self.backbone.encode(image))
-        return {"logits": self.top(features), "features": features, "centroids": self.centroids}
+        """Logits, and each crop's nearest centroid (the label of held-out crops; a 10 × 8C distance)."""
+        features = self.embed(image)
+        with torch.no_grad():
+            nearest = torch.cdist(self.cluster_space(features), self.centroids.float()).argmin(dim=1)
+        return {"logits": self.top(features), "nearest": nearest}
 
 
 def kmeans(features: np.ndarray, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +150,9 @@ class DeepCluster(PretrainMethod):
         top_weight.uniform_(-bound, bound, generator=generator)
         top_bias = torch.empty_like(model.top.bias, device="cpu").uniform_(-bound, bound, generator=generator)
         if distributed.is_main:
-            features = torch.cat([model.embed(chunk.to(device)) for chunk in crops.split(_EMBED_BATCH)])
-            labels, centroids = kmeans(features.cpu().numpy(), self.options.clusters, seed)
+            features = torch.cat([model.embed(chunk.to(device)) for chunk in crops.split(_EMBED_BATCH)]).float()
+            model.feature_mean.copy_(features.mean(dim=0))
+            labels, centroids = kmeans(model.cluster_space(features).cpu().numpy(), self.options.clusters, seed)
             model.labels.copy_(torch.from_numpy(labels))
             model.centroids.copy_(torch.from_numpy(centroids))
         model.crop_volume.copy_(torch.tensor([index for index, _ in places]))
@@ -149,8 +160,8 @@ class DeepCluster(PretrainMethod):
         model.top.weight.copy_(top_weight)
         model.top.bias.copy_(top_bias)
         if distributed.enabled:
-            for tensor in (model.crop_volume, model.crop_start, model.labels, model.centroids, model.top.weight,
-                           model.top.bias):
+            for tensor in (model.crop_volume, model.crop_start, model.labels, model.centroids, model.feature_mean,
+                           model.top.weight, model.top.bias):
                 torch.distributed.broadcast(tensor.data, 0)
         for parameter in model.top.parameters():  # a new top layer starts without optimiser history
             optimizer.state.pop(parameter, None)
@@ -175,14 +186,11 @@ class DeepCluster(PretrainMethod):
 
     def inputs(self, crops: Crops, generator: torch.Generator):
         (images,) = random_flips(generator, crops.first, probability=self.options.flip_prob)
-        targets = {} if crops.labels is None else {"labels": crops.labels.to(images.device)}
-        return {"image": images}, targets
+        return {"image": images}, {} if crops.labels is None else {"labels": crops.labels.to(images.device)}
 
     def loss(self, outputs, targets) -> LossTerms:
         labels = targets.get("labels")
         if labels is None:  # held-out crops: the nearest centroid is their label
-            with torch.no_grad():
-                features = F.normalize(outputs["features"].float(), dim=1)
-                labels = torch.cdist(features, outputs["centroids"].float()).argmin(dim=1)
+            labels = outputs["nearest"]
         ce = F.cross_entropy(outputs["logits"].float(), labels)
         return LossTerms(ce, {"ce": ce})

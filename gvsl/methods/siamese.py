@@ -11,10 +11,10 @@ import torch
 
 from gvsl.methods.augment import ViewAugmentation
 from gvsl.methods.base import Crops, PretrainMethod
-from gvsl.methods.heads import pooled
+from gvsl.methods.heads import layout
 from gvsl.nets.unet import UNet3D
 
-__all__ = ["TwoViewMethod", "ViewOptions", "encode_views"]
+__all__ = ["TwoViewMethod", "ViewOptions", "encode_views", "split_views"]
 
 
 @dataclass
@@ -42,10 +42,16 @@ class ViewOptions:
         ViewAugmentation(self.spatial, self.intensity_prob, self.noise_std)
 
 
-def encode_views(backbone: UNet3D, view_1: torch.Tensor, view_2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled f^g of both views in one encoder pass (GroupNorm is per sample, so this equals two passes)."""
-    features = pooled(backbone.encode(torch.cat([view_1, view_2])))
-    return features[: view_1.shape[0]], features[view_1.shape[0]:]
+def encode_views(backbone: UNet3D, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
+    """:func:`~gvsl.methods.heads.layout` of f^g of both views, view 1's rows first, in one encoder pass
+    (GroupNorm is per sample, so this equals two passes; the MLPs' BatchNorm then sees both views)."""
+    return layout(backbone.encode(torch.cat([view_1, view_2])))
+
+
+def split_views(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of view 1 and of view 2 of :func:`encode_views`' order."""
+    half = embeddings.shape[0] // 2
+    return embeddings[:half], embeddings[half:]
 
 
 class TwoViewMethod(PretrainMethod):

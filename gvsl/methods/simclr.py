@@ -3,9 +3,10 @@ ICML 2020): NT-Xent between the projected, pooled f^g of two augmented views of 
 
 Views: two crops of one volume offset by up to ``view_shift`` of the crop, each moved by its own
 affine + elastic transform, intensity-curved and noised (:class:`gvsl.methods.augment.ViewAugmentation`).
-Projector: Linear(C, C) → ReLU → Linear(C, ``projection_dim`` = 128) on globally pooled f^g
-(C = the bottleneck width); the loss is MONAI's ``ContrastiveLoss`` (NT-Xent) at ``temperature``
-0.5, SimCLR's value for small batches. Only the encoder is trained.
+Projector: Linear(8C, C) → BatchNorm → ReLU → Linear(C, ``projection_dim`` = 128) on f^g pooled to
+2³ cells (:func:`gvsl.methods.heads.layout`; C = the bottleneck width); the loss is MONAI's
+``ContrastiveLoss`` (NT-Xent) at ``temperature`` 0.5, SimCLR's value for small batches. Only the
+encoder is trained.
 
 Deviation: each of a step's ``batch_size`` volumes has only the other volumes' views as negatives
 (2·(batch_size − 1) of them, SimCLR uses thousands), so the task is much easier than SimCLR's.
@@ -22,8 +23,8 @@ from monai.losses import ContrastiveLoss
 from gvsl.errors import GVSLInputError
 from gvsl.losses import LossTerms
 from gvsl.methods.base import PretextNetwork, PretrainMethod
-from gvsl.methods.heads import MLP
-from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views
+from gvsl.methods.heads import LAYOUT_CELLS, MLP
+from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views, split_views
 
 __all__ = ["SimCLR", "SimCLRNetwork", "SimCLROptions"]
 
@@ -42,11 +43,11 @@ class SimCLRNetwork(PretextNetwork):
     def __init__(self, method: PretrainMethod, in_channels: int, channels: Sequence[int]):
         super().__init__(method, in_channels, channels)
         width = self.backbone.global_channels
-        self.projector = MLP(width, width, method.options.projection_dim)
+        self.projector = MLP(LAYOUT_CELLS**3 * width, width, method.options.projection_dim, norm=True)
 
     def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> dict[str, torch.Tensor]:
-        h_1, h_2 = encode_views(self.backbone, view_1, view_2)
-        return {"z_1": self.projector(h_1), "z_2": self.projector(h_2)}
+        z_1, z_2 = split_views(self.projector(encode_views(self.backbone, view_1, view_2)))
+        return {"z_1": z_1, "z_2": z_2}
 
 
 class SimCLR(TwoViewMethod):

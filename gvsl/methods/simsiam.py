@@ -2,12 +2,12 @@
 and projector for both views, a predictor on one side and a stop-gradient on the other.
 
 Loss: −½·(cos(p₁, sg(z₂)) + cos(p₂, sg(z₁))), averaged over the batch. Projector:
-Linear(C, 2C) → LayerNorm → ReLU → Linear(2C, ``projection_dim``); predictor a bottleneck
-Linear(d, d/4) → LayerNorm → ReLU → Linear(d/4, d), as SimSiam's 2048 → 512 → 2048. Views as
+Linear(8C, 2C) → BatchNorm → ReLU → Linear(2C, ``projection_dim``) on f^g pooled to 2³ cells;
+predictor a bottleneck Linear(d, d/4) → BatchNorm → ReLU → Linear(d/4, d), as SimSiam's
+2048 → 512 → 2048. Views as
 SimCLR's (:mod:`gvsl.methods.simclr`). Only the encoder is trained.
 
-Deviations: LayerNorm instead of BatchNorm (see :class:`gvsl.methods.heads.MLP`); a two-layer
-projector instead of three.
+Deviations: a two-layer projector instead of three; BatchNorm statistics per process under DDP.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from gvsl.losses import LossTerms
 from gvsl.methods.base import PretextNetwork, PretrainMethod
-from gvsl.methods.heads import MLP
-from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views
+from gvsl.methods.heads import LAYOUT_CELLS, MLP
+from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views, split_views
 
 __all__ = ["SimSiam", "SimSiamNetwork"]
 
@@ -29,13 +29,13 @@ class SimSiamNetwork(PretextNetwork):
     def __init__(self, method: PretrainMethod, in_channels: int, channels: Sequence[int]):
         super().__init__(method, in_channels, channels)
         width, dim = self.backbone.global_channels, method.options.projection_dim
-        self.projector = MLP(width, 2 * width, dim, norm=True)
+        self.projector = MLP(LAYOUT_CELLS**3 * width, 2 * width, dim, norm=True)
         self.predictor = MLP(dim, max(1, dim // 4), dim, norm=True)
 
     def forward(self, view_1: torch.Tensor, view_2: torch.Tensor) -> dict[str, torch.Tensor]:
-        h_1, h_2 = encode_views(self.backbone, view_1, view_2)
-        z_1, z_2 = self.projector(h_1), self.projector(h_2)
-        return {"p_1": self.predictor(z_1), "p_2": self.predictor(z_2), "z_1": z_1, "z_2": z_2}
+        z = self.projector(encode_views(self.backbone, view_1, view_2))
+        (p_1, p_2), (z_1, z_2) = split_views(self.predictor(z)), split_views(z)
+        return {"p_1": p_1, "p_2": p_2, "z_1": z_1, "z_2": z_2}
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
