@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
-# dvc runs the stages' commands (papermill) from the environment's bin folder
+# dvc runs the stages' commands (python -m gvsl.stage, which runs papermill) from the environment's bin folder
 repro: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 

@@ -1,6 +1,6 @@
 """The DVC pipeline's stages as functions: a ``params.yaml`` mapping in, typed configs, files under ``build/``.
 
-The notebooks in ``notebooks/`` receive ``params.yaml`` from papermill (``-f params.yaml``) and call
+The notebooks in ``notebooks/`` receive ``params.yaml`` from papermill (``python -m gvsl.stage``) and call
 these functions, so a stage run from a notebook, from Python or from a test does the same thing.
 Folder layout (``dvc.yaml`` names the same paths):
 
@@ -338,7 +338,7 @@ def find_project(start: Path | None = None) -> Path:
 def notebook_params(**injected: Any) -> dict[str, Any]:
     """The stage's settings inside a notebook, and the working directory set to the project root.
 
-    papermill injects ``params.yaml``'s groups into the notebook's parameters cell (``-f params.yaml``);
+    papermill injects ``params.yaml``'s groups into the notebook's parameters cell (:mod:`gvsl.stage`);
     run by hand, those parameters keep their ``None`` defaults and are read from ``params.yaml``
     here, so both ways see one source of settings.
     """

@@ -147,3 +147,36 @@ def test_affine_gradients_flow_to_parameters():
 def test_bad_geometry_input(call, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call()
+
+
+def test_geometry_runs_in_fp32_under_bf16_autocast():
+    # Under CPU bf16 autocast a plain einsum rounds to bf16, so the check below is not vacuous.
+    gen = torch.Generator().manual_seed(0)
+    affine = affine_from_parameters(torch.rand(2, 3, generator=gen) * 0.3, 1 + torch.rand(2, 3, generator=gen) * 0.2,
+                                    torch.full((2, 3), 16.0), torch.rand(2, 6, generator=gen) * 0.1)
+    flow = torch.randn(2, 3, 12, 14, 16, generator=gen)
+    image = torch.rand(2, 1, 12, 14, 16, generator=gen)
+    expected_ddf = compose_affine_ddf(affine, flow)
+    expected_warp = warp(image, expected_ddf)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.einsum("bij,bjk->bik", affine[:, :, :3], affine[:, :, :3]).dtype == torch.bfloat16
+        ddf = compose_affine_ddf(affine, flow)
+        warped = warp(image.bfloat16(), ddf)
+        assert affine_to_ddf(affine, (12, 14, 16)).dtype == torch.float32
+    assert ddf.dtype == torch.float32 and torch.equal(ddf, expected_ddf)
+    assert warped.dtype == torch.float32
+    torch.testing.assert_close(warped, expected_warp, atol=1e-2, rtol=0)  # only the bf16 image was rounded
+
+
+def test_gvsl_affine_and_displacement_stay_fp32_under_autocast():
+    from gvsl.nets import GVSL
+
+    torch.manual_seed(0)
+    model = GVSL(channels=(8,) * 9, affine_channels=8, local_head_channels=8)
+    with torch.no_grad():  # a non-zero head, so that the affine is not the exact identity
+        model.affine_head.translation.bias.fill_(0.5)
+    a, b = torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(a, b)
+    assert out.affine.dtype == torch.float32 and out.ddf.dtype == torch.float32
+    torch.testing.assert_close(out.ddf, compose_affine_ddf(out.affine, out.flow.float()), atol=0, rtol=0)

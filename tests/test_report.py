@@ -176,6 +176,17 @@ def test_figure6_draws_one_mean_curve_per_method(tmp_path):
     np.testing.assert_allclose(lines[0].get_ydata(), [15.0, 30.0])
 
 
+def test_figure6_ends_where_the_shortest_run_stopped(tmp_path):
+    root = tmp_path / "transfer"
+    # the second run stopped on a plateau at 20; a mean beyond would be the first run alone
+    write_summary(root, "SHC", "finetune", "scratch", [0.5, 0.6],
+                  curves=[[[10, 0.1], [20, 0.3], [30, 0.9]], [[10, 0.3], [20, 0.5]]])
+    fig = report.figure6_validation(report.load_summaries(root), task="SHC", protocol="finetune", methods=["scratch"])
+    line = fig.axes[0].get_lines()[0]
+    np.testing.assert_allclose(line.get_xdata(), [10, 20])
+    np.testing.assert_allclose(line.get_ydata(), [20.0, 40.0])
+
+
 def write_log(folder, metric, steps, values):
     path = folder / "dvclive" / "plots" / "metrics" / f"{metric}.tsv"
     path.parent.mkdir(parents=True, exist_ok=True)

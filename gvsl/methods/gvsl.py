@@ -28,20 +28,22 @@ class GVSLOptions:
     """Settings of GVSL and its ablations.
 
     Args:
-        affine_channels: width of the affine head's block (paper 256).
-        local_head_channels: width of the deformable and restoration heads (paper 16).
+        affine_channels: width of the affine head's block (paper 256); None: the paper's ratio to
+            the backbone (:func:`gvsl.nets.gvsl.head_widths`).
+        local_head_channels: width of the deformable and restoration heads (paper 16); None: the
+            paper's ratio to the backbone.
         appearance: keyword arguments of :class:`gvsl.views.AppearanceTransform`.
         spatial: keyword arguments of :class:`gvsl.views.RandSpatialTransform`.
     """
 
-    affine_channels: int = 256
-    local_head_channels: int = 16
+    affine_channels: int | None = None
+    local_head_channels: int | None = None
     appearance: dict[str, Any] = field(default_factory=dict)
     spatial: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("affine_channels", "local_head_channels"):
-            if int(getattr(self, name)) < 8:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 8:
                 raise ValueError(f"{name} must be an integer >= 8, got {getattr(self, name)}")
         # build once here, so that a bad range fails when the settings are read
         AppearanceTransform(**self.appearance)

@@ -66,13 +66,16 @@ class AffineHead(nn.Module):
     def forward(self, moving_global: torch.Tensor, fixed_global: torch.Tensor, spatial_shape) -> torch.Tensor:
         """Return the (B, 3, 4) affine (voxel units, (D, H, W) order) for a fixed grid of ``spatial_shape``."""
         code = self.block(torch.cat([moving_global, fixed_global], dim=1)).mean(dim=(2, 3, 4))
-        rotation = torch.clamp(self.rotation(code), -1, 1) * MAX_ROTATION
-        scale = 1 + MAX_SCALE_CHANGE * torch.clamp(self.scale(code), -1, 1)
-        shear = torch.clamp(self.shear(code), -1, 1) * MAX_SHEAR
-        # x, y, z are the W, H, D axes.
-        half_extent_xyz = torch.tensor(spatial_shape[::-1], device=code.device, dtype=code.dtype) / 2
-        translation = torch.tanh(self.translation(code)) * MAX_TRANSLATION * half_extent_xyz
-        return affine_from_parameters(rotation, scale, translation, shear)
+        # the regressors run in fp32 under autocast, as the geometry does (gvsl.geometry)
+        with torch.autocast(code.device.type, enabled=False):
+            code = code.float()
+            rotation = torch.clamp(self.rotation(code), -1, 1) * MAX_ROTATION
+            scale = 1 + MAX_SCALE_CHANGE * torch.clamp(self.scale(code), -1, 1)
+            shear = torch.clamp(self.shear(code), -1, 1) * MAX_SHEAR
+            # x, y, z are the W, H, D axes.
+            half_extent_xyz = torch.tensor(spatial_shape[::-1], device=code.device, dtype=code.dtype) / 2
+            translation = torch.tanh(self.translation(code)) * MAX_TRANSLATION * half_extent_xyz
+            return affine_from_parameters(rotation, scale, translation, shear)
 
 
 class DeformableHead(nn.Module):

@@ -25,14 +25,19 @@ def _curves(summaries: pd.DataFrame, task: str, protocol: str, method: str) -> p
 
 def figure6_validation(summaries: pd.DataFrame, task: str = "SHC", protocol: str = "finetune",
                        methods: Sequence[str] = ("scratch", "no_zmatch", "gvsl")) -> plt.Figure:
-    """Validation metric vs iteration (mean over runs, band = min–max), as the paper's Fig. 6."""
+    """Validation metric vs iteration (mean over runs, band = min–max), as the paper's Fig. 6.
+
+    Each curve stops at the last validation that every run reached: runs that stop on a plateau end
+    at different iterations, and a mean over the runs still going would jump where one stopped.
+    """
     fig, ax = plt.subplots(figsize=(6, 3.6))
     metric = "metric"
     for method in methods:
         curves = _curves(summaries, task, protocol, method)
         if curves is None:
             continue
-        stats = curves.groupby("iteration")["value"].agg(["mean", "min", "max"]) * 100
+        shared_end = curves.groupby("run")["iteration"].max().min()
+        stats = curves[curves["iteration"] <= shared_end].groupby("iteration")["value"].agg(["mean", "min", "max"]) * 100
         ax.plot(stats.index, stats["mean"], marker="o", label=METHOD_NAMES[method])
         ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.2)
         metric = summaries.loc[summaries["task"] == task, "metric"].iloc[0]
