@@ -5,15 +5,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env repro repro-paper lab test test-slow bench clean-env
+.PHONY: env lock repro repro-paper lab test test-slow bench clean-env
 
-$(STAMP): pyproject.toml
+# The environment is rebuilt exactly from requirements.lock (every package pinned); `make lock`
+# regenerates the lock from pyproject.toml after a dependency changes there.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[all]"
+	$(BIN)/python -m pip install --quiet "$$(grep '^pip==' requirements.lock)"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 env: $(STAMP)
+
+lock: $(STAMP)
+	$(BIN)/python tools/lock.py
 
 # dvc runs the stages' commands (python -m gvsl.stage, which runs papermill) from the environment's bin folder
 repro: $(STAMP)

@@ -7,6 +7,7 @@ overlapping crops of one volume (the views of contrastive and Siamese methods).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -52,6 +53,14 @@ class VolumeBank:
         if len(channels) != 1:
             raise GVSLInputError(f"volumes disagree on channel count: {sorted(channels)}")
         self.channels = channels.pop()
+
+    def digest(self) -> str:
+        """A digest of every volume's shape and voxels, in order: which data a run trained on."""
+        hasher = hashlib.blake2b(digest_size=16)
+        for volume in self.volumes:
+            hasher.update(str(tuple(volume.shape)).encode())
+            hasher.update(volume.numpy().tobytes())
+        return hasher.hexdigest()
 
     def check_crop(self, crop: Sequence[int]) -> None:
         for vid, t in zip(self.ids, self.volumes):

@@ -67,7 +67,8 @@ def load_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated, foreign or unsafe files
-        raise GVSLInputError(f"{path}: not a readable weights-only PyTorch checkpoint ({err})") from err
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise GVSLInputError(f"{path}: not a readable weights-only PyTorch checkpoint ({reason})") from err
     if not isinstance(obj, Mapping):
         raise GVSLInputError(f"{path}: expecting a dict at the top level, got {type(obj).__name__}")
     return dict(obj)

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("gvsl.data.prepare", "build a prepared dataset from a generated cohort or real data"),
     "pretrain": ("gvsl.pretrain", "pre-train GVSL or one of its ablations"),
     "transfer": ("gvsl.transfer", "train and test a transfer protocol (linear or fine-tune)"),
+    "export": ("gvsl.export", "write a pre-trained backbone as a MONAI Bundle"),
 }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -94,8 +95,11 @@ def prepare_stage(task: str, params: Mapping[str, Any], build: Path = BUILD, pro
     if "source" not in settings:
         raise GVSLInputError(f"params.yaml: prepare.tasks.{task}: missing 'source'")
     source = settings.pop("source")
-    return prepare(source, prepared_dir(task, build), task=task, seed=int(_group(params, "prepare", "seed")),
-                   overwrite=True, progress=progress, **settings)
+    try:
+        return prepare(source, prepared_dir(task, build), task=task, seed=int(_group(params, "prepare", "seed")),
+                       overwrite=True, progress=progress, **settings)
+    except GVSLInputError as err:
+        raise GVSLInputError(f"params.yaml: prepare.tasks.{task}: {err}") from None
 
 
 def pretrain_configs(method: str, params: Mapping[str, Any]) -> list[Any]:
@@ -113,9 +117,12 @@ def pretrain_configs(method: str, params: Mapping[str, Any]) -> list[Any]:
     if unknown:
         raise GVSLInputError(f"params.yaml: pretrain.options: unknown methods {unknown}; valid: {list(PRETRAIN_METHODS)}")
     channels = tuple(_group(params, "model", "channels"))
-    return [PretrainConfig.from_dict({**settings, "method": method, "channels": channels, "seed": seed,
-                                      "options": dict(options.get(method) or {})})
-            for seed in pretrain_seeds(params)]
+    try:
+        return [PretrainConfig.from_dict({**settings, "method": method, "channels": channels, "seed": seed,
+                                          "options": dict(options.get(method) or {})})
+                for seed in pretrain_seeds(params)]
+    except GVSLInputError as err:
+        raise GVSLInputError(f"params.yaml: pretrain ({method}): {err}") from None
 
 
 def pretrain_stage(method: str, params: Mapping[str, Any], build: Path = BUILD, progress: bool = False) -> list[Path]:
@@ -129,16 +136,25 @@ def pretrain_stage(method: str, params: Mapping[str, Any], build: Path = BUILD, 
     """
     from gvsl.checkpoint import save_backbone
     from gvsl.nets import UNet3D
-    from gvsl.runtime import git_commit
+    from gvsl.nets.unet import check_channels
+    from gvsl.runtime import environment, git_commit
 
+    # DVC keeps this stage's output folder between runs (persist), so that an interrupted run resumes
+    # from its checkpoint; the folders of seeds no longer asked for must go
+    wanted = {pretrain_dir(method, build, seed).name for seed in pretrain_seeds(params)}
+    for stale in sorted(pretrain_dir(method, build).glob("seed*")):
+        if stale.name not in wanted:
+            shutil.rmtree(stale)
     if method == "scratch":
         channels = tuple(_group(params, "model", "channels"))
+        check_channels(channels, "params.yaml: model.channels")
         backbones = []
         for seed in pretrain_seeds(params):
             # The pre-training seed: scratch starts exactly where every method of that seed starts.
             torch.manual_seed(seed)
             backbones.append(save_backbone(pretrain_dir(method, build, seed) / "backbone.pt", UNet3D(1, channels),
-                                           method="scratch", iterations=0, seed=seed, commit=git_commit()))
+                                           method="scratch", iterations=0, seed=seed, commit=git_commit(),
+                                           environment=environment()))
         return backbones
     configs = pretrain_configs(method, params)
     processes = _processes(params, "pretrain")
@@ -153,7 +169,9 @@ def _pretrain_seed(job: tuple[Any, Path, Any, bool]) -> Path:
 
     out = pretrain_dir(config.method, build, config.seed)
     progress_line(f"pretrain {config.method} seed {config.seed}: {config.iterations} iterations")
-    result = pretrain_prepared(prepared_dir("pretrain", build), out, config, progress=progress, heldout=heldout)
+    # an interrupted run of these very settings, data and code continues; anything else starts afresh
+    result = pretrain_prepared(prepared_dir("pretrain", build), out, config, resume="if-unchanged",
+                               progress=progress, heldout=heldout)
     progress_line(f"pretrain {config.method} seed {config.seed}: done in {result.seconds:.0f} s "
                   f"({result.steps_per_second:.2f} steps/s)")
     return result.backbone
@@ -167,10 +185,11 @@ def _load_heldout(settings: Any, crop: tuple[int, ...], build: Path):
     if not isinstance(settings, Mapping) or set(settings) != {"task", "split", "pairs"}:
         raise GVSLInputError(f"params.yaml: pretrain.heldout must be a mapping with keys task, split, pairs; "
                              f"got {settings!r}")
-    if settings["split"] == "test":
-        raise GVSLInputError("params.yaml: pretrain.heldout.split must not be 'test' (the test split is for Table 1)")
-    return load_heldout(prepared_dir(str(settings["task"]), build), str(settings["split"]), crop,
-                        int(settings["pairs"]))
+    try:
+        return load_heldout(prepared_dir(str(settings["task"]), build), str(settings["split"]), crop,
+                            int(settings["pairs"]))
+    except GVSLInputError as err:
+        raise GVSLInputError(f"params.yaml: pretrain.heldout: {err}") from None
 
 
 def transfer_jobs(method: str, params: Mapping[str, Any], build: Path = BUILD) -> list[TransferJob]:
@@ -204,9 +223,12 @@ def transfer_jobs(method: str, params: Mapping[str, Any], build: Path = BUILD) -
                 crop = dataset.load_case(dataset.ids("train")[0]).image.shape[-3:]
             for pretrain_seed in pretrain_seeds(params):
                 for seed in seeds:
-                    config = TransferConfig.from_dict({
-                        **settings, "task": info.task_type, "protocol": protocol, "crop": tuple(crop),
-                        "num_classes": num_outputs(info.task_type, info.classes), "seed": int(seed)})
+                    try:
+                        config = TransferConfig.from_dict({
+                            **settings, "task": info.task_type, "protocol": protocol, "crop": tuple(crop),
+                            "num_classes": num_outputs(info.task_type, info.classes), "seed": int(seed)})
+                    except GVSLInputError as err:
+                        raise GVSLInputError(f"params.yaml: transfer.{protocol} ({task}): {err}") from None
                     jobs.append(TransferJob(task, protocol, method, int(pretrain_seed), int(seed), config, build))
     # Roughly the longest first (fine-tuning before probes on cached features, then steps × crop volume),
     # so that the process pool ends evenly.
@@ -292,6 +314,8 @@ def _cell_summary(jobs: list[TransferJob], records: list[dict[str, Any]], params
         "converged": all(r["converged"] for r in records), "plateau": first["plateau"],
         "case_ids": first["per_case"]["ids"], "per_case": [r["per_case"] for r in records],
         "seconds": sum(r["seconds"] for r in records), "dataset": first["dataset"],
+        "environments": [dict(e) for e in {json.dumps(r.get("environment"), sort_keys=True): r.get("environment")
+                                            for r in records if r.get("environment")}.values()],
         "dataset_source": first["dataset_source"], "profile": str(params.get("profile", "unnamed")),
         "commit": git_commit(),
     }
@@ -315,8 +339,11 @@ def _in_processes(function: Callable[[Any], Any], jobs: Sequence[Any], processes
     if processes == 1:
         return [function(job) for job in jobs]
     threads = max(1, torch.get_num_threads() // processes)
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,))
+    # Single-threaded workers are forked: they inherit the imported modules instead of importing torch,
+    # MONAI and the kit again (about 10 s per stage here), and a process that never starts an OpenMP
+    # team is safe to fork. Multi-threaded workers are spawned, as OpenMP is not fork-safe.
+    context = multiprocessing.get_context("fork" if threads == 1 else "spawn")
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(threads,))
     try:
         results = list(pool.map(function, jobs))
     except BaseException:
@@ -324,6 +351,13 @@ def _in_processes(function: Callable[[Any], Any], jobs: Sequence[Any], processes
         raise
     pool.shutdown()
     return results
+
+
+def _start_worker(threads: int) -> None:
+    from gvsl.stage import die_with_parent
+
+    torch.set_num_threads(threads)
+    die_with_parent()  # a worker must not go on training after its stage was interrupted
 
 
 def find_project(start: Path | None = None) -> Path:

@@ -33,8 +33,9 @@ from gvsl.checkpoint import atomic_save, load_file, save_backbone
 from gvsl.errors import GVSLInputError, NonFiniteLossError
 from gvsl.methods import PRETRAIN_METHODS, Crops, PretrainMethod, build_method
 from gvsl.nets import PAPER_CHANNELS, parse_channels
+from gvsl.nets.unet import check_channels
 from gvsl.pretext import HeldOutPairs, evaluate_pretext, heldout_pairs
-from gvsl.runtime import DistributedContext, git_commit, progress_line, setup_distributed
+from gvsl.runtime import DistributedContext, code_digest, environment, git_commit, progress_line, setup_distributed
 from gvsl.settings import from_mapping
 
 __all__ = ["NonFiniteLossError", "PretrainConfig", "PretrainResult", "VolumeBank", "load_heldout", "lr_factor", "pretrain",
@@ -122,7 +123,14 @@ class PretrainConfig:
             raise GVSLInputError(f"crop: expecting three sizes >= 8 voxels (D H W), got {self.crop}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise GVSLInputError(f"lr must be a positive number, got {self.lr}")
-        self.build_method().check(self.crop, self.batch_size)
+        check_channels(self.channels, "channels")
+        method = self.build_method()
+        method.check(self.crop, self.batch_size)
+        try:  # the method's own heads (their widths come from the backbone's or the options); no memory used
+            with torch.device("meta"):
+                method.build(1, self.channels)
+        except ValueError as err:
+            raise GVSLInputError(f"{self.method}: {err}") from None
 
     def build_method(self) -> PretrainMethod:
         """The method with its options (a bad option raises :class:`GVSLInputError` here)."""
@@ -163,17 +171,56 @@ def _truncate_log(live_dir: Path, first_step: int) -> None:
 
 
 def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int,
-                config: PretrainConfig, generator_states: list[torch.Tensor]) -> None:
+                config: PretrainConfig, inputs: Mapping[str, Any], generator_states: list[torch.Tensor]) -> None:
     atomic_save({
         "format": CHECKPOINT_FORMAT,
         "iteration": iteration,
         "config": config.to_dict(),
+        "inputs": dict(inputs),
         "model_config": model.config.to_dict(),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "generators": generator_states,
         "torch_rng": torch.get_rng_state(),
     }, path)
+
+
+#: ``pretrain(resume=…)``: continue only from a checkpoint of this very run
+RESUME_IF_UNCHANGED = "if-unchanged"
+
+
+def _keep_matching_run(out: Path, config: PretrainConfig, inputs: Mapping[str, Any], ctx: DistributedContext,
+                       name: str) -> bool:
+    """Whether ``out`` holds a checkpoint of this run (same settings, data, held-out pairs and code).
+
+    When it does not, everything in ``out`` is removed: an output folder kept across runs (DVC's
+    ``persist``) must not mix a stale run's files into the new one.
+    """
+    import shutil
+
+    checkpoint_path = out / CHECKPOINT_NAME
+    changed: list[str] = []
+    if checkpoint_path.is_file():
+        try:
+            state = load_file(checkpoint_path)
+        except GVSLInputError:
+            changed = ["a checkpoint that cannot be read"]
+        else:
+            saved_inputs = state.get("inputs") or {}
+            changed = [key for key, value in config.to_dict().items() if state.get("config", {}).get(key) != value]
+            changed += [key for key, value in inputs.items() if saved_inputs.get(key) != value]
+            if state.get("format") != CHECKPOINT_FORMAT:
+                changed.append("format")
+    matches = checkpoint_path.is_file() and not changed
+    if ctx.enabled:
+        torch.distributed.barrier()  # every rank has read the checkpoint before rank 0 may remove it
+    if not matches and ctx.is_main and out.exists():
+        if changed:
+            progress_line(f"{name}: {checkpoint_path} was written with other {', '.join(changed)}; starting afresh")
+        shutil.rmtree(out)
+    if ctx.enabled:
+        torch.distributed.barrier()
+    return matches
 
 
 def _gather_generator_states(ctx: DistributedContext, generator: torch.Generator) -> list[torch.Tensor]:
@@ -192,7 +239,7 @@ def _channels_last(tensors: Mapping[str, torch.Tensor], device: torch.device) ->
 
 
 def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str | Path, config: PretrainConfig,
-             resume: bool = False, ids: Sequence[str] | None = None, provenance: Mapping[str, Any] | None = None,
+             resume: bool | str = False, ids: Sequence[str] | None = None, provenance: Mapping[str, Any] | None = None,
              progress: bool = True, heldout: HeldOutPairs | None = None) -> PretrainResult:
     """Pre-train ``config.method`` on ``volumes`` and write ``out/backbone.pt``.
 
@@ -204,8 +251,11 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
             evaluation) and, for methods with a Z-matching head and ``heldout``, ``pretext.json``
             (the first and last registration of the held-out pairs, per pair).
         config: run settings.
-        resume: continue from ``out/checkpoint.pt``; the run ends with the same weights as an
-            uninterrupted one (same device and seed). Without a checkpoint the run starts afresh.
+        resume: ``True``: continue from ``out/checkpoint.pt``; the run ends with the same weights as
+            an uninterrupted one (same device and seed). Without a checkpoint the run starts afresh.
+            ``"if-unchanged"`` (what the pipeline's stages use): continue only from a checkpoint
+            written with this run's settings, data, held-out pairs and ``gvsl`` code; any other
+            content of ``out`` is removed and the run starts afresh.
         ids: names of the volumes for error messages.
         provenance: recorded in ``backbone.pt`` (data source, profile…).
         progress: show a progress bar (main process only).
@@ -224,6 +274,13 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
     bank = volumes if isinstance(volumes, VolumeBank) else VolumeBank(volumes, ids)
     bank.check_crop(config.crop)
     checkpoint_path, backbone_path = out / CHECKPOINT_NAME, out / BACKBONE_NAME
+    inputs = {"data": bank.digest(), "heldout": [list(p) for p in heldout.ids] if heldout is not None else None,
+              "code": code_digest()}
+    name = f"pretrain {config.method} seed {config.seed}"
+    if resume == RESUME_IF_UNCHANGED:
+        resume = _keep_matching_run(out, config, inputs, ctx, name)
+    elif not isinstance(resume, bool):
+        raise GVSLInputError(f"resume must be True, False or {RESUME_IF_UNCHANGED!r}, got {resume!r}")
     if checkpoint_path.exists() and not resume:
         raise GVSLInputError(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another --out")
 
@@ -250,6 +307,8 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
                                  f"resumed with {ctx.world_size}")
         generator.set_state(state["generators"][ctx.rank])
         torch.set_rng_state(state["torch_rng"])
+        if ctx.is_main:
+            progress_line(f"{name}: resumed from iteration {start}")
     model.to(device=device, memory_format=torch.channels_last_3d)
     cuda = device.type == "cuda"
     # BYOL's target network has no gradient and is moved by its method, not by the optimiser
@@ -276,7 +335,6 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
         live = Live(str(out / "dvclive"), resume=bool(start), dvcyaml=False, save_dvc_exp=False, report=None)
         live.log_params({"pretrain": config.to_dict()})
     first_scores = _read_pretext(out / PRETEXT_NAME, heldout) if start and registers else None
-    name = f"pretrain {config.method} seed {config.seed}"
     bar = tqdm(total=config.iterations, initial=start, disable=not (progress and ctx.is_main), desc=name,
                dynamic_ncols=True)
     terms_now: dict[str, float] = {}
@@ -319,7 +377,7 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
         if done % config.checkpoint_every == 0 or done == config.iterations:
             states = _gather_generator_states(ctx, generator)
             if ctx.is_main:
-                _save_state(checkpoint_path, model, optimizer, done, config, states)
+                _save_state(checkpoint_path, model, optimizer, done, config, inputs, states)
                 if not progress:  # no bar: one line per checkpoint block instead
                     progress_line(f"{name}: iteration {done}/{config.iterations}, "
                                   + ", ".join(f"{term} {value:.4f}" for term, value in terms.as_floats().items()))
@@ -327,7 +385,8 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
     seconds = time.perf_counter() - began
     if ctx.is_main:
         save_backbone(backbone_path, model.backbone, method=config.method, iterations=config.iterations,
-                      pretrain=config.to_dict(), commit=git_commit(), **dict(provenance or {}))
+                      pretrain=config.to_dict(), commit=git_commit(), environment=environment(device),
+                      **dict(provenance or {}))
         if live is not None:
             live.end()
     if ctx.enabled:
@@ -405,6 +464,9 @@ def load_heldout(data: str | Path, split: str, crop: Sequence[int], pairs: int, 
     """Held-out pairs from ``split`` of a prepared dataset (labels, when it has them, give the Dice)."""
     from gvsl.data import load_prepared
 
+    if split == "test":
+        raise GVSLInputError("held-out split must not be 'test': the test split is for Table 1")
+
     dataset = load_prepared(data)
     cases = dataset.load_split(split)
     if len(cases) < 2:
@@ -413,7 +475,7 @@ def load_heldout(data: str | Path, split: str, crop: Sequence[int], pairs: int, 
     return heldout_pairs(cases, crop, pairs, seed, num_classes=classes)
 
 
-def pretrain_prepared(data: str | Path, out: str | Path, config: PretrainConfig, resume: bool = False,
+def pretrain_prepared(data: str | Path, out: str | Path, config: PretrainConfig, resume: bool | str = False,
                       progress: bool = True, heldout: HeldOutPairs | None = None) -> PretrainResult:
     """Pre-train on the ``train`` split of a prepared dataset (labels, if any, are ignored)."""
     from gvsl.data import load_prepared

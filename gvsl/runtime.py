@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -13,17 +15,21 @@ import torch.distributed as dist
 
 from gvsl.errors import GVSLInputError
 
-__all__ = ["DistributedContext", "git_commit", "progress_line", "resolve_device", "setup_distributed"]
+__all__ = ["DistributedContext", "code_digest", "environment", "git_commit", "progress_line", "resolve_device", "setup_distributed"]
 
 
 def progress_line(message: str) -> None:
     """One line of progress for the person watching the terminal.
 
-    Inside a papermill kernel ``sys.stdout`` reaches the executed notebook only; the process's own
-    standard output (``sys.__stdout__``) reaches the notebook and the terminal that runs
-    ``dvc repro``. Elsewhere the two are the same stream.
+    Inside a papermill kernel ``sys.stdout`` reaches the executed notebook and the process's own
+    standard output (``sys.__stdout__``) the terminal that runs ``dvc repro``, so the kernel writes
+    to both. Worker processes write to their standard output, which ipykernel forwards to the
+    notebook as well. Elsewhere the two are the same stream.
     """
-    print(message, file=sys.__stdout__ or sys.stdout, flush=True)
+    terminal = sys.__stdout__ or sys.stdout
+    print(message, file=terminal, flush=True)
+    if sys.stdout is not terminal and multiprocessing.parent_process() is None:
+        print(message, file=sys.stdout, flush=True)
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -71,6 +77,29 @@ def setup_distributed(device_name: str = "auto") -> tuple[DistributedContext, to
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return ctx, device
+
+
+def environment(device: str | torch.device = "cpu") -> dict[str, str]:
+    """The versions that produced a result (Python, torch, MONAI, NumPy) and the device it ran on."""
+    import platform
+
+    import monai
+    import numpy
+
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "monai": str(monai.__version__),
+            "numpy": str(numpy.__version__), "device": f"{device} ({name})"}
+
+
+def code_digest() -> str:
+    """A digest of the ``gvsl`` package's source files: the code a run was made with, committed or not."""
+    package = Path(__file__).resolve().parent
+    hasher = hashlib.blake2b(digest_size=16)
+    for path in sorted(package.rglob("*.py")):
+        hasher.update(str(path.relative_to(package)).encode())
+        hasher.update(path.read_bytes())
+    return hasher.hexdigest()
 
 
 def git_commit(path: str | os.PathLike = ".") -> str:

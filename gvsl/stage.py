@@ -7,33 +7,54 @@ environment's Python kernel, as papermill's command line would run it, with two 
 * the kernel is reached over IPC sockets in a private temporary folder rather than over TCP on
   localhost, so it has no open port and does not print ipykernel's warning about unencrypted TCP
   at every stage;
-* papermill's own progress bar and log stay off; the stage's progress lines
+* papermill's own progress bar and its log below errors stay off; the stage's progress lines
   (:func:`gvsl.runtime.progress_line`) reach the terminal.
 
 A failing cell ends the command with the cell's traceback and exit status 1; the executed notebook
-is still written, up to the failing cell.
+is still written, up to the failing cell. An interrupted stage (Ctrl-C or SIGTERM: exit status 128 +
+the signal; or the runner killed) takes its kernel and the kernel's worker processes with it: jupyter_client starts kernels in a session of
+their own, out of reach of the terminal's Ctrl-C, and a kernel left behind would go on training and
+writing the stage's outputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "run_stage"]
+__all__ = ["die_with_parent", "main", "run_stage"]
+
+#: the kernel runs this first: it ends when the runner does, however the runner ends
+_KERNEL_START = "--IPKernelApp.exec_lines=import gvsl.stage; gvsl.stage.die_with_parent()"
 
 
-def _kernel_manager_class(socket_folder: str):
+def die_with_parent() -> None:
+    """Have Linux kill this process when its parent process ends (elsewhere, do nothing)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _kernel_manager_class(socket_folder: str, started: list):
     # imported here: `python -m gvsl.stage` should not pay for jupyter_client until it runs a notebook
     from jupyter_client.manager import KernelManager
     from traitlets import default
 
     class IPCKernelManager(KernelManager):
-        """A kernel manager whose kernels listen on IPC sockets under ``socket_folder``."""
+        """A kernel manager whose kernels listen on IPC sockets under ``socket_folder``, listed in ``started``."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
 
         @default("transport")
         def _default_transport(self):
@@ -52,9 +73,40 @@ def run_stage(notebook: str | Path, output: str | Path, params: Mapping[str, Any
     import papermill
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
+    started: list = []
+
+    def interrupt(signum, frame):
+        # At once, and for good: papermill would notice a Ctrl-C only once the running cell had
+        # finished, and then wait on the dead kernel. The executed notebook is not written.
+        _kill_kernels(started)
+        print(f"gvsl.stage: {notebook} interrupted ({signal.Signals(signum).name}); its kernel was stopped",
+              file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    previous = {signum: signal.signal(signum, interrupt) for signum in handled}
     with tempfile.TemporaryDirectory(prefix="gvsl-kernel-") as sockets:
-        papermill.execute_notebook(str(notebook), str(output), parameters={**params, **(overrides or {})},
-                                   progress_bar=False, kernel_manager_class=_kernel_manager_class(sockets))
+        try:
+            papermill.execute_notebook(str(notebook), str(output), parameters={**params, **(overrides or {})},
+                                       progress_bar=False, kernel_manager_class=_kernel_manager_class(sockets, started),
+                                       extra_arguments=[_KERNEL_START])
+        except BaseException:
+            _kill_kernels(started)
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _kill_kernels(managers: list) -> None:
+    """Kill each started kernel's process group, which holds its worker processes too."""
+    for manager in managers:
+        pgid = getattr(manager.provisioner, "pgid", None)
+        if pgid:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-f", "--parameters-file", default="params.yaml",
                         help="YAML file of parameters (default: params.yaml)")
     args = parser.parse_args(argv)
+    import logging
+
     import yaml
+
+    # as papermill's --log-level ERROR: it would warn of every params.yaml group the notebook does not use
+    logging.getLogger("papermill").setLevel(logging.ERROR)
 
     path = Path(args.parameters_file)
     if not path.is_file():

@@ -16,7 +16,7 @@ from gvsl.checkpoint import (
     save_model,
 )
 from gvsl.errors import GVSLInputError
-from gvsl.nets import GVSL
+from gvsl.nets import GVSL, UNet3D
 
 TINY = (8, 16, 16, 16, 16, 16, 16, 8, 8)
 
@@ -177,3 +177,14 @@ def test_architecture_mismatch_is_reported(tmp_path):
     ckpt["config"]["channels"] = [8, 16, 16, 16, 32, 16, 16, 8, 8]
     with pytest.raises(GVSLInputError, match="does not fit the inferred architecture"):
         load_model(ckpt)
+
+
+def test_a_backbone_records_its_environment_and_loads_weights_only(tmp_path):
+    from gvsl.runtime import environment
+
+    path = save_backbone(tmp_path / "backbone.pt", UNet3D(1, TINY), method="gvsl", environment=environment())
+    state = torch.load(path, map_location="cpu", weights_only=True)  # plain types only: no torch version objects
+    recorded = state["metadata"]["environment"]
+    assert set(recorded) == {"python", "torch", "monai", "numpy", "device"}
+    assert recorded["torch"] == str(torch.__version__) and recorded["device"].startswith("cpu")
+    load_backbone(path)

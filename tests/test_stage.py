@@ -28,6 +28,7 @@ def test_stage_injects_params_and_overrides_without_the_tcp_warning(tmp_path):
     done = _stage(tmp_path, notebook, "-p", "task", "SAC")
     assert done.returncode == 0, done.stderr
     assert "TCP" not in done.stderr and "encryption" not in done.stderr
+    assert "unknown parameter" not in done.stderr  # params.yaml's other groups are passed silently
     executed = nbformat.read(tmp_path / "out" / "run.ipynb", as_version=4)
     printed = json.loads(executed.cells[-1].outputs[0]["text"])
     assert printed == {"task": "SAC", "model": {"channels": [8, 16]}}

@@ -213,6 +213,17 @@ def test_plateau_rule(curve, reached):
     assert transfer.PlateauRule(window=0.25, min_delta=0.01).reached(curve) is reached
 
 
+def test_a_probe_whose_first_validation_is_its_best_plateaus_without_the_rise():
+    peaked_first = [(50, 0.39), (100, 0.33), (150, 0.33), (200, 0.36), (250, 0.36), (300, 0.36), (350, 0.36),
+                    (400, 0.36)]
+    assert not transfer.PlateauRule(min_iterations=400).reached(peaked_first)
+    assert transfer.PlateauRule(min_iterations=400, needs_rise=False).reached(peaked_first)
+    still_rising = [(i, 0.1 + 0.02 * k) for k, i in enumerate(range(50, 450, 50))]
+    assert not transfer.PlateauRule(min_iterations=400, needs_rise=False).reached(still_rising)
+    config = transfer.TransferConfig("classification", "linear", 1, plateau_needs_rise=False)
+    assert config.plateau.needs_rise is False
+
+
 def test_plateau_rule_waits_for_min_iterations_and_looks_back_over_the_window():
     flat = [(i, 0.5 if i > 100 else 0.1) for i in range(100, 2100, 100)]
     assert not transfer.PlateauRule(min_iterations=3000).reached(flat)

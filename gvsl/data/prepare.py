@@ -15,6 +15,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import warnings
@@ -89,6 +90,8 @@ def prepare(source: str, out: str | os.PathLike, root: str | os.PathLike | None 
         raise GVSLInputError(f"subjects must be >= 1, got {subjects}")
     if seed < 0:
         raise GVSLInputError(f"seed must be >= 0, got {seed}")
+    if window_offset is not None and not math.isfinite(window_offset):
+        raise GVSLInputError(f"window offset must be a finite number of HU, got {window_offset}")
     request = PrepareRequest(source=source, root=Path(root) if root is not None else None, subjects=subjects,
                              shape=_triple("shape", shape, int), spacing=_triple("spacing", spacing, float),
                              seed=int(seed), window_offset=window_offset, roi_mm=_triple("roi", roi_mm, float),

@@ -115,10 +115,13 @@ class PretrainMethod(ABC):
     def __init__(self, options: Mapping[str, Any] | None = None):
         if options is not None and not isinstance(options, Mapping):
             raise GVSLInputError(f"pretrain.options.{self.key} must be a mapping of settings, got {options!r}")
+        where = f"pretrain.options.{self.key}"
         try:
-            self.options = from_mapping(self.Options, dict(options or {}), f"pretrain.options.{self.key}")
+            self.options = from_mapping(self.Options, dict(options or {}), where)
+        except GVSLInputError:
+            raise  # it names the settings already
         except (TypeError, ValueError) as error:
-            raise GVSLInputError(f"pretrain.options.{self.key}: {error}") from None
+            raise GVSLInputError(f"{where}: {error}") from None
 
     def options_dict(self) -> dict[str, Any]:
         return asdict(self.options)

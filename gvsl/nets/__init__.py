@@ -2,7 +2,7 @@
 
 from gvsl.nets.gvsl import GVSL, VARIANTS, GVSLConfig, GVSLOutput
 from gvsl.nets.heads import AffineHead, DeformableHead, RestorationHead
-from gvsl.nets.unet import PAPER_CHANNELS, ConvBlock, UNet3D, parse_channels
+from gvsl.nets.unet import PAPER_CHANNELS, ConvBlock, LocalFeatureUNet, UNet3D, parse_channels
 
 __all__ = [
     "GVSL",
@@ -14,6 +14,7 @@ __all__ = [
     "RestorationHead",
     "PAPER_CHANNELS",
     "ConvBlock",
+    "LocalFeatureUNet",
     "UNet3D",
     "parse_channels",
 ]

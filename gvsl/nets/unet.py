@@ -14,7 +14,8 @@ from torch import nn
 
 from gvsl.errors import GVSLInputError
 
-__all__ = ["PAPER_CHANNELS", "ConvBlock", "UNet3D", "check_group_norm_width", "check_volume", "parse_channels"]
+__all__ = ["PAPER_CHANNELS", "ConvBlock", "LocalFeatureUNet", "UNet3D", "check_channels", "check_group_norm_width",
+           "check_volume", "parse_channels"]
 
 #: Widths of the paper's U-Net: five encoder levels, then four decoder levels.
 PAPER_CHANNELS: tuple[int, ...] = (32, 64, 128, 256, 512, 256, 128, 64, 32)
@@ -31,7 +32,19 @@ def parse_channels(text: str) -> tuple[int, ...]:
         raise GVSLInputError(f"--channels: expecting nine comma-separated integers, got {text!r}") from err
     if len(channels) != 9:
         raise GVSLInputError(f"--channels: expecting nine widths (five down, four up), got {len(channels)}: {text!r}")
+    check_channels(channels, "--channels")
     return channels
+
+
+def check_channels(channels: Sequence[int], where: str) -> None:
+    """Raise :class:`GVSLInputError` (one line, naming ``where``) unless ``channels`` can build a :class:`UNet3D`."""
+    if len(channels) != 9:
+        raise GVSLInputError(f"{where}: expecting nine widths (five down, four up), got {len(channels)}: {list(channels)}")
+    for index, width in enumerate(channels):
+        try:
+            check_group_norm_width(int(width), 8, f"channels[{index}]")
+        except ValueError as err:
+            raise GVSLInputError(f"{where}: {err}") from None
 
 
 def check_group_norm_width(channels: int, group_size: int, what: str) -> None:
@@ -150,3 +163,14 @@ class UNet3D(nn.Module):
             :, :, before[0] : before[0] + size[0], before[1] : before[1] + size[1], before[2] : before[2] + size[2]
         ]
         return global_feature, local_feature
+
+
+class LocalFeatureUNet(UNet3D):
+    """A :class:`UNet3D` whose ``forward`` returns the local feature f^l alone, (B, channels[8], D, H, W).
+
+    The same parameters (and state-dict keys) as :class:`UNet3D`: the network of an exported MONAI
+    Bundle (:mod:`gvsl.export`), since MONAI's bundle checks and inferers expect one output tensor.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x)[1]

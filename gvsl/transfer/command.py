@@ -30,7 +30,7 @@ def transfer_prepared(data: str | Path, out: str | Path, init: str, config: Tran
     """
     from gvsl.checkpoint import atomic_save, load_backbone
     from gvsl.data import load_prepared
-    from gvsl.runtime import git_commit
+    from gvsl.runtime import environment, git_commit, resolve_device
 
     dataset = load_prepared(data, task=("SHC", "SAC", "CCC", "SBM"))
     info = dataset.info
@@ -54,9 +54,10 @@ def transfer_prepared(data: str | Path, out: str | Path, init: str, config: Tran
         "best_iteration": result.best_iteration, "best_val": result.best_val_metric, "test": result.test,
         "val_curve": [[int(i), float(v)] for i, v in result.val_curve], "iterations": result.iterations,
         "converged": result.converged, "plateau": {"window": config.plateau_window, "min_delta": config.plateau_delta,
+                                                   "needs_rise": config.plateau_needs_rise,
                                                    "min_iterations": config.min_iterations,
                                                    "stop_on_plateau": config.stop_on_plateau},
-        "per_case": result.test_cases, "seconds": result.seconds,
+        "per_case": result.test_cases, "seconds": result.seconds, "environment": environment(resolve_device(config.device)),
         "seconds_per_iteration": result.seconds_per_iteration, "config": config.to_dict(),
         "backbone_channels": list(backbone.channels), "dataset": str(data), "dataset_source": info.source,
         "commit": git_commit(),
@@ -90,6 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="plateaued: the last this fraction of iterations added less than --plateau-delta")
     parser.add_argument("--plateau-delta", type=float, default=defaults.plateau_delta,
                         help="in score units (0.01 = one point of Dice or AUC)")
+    parser.add_argument("--plateau-without-rise", action="store_true",
+                        help="a curve whose first validation is its best may plateau (linear probes)")
     parser.add_argument("--channels", default=",".join(map(str, PAPER_CHANNELS)),
                         help="nine backbone widths, for --init scratch")
     parser.add_argument("--device", default=defaults.device)
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                             seed=args.seed, seg_loss=args.seg_loss, device=args.device,
                             class_weighting=args.class_weighting, stop_on_plateau=args.stop_on_plateau,
                             min_iterations=args.min_iterations, plateau_window=args.plateau_window,
-                            plateau_delta=args.plateau_delta)
+                            plateau_delta=args.plateau_delta, plateau_needs_rise=not args.plateau_without_rise)
     result = transfer_prepared(args.data, args.out, args.init, config, channels=parse_channels(args.channels))
     print(f"{info.task} {args.protocol} test {result.metric_name} = "
           f"{result.test.get(result.metric_name, float('nan')):.4f} (best iteration {result.best_iteration})")

@@ -30,8 +30,12 @@ class PlateauRule:
     ``(1 - window) · i``, and at least the last ``min_validations`` of them (so that one noisy score
     never decides). The curve has plateaued when its best score exceeds the best score before the
     recent validations by less than ``min_delta`` (scores are fractions: 0.01 is one point of Dice or
-    AUC), and it has risen by at least ``min_delta`` above its first score at some point (a curve flat
-    from the start has not begun to learn). NaN scores count as no score; a NaN last score is no plateau.
+    AUC), and, with ``needs_rise``, it has risen by at least ``min_delta`` above its first score at some
+    point: a fine-tuned network can sit at 0 Dice for tens of steps before it takes off, and a curve
+    flat from the start has not begun to learn. A linear probe on frozen features is a convex problem
+    with no such delay; its validation score can peak at the first validation, and such a curve is as
+    converged as any, so the linear protocol goes without the rise. NaN scores count as no score; a
+    NaN last score is no plateau.
 
     The default profile's transfer runs stop at the first validation where this holds, and a Table 1
     cell is *converged* when all its runs plateaued. The rule and its settings were set from scratch's
@@ -42,6 +46,7 @@ class PlateauRule:
     min_delta: float = 0.01
     min_iterations: int = 0
     min_validations: int = 3
+    needs_rise: bool = True
 
     def __post_init__(self):
         if not 0 < self.window < 1:
@@ -61,7 +66,7 @@ class PlateauRule:
         recent = max(sum(iteration > horizon for iteration, _ in curve), self.min_validations)
         earlier = [score for _, score in curve[:-recent] if not math.isnan(score)]
         scores = [score for _, score in curve if not math.isnan(score)]
-        if not earlier or max(scores) - scores[0] < self.min_delta:
+        if not earlier or (self.needs_rise and max(scores) - scores[0] < self.min_delta):
             return False
         return max(scores) - max(earlier) < self.min_delta
 
@@ -98,7 +103,7 @@ class TransferConfig:
         stop_on_plateau: end the run once its validation curve plateaus (:class:`PlateauRule` of
             ``plateau_window``, ``plateau_delta`` and ``min_iterations``); ``iterations`` is then a cap.
             Either way the run reports whether its curve plateaued.
-        plateau_window, plateau_delta, min_iterations: the :class:`PlateauRule`.
+        plateau_window, plateau_delta, min_iterations, plateau_needs_rise: the :class:`PlateauRule`.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``…
     """
 
@@ -118,6 +123,7 @@ class TransferConfig:
     plateau_window: float = 0.25
     plateau_delta: float = 0.01
     min_iterations: int = 0
+    plateau_needs_rise: bool = True
     device: str = "auto"
 
     def __post_init__(self):
@@ -152,7 +158,8 @@ class TransferConfig:
     @property
     def plateau(self) -> "PlateauRule":
         """The rule that says whether a validation curve has plateaued."""
-        return PlateauRule(self.plateau_window, self.plateau_delta, self.min_iterations)
+        return PlateauRule(self.plateau_window, self.plateau_delta, self.min_iterations,
+                           needs_rise=bool(self.plateau_needs_rise))
 
     @property
     def metric_name(self) -> str:

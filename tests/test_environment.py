@@ -1,0 +1,65 @@
+"""requirements.lock pins every package, satisfies pyproject.toml, and is what this environment runs."""
+
+import re
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _lock() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][^=\s]*", line), f"not an exact pin: {line!r}"
+        name, version = line.split("==")
+        pins[canonicalize_name(name)] = version
+    return pins
+
+
+def _project_requirements() -> list[Requirement]:
+    """The dependencies of pyproject.toml with every extra of `all` (the extras `make env` installs)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(r) for r in project["dependencies"]]
+    pending, seen = ["all"], set()
+    while pending:
+        extra = pending.pop()
+        seen.add(extra)
+        for text in project["optional-dependencies"][extra]:
+            requirement = Requirement(text)
+            if canonicalize_name(requirement.name) == canonicalize_name(project["name"]):
+                pending += [e for e in requirement.extras if e not in seen]
+            else:
+                requirements.append(requirement)
+    return requirements
+
+
+def test_the_lock_satisfies_every_requirement_of_the_project():
+    pins = _lock()
+    for requirement in _project_requirements():
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is required by pyproject.toml but not locked; run `make lock`"
+        assert requirement.specifier.contains(Version(pins[name]), prereleases=True), (
+            f"{requirement} is not met by the locked {pins[name]}; run `make lock`")
+
+
+def test_this_environment_runs_the_locked_versions():
+    mismatched = {}
+    for name, version in _lock().items():
+        installed = Version(metadata.version(name))
+        if installed.public != Version(version).public:  # the CPU wheel of torch carries a "+cpu" label
+            mismatched[name] = (version, str(installed))
+    assert not mismatched, f"installed versions differ from requirements.lock (locked, installed): {mismatched}"
+
+
+def test_the_conda_environment_installs_the_lock():
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(entry["pip"] for entry in environment["dependencies"] if isinstance(entry, dict))
+    assert "-r requirements.lock" in pip_section

@@ -1,0 +1,128 @@
+"""An interrupted `dvc repro` resumes pre-training from its last checkpoint; a changed setting starts afresh.
+
+The pre-training stages keep their output folder between runs (``persist`` in dvc.yaml) and continue
+from a checkpoint written with the same settings, data and code (``resume="if-unchanged"``).
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from tests.test_pipeline import TINY
+
+ROOT = Path(__file__).resolve().parent.parent
+ITERATIONS, EVERY = 240, 20
+SETTINGS = {
+    **TINY,
+    "pipeline": {"tasks": ["SHC"], "methods": ["gvsl"]},
+    "pretrain": {**TINY["pretrain"], "seeds": [0], "processes": 1, "iterations": ITERATIONS,
+                 "checkpoint_every": EVERY, "eval_every": 120, "warmup": 10},
+}
+SEED_DIR = Path("build/pretrain/gvsl/seed0")
+
+
+def _project(path: Path) -> Path:
+    for name in ("gvsl", "notebooks", "data-embedded", ".dvc"):
+        shutil.copytree(ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+    for name in ("dvc.yaml", "data.dvc", ".dvcignore"):
+        shutil.copy(ROOT / name, path / name)
+    (path / "params.yaml").write_text(yaml.safe_dump(SETTINGS, sort_keys=False))
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "resume"]):
+        subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *command], cwd=path,
+                       check=True)
+    return path
+
+
+def _env():
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def _repro(project: Path) -> str:
+    done = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "pretrain@gvsl"], cwd=project,
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def _checkpoint_iteration(project: Path) -> int:
+    path = project / SEED_DIR / "checkpoint.pt"
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["iteration"]) if path.is_file() else 0
+    except Exception:  # being replaced at this moment
+        return 0
+
+
+def _interrupt(project: Path, how: signal.Signals) -> int:
+    """Start `dvc repro`, and send ``how`` to its process group once a checkpoint past the first is written."""
+    log = open(project / "interrupted.log", "w")
+    process = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro", "pretrain@gvsl"], cwd=project,
+                               env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while _checkpoint_iteration(project) < 2 * EVERY:
+        assert process.poll() is None, (project / "interrupted.log").read_text()
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.05)
+    os.killpg(process.pid, how)
+    process.wait(timeout=120)
+    log.close()
+    reached = _checkpoint_iteration(project)
+    assert reached < ITERATIONS, "the run finished before it was interrupted; make it longer"
+    return reached
+
+
+def _backbone(project: Path) -> dict[str, torch.Tensor]:
+    return torch.load(project / SEED_DIR / "backbone.pt", map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _training_log(project: Path) -> pd.DataFrame:
+    return pd.read_csv(project / SEED_DIR / "dvclive" / "plots" / "metrics" / "train" / "total.tsv", sep="\t")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    project = _project(tmp_path_factory.mktemp("uninterrupted"))
+    _repro(project)
+    return project
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_an_interrupted_repro_resumes_pretraining_bit_for_bit(how, uninterrupted, tmp_path):
+    project = _project(tmp_path)
+    reached = _interrupt(project, how)
+    output = _repro(project)
+    assert f"pretrain gvsl seed 0: resumed from iteration {reached}" in output
+    executed = json.loads((project / "build" / "notebooks" / "pretrain" / "gvsl.ipynb").read_text())
+    assert f"resumed from iteration {reached}" in json.dumps(executed["cells"])
+    ours, reference = _backbone(project), _backbone(uninterrupted)
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[key], reference[key]) for key in ours), "the resumed backbone differs"
+    log, reference_log = _training_log(project), _training_log(uninterrupted)
+    assert log["step"].is_unique and log["step"].tolist() == list(range(ITERATIONS))  # no iteration repeated
+    assert log["total"].tolist() == reference_log["total"].tolist()
+
+
+@pytest.mark.slow
+def test_a_changed_setting_starts_afresh_in_the_kept_folder(uninterrupted, tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(uninterrupted, project, symlinks=True)
+    settings = yaml.safe_load((project / "params.yaml").read_text())
+    settings["pretrain"]["lr"] = 2e-4
+    (project / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    output = _repro(project)
+    assert "was written with other lr; starting afresh" in output and "resumed from" not in output
+    assert _checkpoint_iteration(project) == ITERATIONS
+    ours, reference = _backbone(project), _backbone(uninterrupted)
+    assert not all(torch.equal(ours[key], reference[key]) for key in ours)
