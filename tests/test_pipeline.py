@@ -91,7 +91,8 @@ def test_stage_settings_errors_name_the_key(tmp_path):
 def test_dvc_stages_use_the_package_layout():
     stages = load(ROOT / "dvc.yaml")["stages"]
     assert "build/prepared/${key}" in stages["prepare"]["do"]["outs"]
-    assert "build/pretrain/${item}" in stages["pretrain"]["do"]["outs"]
+    # pre-training keeps its folder when it re-runs, so that an interrupted run resumes (tests/test_resume.py)
+    assert {"build/pretrain/${item}": {"persist": True}} in stages["pretrain"]["do"]["outs"]
     assert "build/transfer/${item}" in stages["transfer"]["do"]["outs"]
     assert str(pipeline.transfer_dir("SHC", "linear", "gvsl")) == "build/transfer/gvsl/SHC-linear"
     assert str(pipeline.pretrain_dir("gvsl")) == "build/pretrain/gvsl"
