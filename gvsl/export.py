@@ -151,7 +151,7 @@ def _readme(meta: dict[str, Any]) -> str:
         "parser = ConfigParser()",
         "parser.read_config('configs/inference.json')",
         "network = parser.get_parsed_content('network_def')",
-        "network.load_state_dict(torch.load('models/model.pt', map_location='cpu'))",
+        "network.load_state_dict(torch.load('models/model.pt', map_location='cpu', weights_only=True))",
         "features = network.eval()(torch.rand(1, 1, 32, 32, 32))  # (1, C, 32, 32, 32)",
         "```", "",
         "## Provenance", "",

@@ -63,7 +63,7 @@ def test_the_bundle_network_gives_the_backbones_features(bundle, backbone_file):
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     network = parser.get_parsed_content("network_def")
-    network.load_state_dict(torch.load(bundle / "models" / "model.pt", map_location="cpu"))
+    network.load_state_dict(torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True))
     x = torch.rand(1, 1, 24, 32, 40)
     with torch.no_grad():
         assert torch.equal(network.eval()(x), load_backbone(backbone_file).eval()(x)[1])

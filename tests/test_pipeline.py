@@ -132,19 +132,24 @@ def dvc(project, *args):
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def tiny_project(tmp_path_factory):
-    """A copy of the project with tiny settings, reproduced once."""
-    project = tmp_path_factory.mktemp("project")
+def make_project(project: Path, settings) -> Path:
+    """A committed copy of the project's pipeline in ``project`` with ``settings`` as its params.yaml."""
     for name in ("gvsl", "notebooks", "data-embedded", ".dvc"):
         shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
     for name in ("dvc.yaml", "data.dvc", ".dvcignore"):
         shutil.copy(ROOT / name, project / name)
-    (project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    (project / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     # DVCLive refuses a git repository without commits, as a fresh clone never is.
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "tiny"]):
         subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *command],
                        cwd=project, check=True)
+    return project
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory):
+    """A copy of the project with tiny settings, reproduced once."""
+    project = make_project(tmp_path_factory.mktemp("project"), TINY)
     dvc(project, "repro")
     return project
 

@@ -18,9 +18,8 @@ import pytest
 import torch
 import yaml
 
-from tests.test_pipeline import TINY
+from tests.test_pipeline import TINY, make_project
 
-ROOT = Path(__file__).resolve().parent.parent
 ITERATIONS, EVERY = 240, 20
 SETTINGS = {
     **TINY,
@@ -32,15 +31,7 @@ SEED_DIR = Path("build/pretrain/gvsl/seed0")
 
 
 def _project(path: Path) -> Path:
-    for name in ("gvsl", "notebooks", "data-embedded", ".dvc"):
-        shutil.copytree(ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
-    for name in ("dvc.yaml", "data.dvc", ".dvcignore"):
-        shutil.copy(ROOT / name, path / name)
-    (path / "params.yaml").write_text(yaml.safe_dump(SETTINGS, sort_keys=False))
-    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "resume"]):
-        subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *command], cwd=path,
-                       check=True)
-    return path
+    return make_project(path, SETTINGS)
 
 
 def _env():
