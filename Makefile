@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env lock repro repro-paper lab test test-slow bench clean-env
+.PHONY: env lock repro repro-paper rehearse-paper check-report browser lab test test-slow bench clean-env
 
 # The environment is rebuilt exactly from requirements.lock (every package pinned); `make lock`
 # regenerates the lock from pyproject.toml after a dependency changes there.
@@ -19,6 +19,17 @@ $(STAMP): pyproject.toml requirements.lock
 
 env: $(STAMP)
 
+# ITK, the optional extra that reads MetaImage (STOIC's .mha), pinned in requirements-itk.lock (~550 MB)
+ITK_STAMP := $(VENV)/.itk-installed
+$(ITK_STAMP): $(STAMP) requirements-itk.lock
+	$(BIN)/python -m pip install --quiet -r requirements-itk.lock
+	$(BIN)/python -m pip check
+	touch $(ITK_STAMP)
+
+# Debian's Chromium, for looking at the report as a person does (installed when missing; needs root)
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
+
 lock: $(STAMP)
 	$(BIN)/python tools/lock.py
 
@@ -31,6 +42,15 @@ repro-paper: $(STAMP)
 	cp profiles/paper.yaml params.yaml
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
+# The paper profile's stages on small stand-ins of its datasets, in their own formats (gvsl/rehearsal.py):
+# profiles/paper.yaml with profiles/paper-rehearsal.yaml's sizes, iterations and widths, in build/rehearsal
+rehearse-paper: $(ITK_STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m gvsl.rehearsal --dest build/rehearsal
+
+# results/report.html in headless Chromium: images load, tables render, nothing sticks out; build/report.png
+check-report: $(STAMP) browser
+	$(BIN)/python -m gvsl.report.browser results/report.html --screenshot build/report.png
+
 # JupyterLab on the project, with the environment's Python kernel (the one papermill runs the stages on);
 # extra arguments go in LAB_ARGS, e.g. `make lab LAB_ARGS="--no-browser --port 8890"`. As root (containers)
 # Jupyter refuses to start without --allow-root, so it is added there.
@@ -40,7 +60,8 @@ lab: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-slow: $(STAMP)
+# the heavy checks: whole pipeline runs, kill-and-resume, the paper rehearsal, the report in Chromium
+test-slow: $(ITK_STAMP) browser
 	$(BIN)/python -m pytest -m slow -q
 
 bench: $(STAMP)

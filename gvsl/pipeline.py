@@ -24,7 +24,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +238,11 @@ def transfer_jobs(method: str, params: Mapping[str, Any], build: Path = BUILD) -
 
 @dataclass(frozen=True)
 class TransferJob:
-    """One transfer run: a Table 1 cell's (pre-training seed, transfer seed)."""
+    """One transfer run: a Table 1 cell's (pre-training seed, transfer seed).
+
+    ``inputs`` identify what the run reads (settings, backbone, prepared data, code); a finished run
+    whose recorded inputs are the same is kept instead of trained again (:func:`transfer_stage`).
+    """
 
     task: str
     protocol: str
@@ -247,6 +251,7 @@ class TransferJob:
     seed: int
     config: Any
     build: Path
+    inputs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -256,12 +261,67 @@ class TransferJob:
     def out(self) -> Path:
         return transfer_dir(self.task, self.protocol, self.method, self.build) / f"p{self.pretrain_seed}-t{self.seed}"
 
+    @property
+    def backbone(self) -> Path:
+        return pretrain_dir(self.method, self.build, self.pretrain_seed) / "backbone.pt"
+
+
+#: written into a run's folder once the run has finished: what it was made with
+RUN_INPUTS = "inputs.json"
+
+
+def _with_inputs(jobs: list[TransferJob]) -> list[TransferJob]:
+    """The jobs with their inputs: settings, and digests of the backbone, the prepared data and the code."""
+    from gvsl.runtime import code_digest, files_digest
+
+    code = code_digest()
+    data = {task: files_digest(prepared_dir(task, jobs[0].build)) for task in {job.task for job in jobs}}
+    backbones = {path: files_digest(path) for path in {job.backbone for job in jobs}}
+    return [replace(job, inputs=json.loads(json.dumps({
+        "config": job.config.to_dict(), "backbone": backbones[job.backbone], "data": data[job.task], "code": code})))
+        for job in jobs]
+
+
+def _run_inputs(job: TransferJob) -> dict[str, Any]:
+    # the thread count fixes the order of CPU float reductions, so it is an input like the settings
+    return {**job.inputs, "threads": torch.get_num_threads()}
+
+
+def _finished_run(job: TransferJob) -> dict[str, Any] | None:
+    """The metrics of an earlier run of ``job`` that finished with the same inputs, else None."""
+    try:
+        saved = json.loads((job.out / RUN_INPUTS).read_text())
+        metrics = json.loads((job.out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if saved == _run_inputs(job) else None
+
+
+def _remove_stale_runs(method: str, jobs: list[TransferJob], build: Path) -> None:
+    """Folders of cells and runs the settings no longer ask for: the stage's output folder persists
+    across runs (an interrupted stage keeps its finished runs), and the report reads every cell in it."""
+    root = build / "transfer" / method
+    runs = {job.out for job in jobs}
+    cells = {job.out.parent for job in jobs}
+    for cell in (p for p in root.glob("*") if p.is_dir()):
+        if cell not in cells:
+            shutil.rmtree(cell)
+            continue
+        for run in (p for p in cell.glob("*") if p.is_dir() and p not in runs):
+            shutil.rmtree(run)
+
 
 def _run_transfer_job(job: TransferJob) -> dict[str, Any]:
     from gvsl.transfer import transfer_prepared
 
-    backbone = pretrain_dir(job.method, job.build, job.pretrain_seed) / "backbone.pt"
-    result = transfer_prepared(prepared_dir(job.task, job.build), job.out, str(backbone), job.config, progress=False)
+    if (finished := _finished_run(job)) is not None:
+        progress_line(f"transfer {job.name}: kept from an earlier run with the same settings, backbone, data and code")
+        return finished
+    if job.out.exists():
+        shutil.rmtree(job.out)  # an interrupted or outdated run: nothing of it may mix into this one
+    result = transfer_prepared(prepared_dir(job.task, job.build), job.out, str(job.backbone), job.config,
+                               progress=False)
+    (job.out / RUN_INPUTS).write_text(json.dumps(_run_inputs(job), indent=2) + "\n")
     state = "plateaued" if result.converged else "not plateaued"
     progress_line(f"transfer {job.name}: test {result.metric_name} {result.test[result.metric_name]:.3f}, best "
                   f"iteration {result.best_iteration} of {result.iterations} ({state}), {result.seconds:.0f} s")
@@ -276,8 +336,14 @@ def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) 
     per run, in the order of ``runs`` (``[pre-training seed, transfer seed]`` pairs); ``mean`` and
     ``sd`` are over all runs; ``converged`` is true when every run's validation curve plateaued
     (:class:`gvsl.transfer.PlateauRule`); ``seconds`` is the runs' training time added up.
+
+    A run whose folder holds a finished run with the same inputs (settings, threads, backbone, prepared data,
+    ``gvsl`` code; :data:`RUN_INPUTS`) is kept, not trained again: DVC keeps the stage's folder
+    (``persist``), so a ``dvc repro`` interrupted during transfer resumes with the runs it had not
+    finished. Folders of runs and cells the settings no longer ask for are removed.
     """
-    jobs = transfer_jobs(method, params, build)
+    jobs = _with_inputs(transfer_jobs(method, params, build))
+    _remove_stale_runs(method, jobs, build)
     processes = _processes(params, "transfer")
     progress_line(f"transfer {method}: {len(jobs)} runs in {processes} process(es)")
     began = time.perf_counter()

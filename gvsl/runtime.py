@@ -102,13 +102,33 @@ def code_digest() -> str:
     return hasher.hexdigest()
 
 
+def files_digest(path: str | os.PathLike) -> str:
+    """A digest of a file, or of every file under a folder with its relative path: which inputs a run read."""
+    path = Path(path)
+    hasher = hashlib.blake2b(digest_size=16)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        hasher.update(str(file.relative_to(path)).encode() if path.is_dir() else b"")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+    return hasher.hexdigest()
+
+
+#: tracked files the pipeline itself rewrites while it runs; changes to them do not make the code dirty
+_PIPELINE_OUTPUTS = (":(top,exclude)dvc.lock", ":(top,exclude)results")
+
+
 def git_commit(path: str | os.PathLike = ".") -> str:
-    """The commit checked out at ``path`` (with ``+dirty`` for uncommitted changes), or ``unknown``."""
+    """The commit checked out at ``path`` (with ``+dirty`` for uncommitted changes), or ``unknown``.
+
+    ``dvc.lock`` and ``results/`` are left out of the check: ``dvc repro`` rewrites them as its
+    stages finish, so a fresh clone's run would otherwise always call itself dirty.
+    """
     try:
         cwd = Path(path).resolve()
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True,
                                 timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *_PIPELINE_OUTPUTS], cwd=cwd,
                                capture_output=True, text=True, check=True, timeout=10).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

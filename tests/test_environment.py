@@ -1,6 +1,7 @@
 """requirements.lock pins every package, satisfies pyproject.toml, and is what this environment runs."""
 
 import re
+import subprocess
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -63,3 +64,24 @@ def test_the_conda_environment_installs_the_lock():
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(entry["pip"] for entry in environment["dependencies"] if isinstance(entry, dict))
     assert "-r requirements.lock" in pip_section
+
+
+def test_the_commit_is_dirty_for_code_changes_not_for_what_the_pipeline_rewrites(tmp_path):
+    from gvsl.runtime import git_commit
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    (tmp_path / "results").mkdir()
+    for name in ("dvc.lock", "results/table1.csv", "params.yaml"):
+        (tmp_path / name).write_text("a\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "x")
+    head = git("rev-parse", "HEAD")
+    (tmp_path / "dvc.lock").write_text("b\n")  # dvc repro rewrites these as its stages finish
+    (tmp_path / "results" / "table1.csv").write_text("b\n")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "params.yaml").write_text("b\n")
+    assert git_commit(tmp_path) == f"{head}+dirty"

@@ -14,6 +14,7 @@ import yaml
 from gvsl import pipeline, report
 from gvsl.errors import GVSLInputError
 from gvsl.pretrain import PretrainConfig
+from gvsl.rehearsal import copy_project
 from gvsl.transfer import PlateauRule, TransferConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +94,7 @@ def test_dvc_stages_use_the_package_layout():
     assert "build/prepared/${key}" in stages["prepare"]["do"]["outs"]
     # pre-training keeps its folder when it re-runs, so that an interrupted run resumes (tests/test_resume.py)
     assert {"build/pretrain/${item}": {"persist": True}} in stages["pretrain"]["do"]["outs"]
-    assert "build/transfer/${item}" in stages["transfer"]["do"]["outs"]
+    assert {"build/transfer/${item}": {"persist": True}} in stages["transfer"]["do"]["outs"]
     assert str(pipeline.transfer_dir("SHC", "linear", "gvsl")) == "build/transfer/gvsl/SHC-linear"
     assert str(pipeline.pretrain_dir("gvsl")) == "build/pretrain/gvsl"
     assert str(pipeline.prepared_dir("SHC")) == "build/prepared/SHC"
@@ -133,17 +134,8 @@ def dvc(project, *args):
 
 
 def make_project(project: Path, settings) -> Path:
-    """A committed copy of the project's pipeline in ``project`` with ``settings`` as its params.yaml."""
-    for name in ("gvsl", "notebooks", "data-embedded", ".dvc"):
-        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
-    for name in ("dvc.yaml", "data.dvc", ".dvcignore"):
-        shutil.copy(ROOT / name, project / name)
-    (project / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    # DVCLive refuses a git repository without commits, as a fresh clone never is.
-    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "tiny"]):
-        subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *command],
-                       cwd=project, check=True)
-    return project
+    """A committed copy of the project in ``project`` with ``settings`` as its params.yaml."""
+    return copy_project(ROOT, project, settings)
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +218,34 @@ def test_a_change_to_the_network_code_reruns_every_stage_that_runs_it(tiny_proje
     transfer = {f"transfer@{m}" for m in TINY["pipeline"]["methods"]}
     assert transfer <= changed
     assert {f"pretrain@{m}" for m in TINY["pipeline"]["methods"]} <= changed and "report" in changed
+
+
+def test_transfer_keeps_finished_runs_and_redoes_changed_or_unfinished_ones(tiny_project, tmp_path, capfd):
+    """The transfer stage's folder persists across dvc repro, so an interrupted stage resumes with
+    the runs it had not finished; a run with other settings is trained again, and dropped runs go."""
+    build = tmp_path / "build"
+    shutil.copytree(tiny_project / "build", build)
+    cell = build / "transfer" / "rotation" / "SHC-linear"
+    before = json.loads((cell / "summary.json").read_text())
+    shutil.rmtree(cell / "p1-t1")  # a run the interruption never finished
+    (cell / "p0-t1" / pipeline.RUN_INPUTS).unlink()  # one interrupted before it recorded its inputs
+    capfd.readouterr()
+    pipeline.transfer_stage("rotation", TINY, build=build)
+    lines = capfd.readouterr().out.splitlines()
+    kept = [line for line in lines if "kept from an earlier run" in line]
+    trained = [line for line in lines if ": test " in line]
+    assert len(kept) == 12 - 2 and sorted(line.split(":")[0] for line in trained) == [
+        "transfer SHC-linear-rotation p0-t1", "transfer SHC-linear-rotation p1-t1"]
+    after = json.loads((cell / "summary.json").read_text())
+    # CPU runs are deterministic, so the re-trained runs give the uninterrupted run's numbers
+    for key in ("runs", "test", "mean", "sd", "val_curves", "per_case", "best_iterations", "run_converged"):
+        assert after[key] == before[key], key
+    # another learning rate re-trains that protocol's runs; a dropped transfer seed's folders go
+    settings = json.loads(json.dumps(TINY))
+    settings["transfer"]["linear"].update(lr=2e-2, seeds=[0])
+    capfd.readouterr()
+    pipeline.transfer_stage("rotation", settings, build=build)
+    lines = capfd.readouterr().out.splitlines()
+    assert sum("kept from an earlier run" in line for line in lines) == 4  # fine-tuning: 2 tasks × 2 pre-training seeds
+    assert sum(": test " in line for line in lines) == 4  # SHC and CCC linear, two pre-training seeds
+    assert sorted(p.name for p in cell.iterdir() if p.is_dir()) == ["p0-t0", "p1-t0"]

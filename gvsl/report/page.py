@@ -39,6 +39,24 @@ its 95 % bootstrap interval over pre-training seeds and pairs. NCC values are th
 and after pre-training."""
 
 
+#: what each figure of ``results/figures`` shows, as its caption on the page
+FIGURE_CAPTIONS = {
+    "fig6_validation": "Fig. 6: validation score during transfer (report.fig6's task and protocol), mean ± sd over runs",
+    "fig7_tsne": "Fig. 7: t-SNE of the local features, coloured by heart structure",
+    "pretext_losses": "Each pre-trained method's own loss, on its training crops and on held-out subjects",
+    "fig8_ncc": "Fig. 8: NCC loss during pre-training, and the registration of held-out pairs",
+    "registration": "A held-out pair registered by the pre-trained Z-matching head",
+}
+# Wide tables scroll inside their own box, so the page keeps its column; one line per row keeps them legible.
+_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}table{border-collapse:collapse}"
+          "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}.wide{overflow-x:auto}"
+          ".wide td,.wide th{white-space:nowrap}code{overflow-wrap:anywhere}img{max-width:100%}")
+
+
+def _wide(table_html: str) -> str:
+    return f'<div class="wide">{table_html}</div>'
+
+
 def write_html(path: str | Path, table: pd.DataFrame, markdown: str, figures: Mapping[str, str],
                provenance: Mapping[str, Any], pretext: Mapping[str, Mapping[str, float]] | None = None,
                claims_table: str | None = None, losses: Mapping[str, Mapping[str, float]] | None = None) -> Path:
@@ -58,21 +76,21 @@ def write_html(path: str | Path, table: pd.DataFrame, markdown: str, figures: Ma
                  markdown_it.MarkdownIt().enable("table").render(claims_table)]
     if losses:
         body += ["<h2>Pre-training losses</h2>", f"<p>{_LOSS_GUIDE}</p>",
-                 pd.DataFrame(losses).T.rename_axis("method").reset_index().to_html(index=False)]
+                 _wide(pd.DataFrame(losses).T.rename_axis("method").reset_index().to_html(index=False))]
     if pretext:
         body += ["<h2>Registration of held-out pairs</h2>", f"<p>{_PRETEXT_GUIDE}</p>",
-                 pd.DataFrame(pretext).T.rename_axis("method").reset_index().to_html(index=False)]
+                 _wide(pd.DataFrame(pretext).T.rename_axis("method").reset_index().to_html(index=False))]
     body.append("<h2>Figures</h2>")
     for name, src in figures.items():
-        body.append(f"<figure><img src=\"{html.escape(src)}\" alt=\"{html.escape(name)}\" style=\"max-width:100%\">"
-                    f"<figcaption>{html.escape(name)}</figcaption></figure>")
+        caption = FIGURE_CAPTIONS.get(name, name)
+        body.append(f"<figure><img src=\"{html.escape(src)}\" alt=\"{html.escape(caption)}\">"
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     body += ["<h2>Provenance</h2>", "<table>"]
     for key, value in provenance.items():
         body.append(f"<tr><th>{html.escape(str(key))}</th><td><code>{html.escape(json.dumps(value))}</code></td></tr>")
-    body += ["</table>", "<h2>Every number, with its source</h2>", table.to_html(index=False, float_format="%.1f")]
+    body += ["</table>", "<h2>Every number, with its source</h2>", _wide(table.to_html(index=False, float_format="%.1f"))]
     page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>GVSL reproduction report</title>"
-            "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}</style></head><body>"
+            f"<style>{_STYLE}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")
     path = Path(path)
     path.write_text(page)

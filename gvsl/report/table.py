@@ -214,8 +214,9 @@ def provenance(summaries: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, 
         "transfer seeds per protocol": {p: sorted({s for seeds in summaries.loc[summaries["protocol"] == p, "seeds"]
                                           for s in seeds}) for p in PROTOCOLS},
         "commits": sorted(set(summaries["commit"])),
-        "environments": sorted({json.dumps(e, sort_keys=True) for envs in summaries.get("environments", [])
-                                if isinstance(envs, list) for e in envs}),
+        "environments": [json.loads(e) for e in sorted({json.dumps(e, sort_keys=True) for envs in
+                                                        summaries.get("environments", [])
+                                                        if isinstance(envs, list) for e in envs})],
         "backbone widths": params.get("model", {}).get("channels"),
         "pre-training": params.get("pretrain"),
         "transfer": params.get("transfer"),

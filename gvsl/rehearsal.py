@@ -1,0 +1,217 @@
+"""A rehearsal of the paper profile: every stage it runs, on small stand-ins of its datasets.
+
+``make rehearse-paper`` (``python -m gvsl.rehearsal``) does what a user of the paper profile does on
+a fresh clone, as the README's "The paper profile" describes it, in a copy of the project:
+
+1. one folder per dataset that ``profiles/paper.yaml`` reads, written by :mod:`gvsl.data.fixtures`
+   in the dataset's own formats (MM-WHS NIfTI, ASOCA NRRD, STOIC MetaImage with ``reference.csv``,
+   CANDI, a folder of unlabeled CT);
+2. ``data/`` pointed at that folder with the README's commands (``dvc import-url``, ``dvc unfreeze``);
+3. ``params.yaml`` = ``profiles/paper.yaml`` with the overlay ``profiles/paper-rehearsal.yaml``,
+   which may change only sizes, iteration counts and widths (:data:`SHRINKABLE`);
+4. ``dvc repro``, then a check that every Table 1 cell of the paper profile came out, from the
+   paper's sources.
+
+So a reader, split, label map, method or report path that breaks on the paper profile breaks here,
+in minutes on a CPU, and not two days into a GPU run. Reading ``.mha`` needs ITK (``pip install
+'gvsl-kit[itk]'``; ``make rehearse-paper`` installs it from ``requirements-itk.lock``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from gvsl.errors import GVSLInputError
+
+__all__ = ["OVERLAY", "PAPER", "SHRINKABLE", "changed_settings", "rehearsal_params", "rehearse"]
+
+PAPER = Path("profiles/paper.yaml")
+OVERLAY = Path("profiles/paper-rehearsal.yaml")
+#: the settings the overlay may change (dotted paths, ``*`` = any one key): sizes, iterations, widths
+SHRINKABLE = (
+    "prepare.tasks.*.spacing",
+    "model.channels",
+    "pretrain.seeds", "pretrain.iterations", "pretrain.crop", "pretrain.checkpoint_every", "pretrain.log_every",
+    "pretrain.eval_every", "pretrain.heldout.pairs",
+    "transfer.*.seeds", "transfer.*.crop.*", "transfer.*.iterations", "transfer.*.iterations.*",
+    "transfer.*.val_every", "transfer.*.min_iterations",
+)
+#: what the README tells a paper-profile user to run to point data/ at their datasets ({data}: that folder)
+README_DATA_COMMANDS = (("rm", "-rf", "data"), ("dvc", "import-url", "--force", "{data}", "data"),
+                        ("dvc", "unfreeze", "data.dvc"))
+_MARKER = "gvsl-rehearsal.json"
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    leaves: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            leaves.update(_leaves(value, f"{path}."))
+        else:
+            leaves[path] = value
+    return leaves
+
+
+def _merged(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def changed_settings(paper: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Dotted path -> (paper's value, ``params``'s value) of every setting in which the two differ."""
+    before, after = _leaves(paper), _leaves(params)
+    return {path: (before.get(path), after.get(path)) for path in sorted(before.keys() | after.keys())
+            if before.get(path) != after.get(path)}
+
+
+def rehearsal_params(project: Path) -> dict[str, Any]:
+    """``profiles/paper.yaml`` with the overlay merged in, refused if it changes more than :data:`SHRINKABLE`."""
+    paper = yaml.safe_load((project / PAPER).read_text())
+    params = _merged(paper, yaml.safe_load((project / OVERLAY).read_text()) or {})
+    other = [path for path in changed_settings(paper, params)
+             if not any(fnmatch.fnmatchcase(path, pattern) for pattern in SHRINKABLE)]
+    if other:
+        raise GVSLInputError(f"{OVERLAY}: changes {other}, which are not sizes, iterations or widths of the "
+                             f"paper profile (allowed: {', '.join(SHRINKABLE)})")
+    return params
+
+
+def _project_files(source: Path) -> list[str]:
+    """What a fresh clone holds, with uncommitted edits (tracked, or untracked and not ignored), but
+    ``results/``: the copy must make its own, not show the committed ones."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=source,
+                            check=True, capture_output=True, text=True).stdout
+    return sorted(name for name in set(listed.split("\0"))
+                  if name and not name.startswith("results/") and (source / name).is_file())
+
+
+def copy_project(source: Path, dest: Path, params: Mapping[str, Any] | None = None) -> Path:
+    """A committed git copy of the project at ``source``, with ``params`` as its params.yaml if given.
+
+    Committed, because DVCLive refuses a repository without commits, as a fresh clone never is.
+    """
+    for name in _project_files(source):
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, dest / name)
+    if params is not None:
+        (dest / "params.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=False))
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "a copy of the project"]):
+        subprocess.run(["git", "-c", "user.name=gvsl", "-c", "user.email=gvsl@localhost", *command],
+                       cwd=dest, check=True)
+    return dest
+
+
+def _run(command: Sequence[str], cwd: Path) -> None:
+    # dvc and the stages' `python -m gvsl.stage` come from the environment running this
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    print("$", " ".join(command), flush=True)
+    result = subprocess.run(list(command), cwd=cwd, env=env)
+    if result.returncode:
+        raise GVSLInputError(f"rehearsal: `{' '.join(command)}` failed with exit status {result.returncode} "
+                             f"(in {cwd})")
+
+
+def write_datasets(params: Mapping[str, Any], folder: Path) -> dict[str, str]:
+    """One stand-in per prepared task of the profile, in the folder its ``root`` names under ``data/``."""
+    from gvsl.data.fixtures import write_fixture
+
+    written = {}
+    for task, settings in params["prepare"]["tasks"].items():
+        root = Path(settings["root"])
+        if root.parts[0] != "data":
+            raise GVSLInputError(f"prepare.tasks.{task}.root: {root} is not under data/, where the paper profile "
+                                 f"reads its datasets")
+        write_fixture(settings["source"], folder.joinpath(*root.parts[1:]), seed=params["prepare"]["seed"])
+        written[task] = settings["source"]
+    return written
+
+
+def check_outputs(project: Path, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every Table 1 cell of the profile, each from its paper source; raises naming what is missing."""
+    table = pd.read_csv(project / "results" / "table1.csv")
+    expected = {(m, t, p) for m in params["pipeline"]["methods"] for t in params["pipeline"]["tasks"]
+                for p in params["transfer"]}
+    found = set(zip(table["method"], table["task"], table["protocol"]))
+    if expected - found:
+        raise GVSLInputError(f"rehearsal: Table 1 lacks the cells {sorted(expected - found)}")
+    if table["value"].isna().any():
+        raise GVSLInputError(f"rehearsal: cells without a value: {table[table['value'].isna()].to_dict('records')}")
+    sources = {}
+    for task, settings in params["prepare"]["tasks"].items():
+        info = json.loads((project / "build" / "prepared" / task / "dataset.json").read_text())
+        if info["source"] != settings["source"]:
+            raise GVSLInputError(f"rehearsal: build/prepared/{task} came from {info['source']}, "
+                                 f"not {settings['source']}")
+        sources[task] = info["source"]
+    return {"cells": len(found), "methods": sorted(set(table["method"])), "sources": sources}
+
+
+def rehearse(dest: str | Path, source: str | Path | None = None) -> dict[str, Any]:
+    """Rehearse the paper profile of the project at ``source`` in ``dest`` (replaced if a rehearsal).
+
+    Returns what ran: the cells of Table 1, the methods, each task's source, the seconds taken; the
+    same summary is written to ``dest/gvsl-rehearsal.json``.
+    """
+    from gvsl.pipeline import find_project
+
+    source = find_project(None if source is None else Path(source))
+    dest = Path(dest).resolve()
+    if dest.exists():
+        if not (dest / _MARKER).is_file():
+            raise GVSLInputError(f"{dest}: exists and is not an earlier rehearsal; choose another --dest")
+        shutil.rmtree(dest)
+    start = time.monotonic()
+    dest.mkdir(parents=True)
+    (dest / _MARKER).write_text(json.dumps({"status": "running", "source": str(source)}))
+    project = copy_project(source, dest / "project")
+    params = rehearsal_params(project)
+    write_datasets(params, dest / "datasets")
+    for command in README_DATA_COMMANDS:
+        _run([part.format(data=dest / "datasets") for part in command], project)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["dvc", "repro"], project)
+    summary = {"status": "passed", **check_outputs(project, params), "seconds": round(time.monotonic() - start, 1),
+               "changed_from_paper": {path: list(values) for path, values in
+                                      changed_settings(yaml.safe_load((project / PAPER).read_text()), params).items()}}
+    (dest / _MARKER).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gvsl.rehearsal", description=__doc__.splitlines()[0])
+    parser.add_argument("--dest", type=Path, default=Path("build/rehearsal"),
+                        help="folder for the project copy, the stand-in datasets and the summary "
+                             "(default: build/rehearsal; an earlier rehearsal there is replaced)")
+    args = parser.parse_args(argv)
+    try:
+        summary = rehearse(args.dest)
+    except GVSLInputError as err:
+        print(f"rehearse-paper: error: {err}", file=sys.stderr)
+        return 2
+    print(f"rehearse-paper: {summary['cells']} Table 1 cells of {len(summary['methods'])} methods from "
+          f"{', '.join(f'{t}={s}' for t, s in summary['sources'].items())} in {summary['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""The paper-profile rehearsal: its overlay, its format-faithful stand-ins, and (slow) the whole run."""
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from gvsl import rehearsal
+from gvsl.data import load_prepared
+from gvsl.data.fixtures import write_fixture
+from gvsl.data.prepare import prepare
+from gvsl.data.sources import _FREESURFER_NAMES
+from gvsl.errors import GVSLInputError
+from tests.test_pipeline import ROOT
+
+
+def test_overlay_changes_only_sizes_iterations_and_widths():
+    paper = yaml.safe_load((ROOT / rehearsal.PAPER).read_text())
+    params = rehearsal.rehearsal_params(ROOT)
+    changed = rehearsal.changed_settings(paper, params)
+    assert changed, "the overlay shrinks the paper profile"
+    assert {"pretrain.iterations", "model.channels", "transfer.linear.iterations"} <= set(changed)
+    # every method, task, source, learning rate and schedule stays the paper's
+    for key in ("pipeline", "profile"):
+        assert params[key] == paper[key]
+    for task, settings in paper["prepare"]["tasks"].items():
+        assert {k: v for k, v in params["prepare"]["tasks"][task].items() if k != "spacing"} == settings
+    for path, (before, after) in changed.items():
+        if path.endswith(("iterations", "every", "pairs")) or ".iterations." in path:
+            assert after < before, path
+    assert (params["pretrain"]["lr"], params["transfer"]["finetune"]["lr"]) == (1e-4, 1e-4)
+
+
+def test_an_overlay_that_changes_other_settings_is_refused(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    shutil.copy(ROOT / rehearsal.PAPER, tmp_path / rehearsal.PAPER)
+    overlay = yaml.safe_load((ROOT / rehearsal.OVERLAY).read_text())
+    overlay["pretrain"]["lr"] = 1e-3
+    overlay["pipeline"] = {"methods": ["scratch", "gvsl"]}
+    (tmp_path / rehearsal.OVERLAY).write_text(yaml.safe_dump(overlay))
+    with pytest.raises(GVSLInputError, match=r"changes \['pipeline\.methods', 'pretrain\.lr'\]"):
+        rehearsal.rehearsal_params(tmp_path)
+
+
+def _prepared(source, out, root=None, **settings):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # three cases instead of the paper's split: scaled, with a warning
+        return load_prepared(prepare(source, out, root, seed=0, **settings))
+
+
+@pytest.mark.parametrize("source, task, grid", [("mmwhs", "SHC", ((64, 64, 64), 5.0)),
+                                                ("asoca", "SAC", ((80, 80, 80), 3.0))])
+def test_heart_standins_read_back_as_the_generator_made_them(tmp_path, source, task, grid):
+    """Stored right-to-left as scanners do, in NIfTI or NRRD, read through the real source, each case
+    equals the generator's own prepared case: same voxels (to the int16 rounding of HU), labels and world grid."""
+    seeds = write_fixture(source, tmp_path / source, count=3)
+    shape, spacing = grid
+    settings = {"task": task, "spacing": spacing, "roi_mm": (176.0,) * 3}
+    real = _prepared(source, tmp_path / "real", tmp_path / source, **settings)
+    generated = _prepared("phantom-ct", tmp_path / "generated", shape=shape, subjects=3, **settings)
+    assert real.info.classes == generated.info.classes and real.info.source == source
+    generated_ids = dict(zip(generated.manifest["seed"].astype(int), generated.manifest["id"]))
+    assert sorted(real.manifest["id"]) == sorted(seeds) and sorted(generated_ids) == sorted(seeds.values())
+    for real_id, seed in seeds.items():
+        a, b = real.load_case(real_id), generated.load_case(generated_ids[seed])
+        np.testing.assert_array_equal(a.label, b.label)
+        np.testing.assert_allclose(a.affine, b.affine, atol=1e-6)
+        np.testing.assert_allclose(a.image, b.image, atol=0.5 / 2048 + 1e-6)
+        assert a.label.any()
+
+
+def test_candi_standin_has_freesurfer_labels_mapped_to_classes(tmp_path):
+    write_fixture("candi", tmp_path / "candi", count=4)
+    names = [_FREESURFER_NAMES[v] for v in (2, 3, 4, 41, 42, 43)]
+    dataset = _prepared("candi", tmp_path / "prepared", tmp_path / "candi", spacing=8.0)
+    assert list(dataset.info.classes) == names
+    case = dataset.load_case(dataset.manifest["id"].iloc[0])
+    assert set(np.unique(case.label)) == set(range(len(names) + 1))
+    # left structures lie left of right ones: the label's world x follows FreeSurfer's hemispheres
+    x = case.affine[0, 0] * np.arange(case.label.shape[0]) + case.affine[0, 3]
+    left_wm, right_wm = (x[np.nonzero(case.label == names.index(n) + 1)[0]].mean()
+                         for n in ("Left-Cerebral-White-Matter", "Right-Cerebral-White-Matter"))
+    assert left_wm < 0 < right_wm
+
+
+def test_stoic_standin_targets_come_from_reference_csv(tmp_path):
+    pytest.importorskip("itk", reason="MetaImage needs the optional ITK extra (make test-slow installs it)")
+    write_fixture("stoic", tmp_path / "stoic", count=6)
+    dataset = _prepared("stoic", tmp_path / "prepared", tmp_path / "stoic", spacing=10.0)
+    targets = dict(zip(dataset.manifest["id"].astype(str), dataset.manifest["target"]))
+    assert targets == {str(i + 1): i % 2 for i in range(6)}
+
+
+@pytest.mark.slow
+def test_rehearse_paper_runs_every_stage_of_the_paper_profile(tmp_path):
+    pytest.importorskip("itk", reason="make test-slow installs ITK (requirements-itk.lock) for STOIC's .mha")
+    paper = yaml.safe_load((ROOT / rehearsal.PAPER).read_text())
+    summary = rehearsal.rehearse(tmp_path / "rehearsal", ROOT)
+    methods, tasks = paper["pipeline"]["methods"], paper["pipeline"]["tasks"]
+    assert summary["cells"] == len(methods) * len(tasks) * 2 and summary["methods"] == sorted(methods)
+    assert summary["sources"] == {task: s["source"] for task, s in paper["prepare"]["tasks"].items()}
+    assert json.loads((tmp_path / "rehearsal" / "gvsl-rehearsal.json").read_text())["status"] == "passed"
+    project = tmp_path / "rehearsal" / "project"
+    # the user's path: data.dvc imports the stand-ins' folder, and a second look finds nothing to run
+    assert str(tmp_path / "rehearsal" / "datasets") in (project / "data.dvc").read_text()
+    assert (project / "data" / "mmwhs" / "ct_train_1001_image.nii.gz").is_file()
+    status = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status"], cwd=project,
+                            capture_output=True, text=True, check=True).stdout
+    assert "up to date" in status
