@@ -45,7 +45,6 @@ METHODS = TABLE1_METHODS
 
 #: ``params.pretrain`` keys the stage reads itself (the rest build :class:`gvsl.pretrain.PretrainConfig`)
 _PRETRAIN_STAGE_KEYS = {"seeds", "processes", "heldout", "options"}
-_PREPARE_KEYS = {"source", "root", "shape", "spacing", "subjects", "roi_mm", "window_offset", "modality"}
 
 
 def prepared_dir(task: str, build: Path = BUILD) -> Path:
@@ -85,19 +84,14 @@ def _group(params: Mapping[str, Any], *keys: str) -> Any:
 
 def prepare_stage(task: str, params: Mapping[str, Any], build: Path = BUILD, progress: bool = False) -> Path:
     """Prepare ``task`` as ``params.prepare.tasks.<task>`` says (a generated cohort or a real dataset)."""
-    from gvsl.data import prepare
+    from gvsl.data.prepare import prepare_request
+    from gvsl.data.sources import PrepareRequest
 
     settings = dict(_group(params, "prepare", "tasks", task))
-    unknown = set(settings) - _PREPARE_KEYS
-    if unknown:
-        raise GVSLInputError(f"params.yaml: prepare.tasks.{task}: unknown settings {sorted(unknown)}; "
-                             f"valid: {sorted(_PREPARE_KEYS)}")
-    if "source" not in settings:
-        raise GVSLInputError(f"params.yaml: prepare.tasks.{task}: missing 'source'")
-    source = settings.pop("source")
+    seed = int(_group(params, "prepare", "seed"))
     try:
-        return prepare(source, prepared_dir(task, build), task=task, seed=int(_group(params, "prepare", "seed")),
-                       overwrite=True, progress=progress, **settings)
+        request = PrepareRequest.from_params(settings, task=task, seed=seed, progress=progress)
+        return prepare_request(request, prepared_dir(task, build), overwrite=True)
     except GVSLInputError as err:
         raise GVSLInputError(f"params.yaml: prepare.tasks.{task}: {err}") from None
 
