@@ -101,7 +101,3 @@ def build_transfer_model(backbone: UNet3D, config: TransferConfig, cache_feature
         return TransferModel(copy.deepcopy(backbone), config.task, config.num_classes,
                              frozen=config.protocol == "linear", cache_features=cache_features)
 
-
-def _autocast(device: torch.device):
-    # bf16 on CUDA for speed (as pre-training); exact fp32 on the CPU, where runs must be bit-reproducible.
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
