@@ -159,12 +159,12 @@ def pretrain_stage(method: str, params: Mapping[str, Any], build: Path = BUILD, 
 
 def _pretrain_seed(job: tuple[Any, Path, Any, bool]) -> Path:
     config, build, heldout, progress = job
-    from gvsl.pretrain import pretrain_prepared
+    from gvsl.pretrain import RESUME_IF_UNCHANGED, pretrain_prepared
 
     out = pretrain_dir(config.method, build, config.seed)
     progress_line(f"pretrain {config.method} seed {config.seed}: {config.iterations} iterations")
     # an interrupted run of these very settings, data and code continues; anything else starts afresh
-    result = pretrain_prepared(prepared_dir("pretrain", build), out, config, resume="if-unchanged",
+    result = pretrain_prepared(prepared_dir("pretrain", build), out, config, resume=RESUME_IF_UNCHANGED,
                                progress=progress, heldout=heldout)
     progress_line(f"pretrain {config.method} seed {config.seed}: done in {result.seconds:.0f} s "
                   f"({result.steps_per_second:.2f} steps/s)")
