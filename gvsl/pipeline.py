@@ -31,17 +31,14 @@ from typing import Any
 import torch
 
 from gvsl.errors import GVSLInputError
-from gvsl.methods import PRETRAIN_METHODS, TABLE1_METHODS
+from gvsl.methods import PRETRAIN_METHODS
 from gvsl.runtime import progress_line
+from gvsl.table1 import METHODS, PROTOCOLS, TASKS
 
 __all__ = ["BUILD", "METHODS", "PROTOCOLS", "TASKS", "prepared_dir", "pretrain_configs", "pretrain_dir",
            "pretrain_seeds", "transfer_dir", "prepare_stage", "pretrain_stage", "transfer_stage"]
 
 BUILD = Path("build")
-TASKS = ("SHC", "SAC", "CCC", "SBM")
-PROTOCOLS = ("linear", "finetune")
-#: backbone initialisations compared in Table 1 (no pre-training, the baselines, GVSL's ablations, GVSL)
-METHODS = TABLE1_METHODS
 
 #: ``params.pretrain`` keys the stage reads itself (the rest build :class:`gvsl.pretrain.PretrainConfig`)
 _PRETRAIN_STAGE_KEYS = {"seeds", "processes", "heldout", "options"}

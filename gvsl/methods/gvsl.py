@@ -53,7 +53,7 @@ class GVSLOptions(MethodOptions):
 
 
 class GVSLMethod(PretrainMethod):
-    """One of :data:`gvsl.nets.VARIANTS`; the class attribute ``variant`` picks it."""
+    """One of :data:`gvsl.nets.VARIANTS`; the class attribute ``variant`` picks it (:data:`GVSL_METHODS`)."""
 
     Options = GVSLOptions
     sampling = "pairs"
@@ -64,11 +64,6 @@ class GVSLMethod(PretrainMethod):
         self.appearance = AppearanceTransform(**self.options.appearance)
         self.spatial = RandSpatialTransform(**self.options.spatial)
         self.criterion = GVSLLoss()
-
-    @property
-    def registers(self) -> bool:  # type: ignore[override]
-        switches = VARIANTS[self.variant]
-        return switches["affine"] or switches["deformable"]
 
     def build(self, in_channels: int, channels: Sequence[int]) -> GVSL:
         return GVSL.variant(self.variant, in_channels=in_channels, channels=channels,
@@ -87,8 +82,10 @@ class GVSLMethod(PretrainMethod):
 
 
 def _variant(key: str, title: str) -> type[GVSLMethod]:
+    switches = VARIANTS[key]
     return type(f"GVSLMethod_{key}", (GVSLMethod,), {"key": key, "title": title, "variant": key,
-                                                     "__doc__": f"{title}: {VARIANTS[key]}"})
+                                                     "registers": switches["affine"] or switches["deformable"],
+                                                     "__doc__": f"{title}: {switches}"})
 
 
 #: Table 1's ablations, then the whole method

@@ -32,7 +32,7 @@ def restoration_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.
 
 
 class RestorationMethod(PretrainMethod):
-    """Restores the clean crops (:meth:`target`) from their corruption (:meth:`corrupt`), by the MSE of the whole crop."""
+    """Restores the clean crops (:meth:`target`) from their corruption (:meth:`corrupt`): MSE of the whole crop."""
 
     Network = RestorationNetwork
 
