@@ -52,6 +52,20 @@ def figure6_validation(summaries: pd.DataFrame, task: str = "SHC", protocol: str
     return fig
 
 
+def figure_run_curves(summaries: Sequence[Mapping]) -> plt.Figure:
+    """One panel per Table 1 cell of a transfer stage (its ``summary.json`` records): the validation curve
+    of every (pre-training seed, transfer seed) run."""
+    fig, axes = plt.subplots(1, len(summaries), figsize=(2.6 * len(summaries), 2.6), squeeze=False)
+    for ax, summary in zip(axes[0], summaries):
+        for (p, t), curve in zip(summary["runs"], summary["val_curves"]):
+            ax.plot(*zip(*curve), marker=".", label=f"p{p}-t{t}")
+        ax.set(title=f"{summary['task']} {summary['protocol']}", xlabel="iteration",
+               ylabel=f"validation {summary['metric']}")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def local_features(pretrain_root: str | Path, pretrain_seed: int, methods: Sequence[str], dataset_path: str | Path,
                    max_per_class: int = 150, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Local features of each method's backbone (of ``pretrain_seed``) at labelled voxels of the dataset's

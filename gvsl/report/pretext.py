@@ -91,6 +91,17 @@ def training_terms(pretrain_root: str | Path, method: str) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+def figure_training_terms(pretrain_root: str | Path, method: str, smooth_window: int = 10) -> plt.Figure | None:
+    """Every training loss term of ``method`` per seed (:func:`training_terms`, moving average), one panel each;
+    None for a method that never trained (scratch)."""
+    terms = training_terms(pretrain_root, method)
+    if terms.empty:
+        return None
+    axes = terms.rolling(smooth_window, min_periods=1).mean().plot(
+        subplots=True, figsize=(7, 1.6 * terms.shape[1]), title=f"{method}: loss terms (moving average of {smooth_window})")
+    return axes[0].figure
+
+
 def _mean_curve(pretrain_root: str | Path, method: str, metric: str) -> pd.Series | None:
     """Mean over seeds of a DVCLive metric (``train/ncc``, ``heldout/warped_dice``…)."""
     curves = [c for f in _seed_folders(pretrain_root, method) if (c := _dvclive_curve(f, metric)) is not None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,14 @@ _SUMMARY_KEYS = {"task", "protocol", "method", "metric", "seeds", "pretrain_seed
 #: Table 1's columns (results/table1.csv)
 TABLE1_COLUMNS = ["method", "protocol", "task", "metric", "value", "sd", "n_runs", "converged", "gain", "gain_low",
                   "gain_high", "paper_value", "paper_gain", "dataset", "profile"]
+
+
+def cell_overview(summaries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per Table 1 cell of a transfer stage (its ``summary.json`` records): the test metric's mean and
+    sd over the runs, whether every run plateaued, and each run's iterations and best iteration."""
+    return pd.DataFrame([{"task": s["task"], "protocol": s["protocol"], "metric": s["metric"], "mean": s["mean"],
+                          "sd": s["sd"], "runs": s["n_runs"], "converged": s["converged"], "iterations": s["iterations"],
+                          "best iterations": s["best_iterations"]} for s in summaries])
 
 
 def load_summaries(transfer_root: str | Path) -> pd.DataFrame:
