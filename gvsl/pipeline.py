@@ -31,21 +31,17 @@ from typing import Any
 import torch
 
 from gvsl.errors import GVSLInputError
-from gvsl.methods import PRETRAIN_METHODS, TABLE1_METHODS
+from gvsl.methods import PRETRAIN_METHODS
 from gvsl.runtime import progress_line
+from gvsl.table1 import METHODS, PROTOCOLS, TASKS
 
 __all__ = ["BUILD", "METHODS", "PROTOCOLS", "TASKS", "prepared_dir", "pretrain_configs", "pretrain_dir",
            "pretrain_seeds", "transfer_dir", "prepare_stage", "pretrain_stage", "transfer_stage"]
 
 BUILD = Path("build")
-TASKS = ("SHC", "SAC", "CCC", "SBM")
-PROTOCOLS = ("linear", "finetune")
-#: backbone initialisations compared in Table 1 (no pre-training, the baselines, GVSL's ablations, GVSL)
-METHODS = TABLE1_METHODS
 
 #: ``params.pretrain`` keys the stage reads itself (the rest build :class:`gvsl.pretrain.PretrainConfig`)
 _PRETRAIN_STAGE_KEYS = {"seeds", "processes", "heldout", "options"}
-_PREPARE_KEYS = {"source", "root", "shape", "spacing", "subjects", "roi_mm", "window_offset", "modality"}
 
 
 def prepared_dir(task: str, build: Path = BUILD) -> Path:
@@ -85,19 +81,14 @@ def _group(params: Mapping[str, Any], *keys: str) -> Any:
 
 def prepare_stage(task: str, params: Mapping[str, Any], build: Path = BUILD, progress: bool = False) -> Path:
     """Prepare ``task`` as ``params.prepare.tasks.<task>`` says (a generated cohort or a real dataset)."""
-    from gvsl.data import prepare
+    from gvsl.data.prepare import prepare_request
+    from gvsl.data.sources import PrepareRequest
 
     settings = dict(_group(params, "prepare", "tasks", task))
-    unknown = set(settings) - _PREPARE_KEYS
-    if unknown:
-        raise GVSLInputError(f"params.yaml: prepare.tasks.{task}: unknown settings {sorted(unknown)}; "
-                             f"valid: {sorted(_PREPARE_KEYS)}")
-    if "source" not in settings:
-        raise GVSLInputError(f"params.yaml: prepare.tasks.{task}: missing 'source'")
-    source = settings.pop("source")
+    seed = int(_group(params, "prepare", "seed"))
     try:
-        return prepare(source, prepared_dir(task, build), task=task, seed=int(_group(params, "prepare", "seed")),
-                       overwrite=True, progress=progress, **settings)
+        request = PrepareRequest.from_params(settings, task=task, seed=seed, progress=progress)
+        return prepare_request(request, prepared_dir(task, build), overwrite=True)
     except GVSLInputError as err:
         raise GVSLInputError(f"params.yaml: prepare.tasks.{task}: {err}") from None
 
@@ -165,12 +156,12 @@ def pretrain_stage(method: str, params: Mapping[str, Any], build: Path = BUILD, 
 
 def _pretrain_seed(job: tuple[Any, Path, Any, bool]) -> Path:
     config, build, heldout, progress = job
-    from gvsl.pretrain import pretrain_prepared
+    from gvsl.pretrain import RESUME_IF_UNCHANGED, pretrain_prepared
 
     out = pretrain_dir(config.method, build, config.seed)
     progress_line(f"pretrain {config.method} seed {config.seed}: {config.iterations} iterations")
     # an interrupted run of these very settings, data and code continues; anything else starts afresh
-    result = pretrain_prepared(prepared_dir("pretrain", build), out, config, resume="if-unchanged",
+    result = pretrain_prepared(prepared_dir("pretrain", build), out, config, resume=RESUME_IF_UNCHANGED,
                                progress=progress, heldout=heldout)
     progress_line(f"pretrain {config.method} seed {config.seed}: done in {result.seconds:.0f} s "
                   f"({result.steps_per_second:.2f} steps/s)")

@@ -10,7 +10,9 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-__all__ = ["cohort_figure", "label_colormap"]
+__all__ = ["cohort_figure", "label_colormap", "volume_figure"]
+
+_VIEWS = ("sagittal", "coronal", "axial")
 
 
 def label_colormap(num_classes: int) -> ListedColormap:
@@ -25,6 +27,29 @@ def _centre_slices(image: np.ndarray, label: np.ndarray | None) -> list[int]:
     if label is not None and np.any(label > 0):
         return [int(round(c)) for c in np.argwhere(label > 0).mean(axis=0)]
     return [s // 2 for s in image.shape]
+
+
+def _slice_row(axes, image: np.ndarray, label: np.ndarray | None, centre: Sequence[int], window: Sequence[float],
+               cmap: ListedColormap, classes: int, titles: Sequence[str], outline: np.ndarray | None = None) -> None:
+    """Sagittal, coronal and axial slices through ``centre`` on three axes: ``image`` in grey within
+    ``window``, ``label`` overlaid, the ``outline`` mask contoured."""
+    for axis, (ax, title) in enumerate(zip(axes, titles)):
+        cut = [slice(None)] * 3
+        cut[axis] = centre[axis]
+        ax.imshow(image[tuple(cut)].T, cmap="gray", origin="lower", vmin=window[0], vmax=window[1])
+        if label is not None:
+            ax.imshow(label[tuple(cut)].T, cmap=cmap, origin="lower", vmin=0, vmax=classes, alpha=0.45,
+                      interpolation="nearest")
+        if outline is not None:
+            ax.contour(outline[tuple(cut)].T, [0.5], colors="yellow", origin="lower")
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+
+
+def _class_legend(fig: plt.Figure, cmap: ListedColormap, names: Sequence[str]) -> None:
+    handles = [Patch(color=cmap(k + 1), label=name) for k, name in enumerate(names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(names), 4), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
 
 
 def cohort_figure(dataset: str | Path, count: int = 3, class_names: Sequence[str] | None = None) -> plt.Figure:
@@ -44,22 +69,30 @@ def cohort_figure(dataset: str | Path, count: int = 3, class_names: Sequence[str
         case = ds.load_case(case_id)
         image = np.asarray(case.image)
         label = None if case.label is None else np.asarray(case.label)
-        centre = _centre_slices(image, label)
-        for axis, (ax, title) in enumerate(zip(row, ("sagittal", "coronal", "axial"))):
-            cut = [slice(None)] * 3
-            cut[axis] = centre[axis]
-            ax.imshow(image[tuple(cut)].T, cmap="gray", origin="lower", vmin=0.0, vmax=1.0)
-            if label is not None:
-                ax.imshow(label[tuple(cut)].T, cmap=cmap, origin="lower", vmin=0, vmax=len(names), alpha=0.45,
-                          interpolation="nearest")
-            target = "" if case.target is None else f", target {case.target}"
-            ax.set_title(f"{case_id} {title}{target}", fontsize=8)
-            ax.set_axis_off()
+        target = "" if case.target is None else f", target {case.target}"
+        _slice_row(row, image, label, _centre_slices(image, label), (0.0, 1.0), cmap, len(names),
+                   [f"{case_id} {view}{target}" for view in _VIEWS])
     if label is not None and names:
-        handles = [Patch(color=cmap(k + 1), label=name) for k, name in enumerate(names)]
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(names), 4), fontsize=8, frameon=False)
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        _class_legend(fig, cmap, names)
     else:
         fig.tight_layout()
     fig.suptitle(f"{ds.info.task} — {ds.info.source}", fontsize=10, y=1.0)
+    return fig
+
+
+def volume_figure(image: np.ndarray, label: np.ndarray | None = None, class_names: Sequence[str] = (),
+                  outline: np.ndarray | None = None, window: Sequence[float] = (0.0, 1.0)) -> plt.Figure:
+    """One volume (a raw generated subject, say): three orthogonal slices through its labelled region's
+    centre, in grey within ``window`` (HU for a raw CT), with ``label`` overlaid (classes 1..n named by
+    ``class_names``) and the ``outline`` mask contoured; axes as :func:`cohort_figure`'s."""
+    image = np.asarray(image)
+    label = None if label is None else np.asarray(label)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    cmap = label_colormap(max(len(class_names), 1))
+    _slice_row(axes, image, label, _centre_slices(image, label), window, cmap, len(class_names), _VIEWS,
+               None if outline is None else np.asarray(outline))
+    if label is not None and class_names:
+        _class_legend(fig, cmap, class_names)
+    else:
+        fig.tight_layout()
     return fig

@@ -26,7 +26,7 @@ def smooth_volume(shape, seed=0, batch=1, channels=1):
 def interrupted_pretrain(monkeypatch):
     """``interrupted_pretrain(iteration, *args, **kwargs)`` runs ``gvsl.pretrain.pretrain(*args, **kwargs)`` and
     stops it with a KeyboardInterrupt (a user's Ctrl-C) right after its checkpoint at ``iteration``."""
-    from gvsl import pretrain as module
+    from gvsl.pretrain import engine as module
 
     def run(iteration, *args, **kwargs):
         save_state = module._save_state

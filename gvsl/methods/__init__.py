@@ -1,8 +1,9 @@
 """Pre-training methods: GVSL, its ablations and the paper's eight baselines, one module each, all run
 by one engine (:func:`gvsl.pretrain.pretrain`) on the same backbone, data, crops, schedule and seeds.
 
-This module is the one home of Table 1's rows: :data:`TABLE1_METHODS` lists them in the paper's
-order (``scratch`` is the untrained backbone), :data:`METHOD_TITLES` names them.
+This module is the one home of Table 1's rows (the rest of Table 1's vocabulary is in :mod:`gvsl.table1`):
+:data:`TABLE1_METHODS` lists them in the paper's order (``scratch`` is the untrained backbone),
+:data:`METHOD_TITLES` names them.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from gvsl.methods.rotation import Rotation
 from gvsl.methods.simclr import SimCLR
 from gvsl.methods.simsiam import SimSiam
 
-__all__ = ["BASELINES", "METHOD_TITLES", "PRETRAIN_METHODS", "TABLE1_METHODS", "Crops", "GVSLMethod", "NetworkConfig",
-           "PretextNetwork", "PretrainMethod", "build_method"]
+__all__ = ["BASELINES", "GVSL_METHODS", "METHOD_TITLES", "PRETRAIN_METHODS", "TABLE1_METHODS", "Crops", "GVSLMethod",
+           "NetworkConfig", "PretextNetwork", "PretrainMethod", "build_method"]
 
 #: the paper's self-supervised baselines, in the order Table 1 lists them here
 BASELINES: dict[str, type[PretrainMethod]] = {method.key: method for method in (

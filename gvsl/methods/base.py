@@ -25,6 +25,7 @@ from torch import nn
 from gvsl.bank import VolumeBank
 from gvsl.errors import GVSLInputError
 from gvsl.losses import LossTerms
+from gvsl.methods.options import NoOptions
 from gvsl.nets.unet import UNet3D
 from gvsl.settings import from_mapping
 
@@ -56,11 +57,6 @@ class Crops:
         return Crops(self.first[index], take(self.second), take(self.labels))
 
 
-@dataclass
-class NoOptions:
-    """A method without settings of its own."""
-
-
 @dataclass(frozen=True)
 class NetworkConfig:
     """What rebuilds a baseline's pre-training network (stored in, and checked against, its checkpoints)."""
@@ -89,13 +85,15 @@ class PretextNetwork(nn.Module):
 class PretrainMethod(ABC):
     """A pre-training method: its network, its crops, its augmentations and its loss.
 
-    Subclasses set the class attributes and implement :meth:`build`, :meth:`inputs` and :meth:`loss`.
+    Subclasses set the class attributes and implement :meth:`inputs` and :meth:`loss`; the module of each
+    method cites the paper its head and loss follow.
 
     Attributes:
         key: the name in ``pipeline.methods``, ``gvsl pretrain --method`` and ``build/pretrain/<key>``.
         title: the row name in Table 1.
-        reference: the paper the head and loss follow.
-        Options: dataclass of the method's settings (``params.yaml`` → ``pretrain.options.<key>``).
+        Options: dataclass of the method's settings (``params.yaml`` → ``pretrain.options.<key>``), a
+            :class:`~gvsl.methods.options.MethodOptions`.
+        Network: the pre-training network, built by :meth:`build` as ``Network(method, in_channels, channels)``.
         sampling: one of :data:`SAMPLINGS`.
         uses_decoder: whether the loss reaches the U-Net decoder (DDP must otherwise allow unused parameters).
         registers: whether the network has a Z-matching head that :mod:`gvsl.pretext` can evaluate.
@@ -105,8 +103,8 @@ class PretrainMethod(ABC):
 
     key: ClassVar[str]
     title: ClassVar[str]
-    reference: ClassVar[str]
     Options: ClassVar[type] = NoOptions
+    Network: ClassVar[type[nn.Module]]
     sampling: ClassVar[str] = "single"
     uses_decoder: ClassVar[bool] = True
     registers: ClassVar[bool] = False
@@ -129,9 +127,9 @@ class PretrainMethod(ABC):
     def check(self, crop: Sequence[int], batch_size: int) -> None:
         """Raise :class:`GVSLInputError` for settings this method cannot train with."""
 
-    @abstractmethod
     def build(self, in_channels: int, channels: Sequence[int]) -> nn.Module:
         """The pre-training network, with the backbone as ``.backbone`` and a ``.config.to_dict()``."""
+        return self.Network(self, in_channels, channels)
 
     def sample(self, bank: VolumeBank, batch_size: int, crop: Sequence[int], generator: torch.Generator,
                jitter: int = 0) -> Crops:

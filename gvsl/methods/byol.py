@@ -19,6 +19,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from torch import nn
 from gvsl.losses import LossTerms
 from gvsl.methods.base import PretextNetwork, PretrainMethod
 from gvsl.methods.heads import LAYOUT_CELLS, MLP
+from gvsl.methods.options import Bounds
 from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views, split_views
 
 __all__ = ["BYOL", "BYOLNetwork", "BYOLOptions", "regression_loss", "target_momentum"]
@@ -34,12 +36,7 @@ __all__ = ["BYOL", "BYOLNetwork", "BYOLOptions", "regression_loss", "target_mome
 
 @dataclass
 class BYOLOptions(ViewOptions):
-    momentum: float = 0.996
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+    momentum: Annotated[float, Bounds(0.0, 1.0, open_high=True)] = 0.996
 
 
 def target_momentum(base: float, iteration: int, iterations: int) -> float:
@@ -91,11 +88,8 @@ def regression_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Ten
 class BYOL(TwoViewMethod):
     key = "byol"
     title = "BYOL"
-    reference = "Grill et al., Bootstrap Your Own Latent, NeurIPS 2020"
     Options = BYOLOptions
-
-    def build(self, in_channels: int, channels: Sequence[int]) -> BYOLNetwork:
-        return BYOLNetwork(self, in_channels, channels)
+    Network = BYOLNetwork
 
     def loss(self, outputs, targets) -> LossTerms:
         byol = (regression_loss(outputs["q_1"], outputs["z_2"]) + regression_loss(outputs["q_2"], outputs["z_1"])).mean()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from gvsl.losses import LossTerms
 from gvsl.methods.augment import random_flips
 from gvsl.methods.base import Crops, PretextNetwork, PretrainMethod
 from gvsl.methods.heads import LAYOUT_CELLS, layout
+from gvsl.methods.options import Bounds, MethodOptions, Probability
 
 __all__ = ["DeepCluster", "DeepClusterNetwork", "DeepClusterOptions"]
 
@@ -43,21 +44,16 @@ _EMBED_BATCH = 8
 
 
 @dataclass
-class DeepClusterOptions:
-    clusters: int = 10
-    recluster_every: int = 100
-    crop_set: int = 64
-    flip_prob: float = 0.5
+class DeepClusterOptions(MethodOptions):
+    clusters: Annotated[int, Bounds(2, integer=True)] = 10
+    recluster_every: Annotated[int, Bounds(1, integer=True)] = 100
+    crop_set: Annotated[int, Bounds(1, integer=True)] = 64
+    flip_prob: Probability = 0.5
 
     def __post_init__(self):
-        for name in ("clusters", "recluster_every", "crop_set"):
-            value = getattr(self, name)
-            if int(value) != value or value < (2 if name == "clusters" else 1):
-                raise ValueError(f"{name} must be an integer >= {2 if name == 'clusters' else 1}, got {value}")
+        super().__post_init__()
         if self.crop_set < self.clusters:
             raise ValueError(f"crop_set ({self.crop_set}) must hold at least one crop per cluster ({self.clusters})")
-        if not 0.0 <= self.flip_prob <= 1.0:
-            raise ValueError(f"flip_prob must be a probability in [0, 1], got {self.flip_prob}")
 
 
 class DeepClusterNetwork(PretextNetwork):
@@ -105,8 +101,8 @@ def kmeans(features: np.ndarray, clusters: int, seed: int) -> tuple[np.ndarray, 
 class DeepCluster(PretrainMethod):
     key = "deepcluster"
     title = "DeepCluster"
-    reference = "Caron et al., Deep Clustering for Unsupervised Learning of Visual Features, ECCV 2018"
     Options = DeepClusterOptions
+    Network = DeepClusterNetwork
     uses_decoder = False
 
     #: held-out losses are measured against clusters that change at every re-clustering
@@ -123,9 +119,6 @@ class DeepCluster(PretrainMethod):
             import sklearn.cluster  # noqa: F401
         except ImportError:
             raise GVSLInputError("deepcluster needs scikit-learn for k-means: pip install scikit-learn") from None
-
-    def build(self, in_channels: int, channels: Sequence[int]) -> DeepClusterNetwork:
-        return DeepClusterNetwork(self, in_channels, channels)
 
     def before_step(self, model: DeepClusterNetwork, iteration: int, bank: VolumeBank, crop: Sequence[int],
                     generator: torch.Generator, optimizer: torch.optim.Optimizer, distributed: Any) -> None:

@@ -7,40 +7,27 @@ Loss: MSE between the sigmoid output and the clean crop. Deviation: one noise le
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
-from gvsl.losses import LossTerms
-from gvsl.methods.base import Crops, PretrainMethod
-from gvsl.methods.restoration import RestorationNetwork, restoration_loss
+from gvsl.methods.options import Bounds, MethodOptions
+from gvsl.methods.restoration import RestorationMethod
 
 __all__ = ["Denoising", "DenoisingOptions"]
 
 
 @dataclass
-class DenoisingOptions:
-    noise_std: float = 0.1
-
-    def __post_init__(self):
-        if not self.noise_std > 0:
-            raise ValueError(f"noise_std must be > 0 (no noise leaves nothing to restore), got {self.noise_std}")
+class DenoisingOptions(MethodOptions):
+    noise_std: Annotated[float, Bounds(0.0, open_low=True, why="no noise leaves nothing to restore")] = 0.1
 
 
-class Denoising(PretrainMethod):
+class Denoising(RestorationMethod):
     key = "denoising"
     title = "Denoising"
-    reference = "Vincent et al., Extracting and composing robust features with denoising autoencoders, ICML 2008"
     Options = DenoisingOptions
 
-    def build(self, in_channels: int, channels: Sequence[int]) -> RestorationNetwork:
-        return RestorationNetwork(self, in_channels, channels)
-
-    def inputs(self, crops: Crops, generator: torch.Generator):
-        clean = crops.first
+    def corrupt(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         noise = torch.randn(clean.shape, generator=generator, device=generator.device).to(clean)
-        return {"image": clean + self.options.noise_std * noise}, {"target": clean}
-
-    def loss(self, outputs, targets) -> LossTerms:
-        return restoration_loss(outputs, targets)
+        return clean + self.options.noise_std * noise

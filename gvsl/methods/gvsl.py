@@ -16,6 +16,7 @@ import torch
 
 from gvsl.losses import GVSLLoss, LossTerms
 from gvsl.methods.base import Crops, PretrainMethod
+from gvsl.methods.options import MethodOptions
 from gvsl.nets import GVSL, VARIANTS
 from gvsl.nets.gvsl import GVSLOutput
 from gvsl.views import AppearanceTransform, RandSpatialTransform, make_views
@@ -24,7 +25,7 @@ __all__ = ["GVSL_METHODS", "GVSLMethod", "GVSLOptions"]
 
 
 @dataclass
-class GVSLOptions:
+class GVSLOptions(MethodOptions):
     """Settings of GVSL and its ablations.
 
     Args:
@@ -42,6 +43,7 @@ class GVSLOptions:
     spatial: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("affine_channels", "local_head_channels"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 8:
                 raise ValueError(f"{name} must be an integer >= 8, got {getattr(self, name)}")
@@ -51,23 +53,17 @@ class GVSLOptions:
 
 
 class GVSLMethod(PretrainMethod):
-    """One of :data:`gvsl.nets.VARIANTS`; the class attribute ``variant`` picks it."""
+    """One of :data:`gvsl.nets.VARIANTS`; the class attribute ``variant`` picks it (:data:`GVSL_METHODS`)."""
 
     Options = GVSLOptions
     sampling = "pairs"
     variant: str = "gvsl"
-    reference = "He et al., Geometric Visual Similarity Learning in 3D Medical Image Self-supervised Pre-training, CVPR 2023"
 
     def __init__(self, options: Mapping[str, Any] | None = None):
         super().__init__(options)
         self.appearance = AppearanceTransform(**self.options.appearance)
         self.spatial = RandSpatialTransform(**self.options.spatial)
         self.criterion = GVSLLoss()
-
-    @property
-    def registers(self) -> bool:  # type: ignore[override]
-        switches = VARIANTS[self.variant]
-        return switches["affine"] or switches["deformable"]
 
     def build(self, in_channels: int, channels: Sequence[int]) -> GVSL:
         return GVSL.variant(self.variant, in_channels=in_channels, channels=channels,
@@ -86,8 +82,10 @@ class GVSLMethod(PretrainMethod):
 
 
 def _variant(key: str, title: str) -> type[GVSLMethod]:
+    switches = VARIANTS[key]
     return type(f"GVSLMethod_{key}", (GVSLMethod,), {"key": key, "title": title, "variant": key,
-                                                     "__doc__": f"{title}: {VARIANTS[key]}"})
+                                                     "registers": switches["affine"] or switches["deformable"],
+                                                     "__doc__": f"{title}: {switches}"})
 
 
 #: Table 1's ablations, then the whole method

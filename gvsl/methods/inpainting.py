@@ -10,36 +10,31 @@ than 2-D random regions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
 from gvsl.losses import LossTerms
 from gvsl.methods.augment import inpaint_mask
-from gvsl.methods.base import Crops, PretrainMethod
-from gvsl.methods.restoration import RestorationNetwork
+from gvsl.methods.base import Crops
+from gvsl.methods.options import Bounds, MethodOptions
+from gvsl.methods.restoration import RestorationMethod
 
 __all__ = ["Inpainting", "InpaintingOptions"]
 
 
 @dataclass
-class InpaintingOptions:
-    mask_fraction: float = 0.25
-
-    def __post_init__(self):
-        if not 0.0 < self.mask_fraction < 1.0:
-            raise ValueError(f"mask_fraction must be in (0, 1), got {self.mask_fraction}")
+class InpaintingOptions(MethodOptions):
+    mask_fraction: Annotated[float, Bounds(0.0, 1.0, open_low=True, open_high=True)] = 0.25
 
 
-class Inpainting(PretrainMethod):
+class Inpainting(RestorationMethod):
+    """Restores the masked voxels only: the mask travels with the targets to the loss."""
+
     key = "inpainting"
     title = "In-painting"
-    reference = "Pathak et al., Context Encoders: Feature Learning by Inpainting, CVPR 2016"
     Options = InpaintingOptions
-
-    def build(self, in_channels: int, channels: Sequence[int]) -> RestorationNetwork:
-        return RestorationNetwork(self, in_channels, channels)
 
     def inputs(self, crops: Crops, generator: torch.Generator):
         clean = crops.first

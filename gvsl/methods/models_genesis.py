@@ -25,42 +25,35 @@ SGD with plateau decay).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from gvsl.losses import LossTerms
 from gvsl.methods.augment import random_flips
-from gvsl.methods.base import Crops, PretrainMethod
-from gvsl.methods.restoration import RestorationNetwork, restoration_loss
+from gvsl.methods.options import MethodOptions, Probability
+from gvsl.methods.restoration import RestorationMethod
 from gvsl.views import AppearanceTransform
 
 __all__ = ["ModelsGenesis", "ModelsGenesisOptions"]
 
 
 @dataclass
-class ModelsGenesisOptions:
+class ModelsGenesisOptions(MethodOptions):
     """Probabilities of Models Genesis' transforms (the authors' defaults)."""
 
-    flip_prob: float = 0.4
-    local_shuffle_prob: float = 0.5
-    shuffle_fraction: float = 0.85
-    nonlinear_prob: float = 0.9
-    invert_prob: float = 0.5
-    paint_prob: float = 0.9
-    outpaint_share: float = 0.8
-
-    def __post_init__(self):
-        for name, value in vars(self).items():
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+    flip_prob: Probability = 0.4
+    local_shuffle_prob: Probability = 0.5
+    shuffle_fraction: Probability = 0.85
+    nonlinear_prob: Probability = 0.9
+    invert_prob: Probability = 0.5
+    paint_prob: Probability = 0.9
+    outpaint_share: Probability = 0.8
 
 
-class ModelsGenesis(PretrainMethod):
+class ModelsGenesis(RestorationMethod):
     key = "models_genesis"
     title = "Models Genesis"
-    reference = "Zhou et al., Models Genesis, Medical Image Analysis 2021"
     Options = ModelsGenesisOptions
 
     def __init__(self, options: Mapping | None = None):
@@ -74,12 +67,10 @@ class ModelsGenesis(PretrainMethod):
                                               shuffle_fraction=o.shuffle_fraction, inpaint_sides=(1 / 6, 1 / 3),
                                               invert_prob=o.invert_prob)
 
-    def build(self, in_channels: int, channels: Sequence[int]) -> RestorationNetwork:
-        return RestorationNetwork(self, in_channels, channels)
+    def target(self, crops: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        # flips move crop and target alike: the flipped crop is what the network restores
+        (target,) = random_flips(generator, crops, probability=self.options.flip_prob)
+        return target
 
-    def inputs(self, crops: Crops, generator: torch.Generator):
-        (target,) = random_flips(generator, crops.first, probability=self.options.flip_prob)
-        return {"image": self.corruption(target, generator)}, {"target": target}
-
-    def loss(self, outputs, targets) -> LossTerms:
-        return restoration_loss(outputs, targets)
+    def corrupt(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.corruption(clean, generator)

@@ -43,15 +43,12 @@ class RotationNetwork(PretextNetwork):
 class Rotation(PretrainMethod):
     key = "rotation"
     title = "Rotation"
-    reference = "Gidaris et al., ICLR 2018; Taleb et al., 3D Self-Supervised Methods for Medical Imaging, NeurIPS 2020"
+    Network = RotationNetwork
     uses_decoder = False
 
     def check(self, crop: Sequence[int], batch_size: int) -> None:
         if len(set(crop)) != 1:
             raise GVSLInputError(f"rotation: quarter turns about every axis need a cubic crop, got {tuple(crop)}")
-
-    def build(self, in_channels: int, channels: Sequence[int]) -> RotationNetwork:
-        return RotationNetwork(self, in_channels, channels)
 
     def inputs(self, crops: Crops, generator: torch.Generator):
         images = crops.first

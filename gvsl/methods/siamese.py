@@ -5,20 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
 from gvsl.methods.augment import ViewAugmentation
 from gvsl.methods.base import Crops, PretrainMethod
 from gvsl.methods.heads import layout
+from gvsl.methods.options import Bounds, MethodOptions
 from gvsl.nets.unet import UNet3D
 
 __all__ = ["TwoViewMethod", "ViewOptions", "encode_views", "split_views"]
 
 
 @dataclass
-class ViewOptions:
+class ViewOptions(MethodOptions):
     """Settings of the two views.
 
     Args:
@@ -28,17 +29,14 @@ class ViewOptions:
         projection_dim: width of the embedding the loss compares.
     """
 
-    view_shift: float = 0.25
+    view_shift: Annotated[float, Bounds(0.0, 1.0, words="a fraction in [0, 1] of the crop")] = 0.25
     intensity_prob: float = 0.8
     noise_std: float = 0.05
     spatial: dict[str, Any] = field(default_factory=dict)
-    projection_dim: int = 128
+    projection_dim: Annotated[int, Bounds(2, integer=True)] = 128
 
     def __post_init__(self):
-        if not 0.0 <= self.view_shift <= 1.0:
-            raise ValueError(f"view_shift must be a fraction in [0, 1] of the crop, got {self.view_shift}")
-        if int(self.projection_dim) != self.projection_dim or self.projection_dim < 2:
-            raise ValueError(f"projection_dim must be an integer >= 2, got {self.projection_dim}")
+        super().__post_init__()
         ViewAugmentation(self.spatial, self.intensity_prob, self.noise_std)
 
 
@@ -57,6 +55,7 @@ def split_views(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class TwoViewMethod(PretrainMethod):
     """Draws two overlapping crops of one volume and augments each independently."""
 
+    Options = ViewOptions
     sampling = "views"
     uses_decoder = False
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from monai.losses import ContrastiveLoss
@@ -24,6 +25,7 @@ from gvsl.errors import GVSLInputError
 from gvsl.losses import LossTerms
 from gvsl.methods.base import PretextNetwork, PretrainMethod
 from gvsl.methods.heads import LAYOUT_CELLS, MLP
+from gvsl.methods.options import Bounds
 from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views, split_views
 
 __all__ = ["SimCLR", "SimCLRNetwork", "SimCLROptions"]
@@ -31,12 +33,7 @@ __all__ = ["SimCLR", "SimCLRNetwork", "SimCLROptions"]
 
 @dataclass
 class SimCLROptions(ViewOptions):
-    temperature: float = 0.5
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+    temperature: Annotated[float, Bounds(0.0, open_low=True)] = 0.5
 
 
 class SimCLRNetwork(PretextNetwork):
@@ -53,8 +50,8 @@ class SimCLRNetwork(PretextNetwork):
 class SimCLR(TwoViewMethod):
     key = "simclr"
     title = "SimCLR"
-    reference = "Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020"
     Options = SimCLROptions
+    Network = SimCLRNetwork
 
     def __init__(self, options=None):
         super().__init__(options)
@@ -63,9 +60,6 @@ class SimCLR(TwoViewMethod):
     def check(self, crop: Sequence[int], batch_size: int) -> None:
         if batch_size < 2:
             raise GVSLInputError("simclr: batch_size must be >= 2; the other volumes' views are the negatives")
-
-    def build(self, in_channels: int, channels: Sequence[int]) -> SimCLRNetwork:
-        return SimCLRNetwork(self, in_channels, channels)
 
     def loss(self, outputs, targets) -> LossTerms:
         nt_xent = self.criterion(outputs["z_1"].float(), outputs["z_2"].float())

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from gvsl.losses import LossTerms
 from gvsl.methods.base import PretextNetwork, PretrainMethod
 from gvsl.methods.heads import LAYOUT_CELLS, MLP
-from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views, split_views
+from gvsl.methods.siamese import TwoViewMethod, encode_views, split_views
 
 __all__ = ["SimSiam", "SimSiamNetwork"]
 
@@ -46,11 +46,7 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 class SimSiam(TwoViewMethod):
     key = "simsiam"
     title = "SimSiam"
-    reference = "Chen and He, Exploring Simple Siamese Representation Learning, CVPR 2021"
-    Options = ViewOptions
-
-    def build(self, in_channels: int, channels: Sequence[int]) -> SimSiamNetwork:
-        return SimSiamNetwork(self, in_channels, channels)
+    Network = SimSiamNetwork
 
     def loss(self, outputs, targets) -> LossTerms:
         siamese = (0.5 * (negative_cosine(outputs["p_1"], outputs["z_2"])

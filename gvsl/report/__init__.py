@@ -14,19 +14,22 @@ them under ``results/``.
 - :mod:`gvsl.report.page` — the HTML page.
 """
 
-# Importable from here besides __all__: PROTOCOL_NAMES, TASK_METRICS and PRETEXT_KEYS.
-from gvsl.report.figures import figure6_validation, figure7_tsne, local_features
+# Importable from here besides __all__: PROTOCOL_NAMES, TASK_METRICS and PRETEXT_KEYS. Table 1's vocabulary
+# (method names, paper values, ablations) is gvsl.table1's, re-exported.
+from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsne, figure_run_curves, local_features
 from gvsl.report.page import write_html
-from gvsl.report.paper_claims import ABLATIONS, CLAIMS_COLUMNS, claims, claims_markdown
+from gvsl.report.paper_claims import CLAIMS_COLUMNS, claims, claims_markdown
 from gvsl.report.pretext import (  # noqa: F401
-    PRETEXT_KEYS, PRETEXT_LABELS, figure8_pretext, figure_pretext_losses, figure_registration, load_pretext,
-    pretext_losses, pretext_metrics, registration_example, training_terms)
-from gvsl.report.table import (  # noqa: F401
-    METHOD_NAMES, PAPER_TABLE1, PROTOCOL_NAMES, TABLE1_COLUMNS, TASK_METRICS, gain_interval, load_summaries,
-    metrics_summary, provenance, table1, table1_markdown, with_sources)
+    PRETEXT_KEYS, PRETEXT_LABELS, figure8_pretext, figure_pretext_losses, figure_registration, figure_training_terms,
+    load_pretext, pretext_losses, pretext_metrics, registration_example, training_terms)
+from gvsl.report.table import (
+    TABLE1_COLUMNS, cell_overview, gain_interval, load_summaries, metrics_summary, provenance, table1, table1_markdown,
+    with_sources)
+from gvsl.table1 import ABLATIONS, METHOD_NAMES, PAPER_TABLE1, PROTOCOL_NAMES, TASK_METRICS  # noqa: F401
 
-__all__ = ["ABLATIONS", "CLAIMS_COLUMNS", "METHOD_NAMES", "PAPER_TABLE1", "PRETEXT_LABELS", "TABLE1_COLUMNS", "claims",
-           "claims_markdown", "figure6_validation", "figure7_tsne", "figure8_pretext", "figure_pretext_losses",
-           "figure_registration", "gain_interval", "load_pretext", "load_summaries", "local_features",
+__all__ = ["ABLATIONS", "CLAIMS_COLUMNS", "FIGURE7_METHODS", "METHOD_NAMES", "PAPER_TABLE1", "PRETEXT_LABELS",
+           "TABLE1_COLUMNS", "cell_overview", "claims", "claims_markdown", "figure6_validation", "figure7_tsne",
+           "figure8_pretext", "figure_pretext_losses", "figure_registration", "figure_run_curves",
+           "figure_training_terms", "gain_interval", "load_pretext", "load_summaries", "local_features",
            "metrics_summary", "pretext_losses", "pretext_metrics", "provenance", "registration_example", "table1",
            "table1_markdown", "training_terms", "with_sources", "write_html"]

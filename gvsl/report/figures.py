@@ -10,7 +10,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
-from gvsl.report.table import METHOD_NAMES, PROTOCOL_NAMES
+from gvsl.table1 import FIGURE_NAMES, METHOD_NAMES, PROTOCOL_NAMES
+
+#: the initialisations the paper's Fig. 6 (validation curves) and Fig. 7 (t-SNE) compare
+FIGURE6_METHODS = ("scratch", "no_zmatch", "gvsl")
+FIGURE7_METHODS = ("scratch", "no_zmatch", "no_fundament", "gvsl")
 
 
 def _curves(summaries: pd.DataFrame, task: str, protocol: str, method: str) -> pd.DataFrame | None:
@@ -24,7 +28,7 @@ def _curves(summaries: pd.DataFrame, task: str, protocol: str, method: str) -> p
 
 
 def figure6_validation(summaries: pd.DataFrame, task: str = "SHC", protocol: str = "finetune",
-                       methods: Sequence[str] = ("scratch", "no_zmatch", "gvsl")) -> plt.Figure:
+                       methods: Sequence[str] = FIGURE6_METHODS) -> plt.Figure:
     """Validation metric vs iteration (mean over runs, band = min–max), as the paper's Fig. 6.
 
     Each curve stops at the last validation that every run reached: runs that stop on a plateau end
@@ -44,6 +48,20 @@ def figure6_validation(summaries: pd.DataFrame, task: str = "SHC", protocol: str
     ax.set(xlabel="iteration", ylabel=f"validation {metric} (%)", title=f"Fig. 6 — {task}, {PROTOCOL_NAMES[protocol]}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def figure_run_curves(summaries: Sequence[Mapping]) -> plt.Figure:
+    """One panel per Table 1 cell of a transfer stage (its ``summary.json`` records): the validation curve
+    of every (pre-training seed, transfer seed) run."""
+    fig, axes = plt.subplots(1, len(summaries), figsize=(2.6 * len(summaries), 2.6), squeeze=False)
+    for ax, summary in zip(axes[0], summaries):
+        for (p, t), curve in zip(summary["runs"], summary["val_curves"]):
+            ax.plot(*zip(*curve), marker=".", label=f"p{p}-t{t}")
+        ax.set(title=f"{summary['task']} {summary['protocol']}", xlabel="iteration",
+               ylabel=f"validation {summary['metric']}")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -73,8 +91,6 @@ def figure7_tsne(features: Mapping[str, tuple[np.ndarray, np.ndarray]], class_na
 
     from gvsl.viz import label_colormap
 
-    titles = {"scratch": "scratch", "no_zmatch": "restoration only", "no_fundament": "Z-matching only",
-              "no_affine": "w/o affine head", "gvsl": "whole GVSL"}
     fig, axes = plt.subplots(1, len(features), figsize=(3.4 * len(features), 3.6), squeeze=False)
     cmap = label_colormap(len(class_names))
     for ax, (method, (x, y)) in zip(axes[0], features.items()):
@@ -83,7 +99,7 @@ def figure7_tsne(features: Mapping[str, tuple[np.ndarray, np.ndarray]], class_na
         x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-8)
         embedded = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(x)
         ax.scatter(embedded[:, 0], embedded[:, 1], c=[cmap(int(k)) for k in y], s=5)
-        ax.set_title(titles.get(method, method), fontsize=9)
+        ax.set_title(FIGURE_NAMES.get(method, method), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [Patch(color=cmap(k + 1), label=n) for k, n in enumerate(class_names)]

@@ -14,10 +14,11 @@ import pandas as pd
 import torch
 
 from gvsl.errors import GVSLInputError
+from gvsl.table1 import FIGURE_NAMES, METHOD_NAMES, REGISTERING
 
-#: GVSL variants with a Z-matching head, as Fig. 8 names them
-PRETEXT_LABELS = {"no_fundament": "Z-matching only (w/o fundament)", "no_affine": "w/o affine head",
-                  "gvsl": "whole GVSL"}
+#: the variants with a Z-matching head as Fig. 8's legend names them; Z-matching only by its row title too
+PRETEXT_LABELS = {key: FIGURE_NAMES[key] for key in REGISTERING}
+PRETEXT_LABELS["no_fundament"] = f"{FIGURE_NAMES['no_fundament']} ({METHOD_NAMES['no_fundament'].lower()})"
 PRETEXT_KEYS = ("identity_dice", "affine_dice", "warped_dice")
 
 
@@ -90,6 +91,17 @@ def training_terms(pretrain_root: str | Path, method: str) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+def figure_training_terms(pretrain_root: str | Path, method: str, smooth_window: int = 10) -> plt.Figure | None:
+    """Every training loss term of ``method`` per seed (:func:`training_terms`, moving average), one panel each;
+    None for a method that never trained (scratch)."""
+    terms = training_terms(pretrain_root, method)
+    if terms.empty:
+        return None
+    axes = terms.rolling(smooth_window, min_periods=1).mean().plot(
+        subplots=True, figsize=(7, 1.6 * terms.shape[1]), title=f"{method}: loss terms (moving average of {smooth_window})")
+    return axes[0].figure
+
+
 def _mean_curve(pretrain_root: str | Path, method: str, metric: str) -> pd.Series | None:
     """Mean over seeds of a DVCLive metric (``train/ncc``, ``heldout/warped_dice``…)."""
     curves = [c for f in _seed_folders(pretrain_root, method) if (c := _dvclive_curve(f, metric)) is not None]
@@ -126,8 +138,8 @@ def pretext_losses(pretrain_root: str | Path, methods: Sequence[str]) -> dict[st
     return out
 
 
-def figure_pretext_losses(pretrain_root: str | Path, methods: Sequence[str], titles: Mapping[str, str],
-                          smooth_window: int = 10) -> plt.Figure:
+def figure_pretext_losses(pretrain_root: str | Path, methods: Sequence[str],
+                          titles: Mapping[str, str] = METHOD_NAMES, smooth_window: int = 10) -> plt.Figure:
     """One panel per pre-trained method: its training loss (moving average, mean over seeds) and its loss
     on the held-out crops (markers), against the iteration. Each method's loss has its own scale."""
     shown = [m for m in methods if _mean_curve(pretrain_root, m, "train/total") is not None]

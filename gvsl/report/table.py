@@ -1,11 +1,11 @@
-"""Table 1: the transfer summaries, the paper's values, gains over scratch with their intervals,
-the Markdown table, the DVC metrics and the provenance of every number."""
+"""Table 1: the transfer summaries beside the paper's values (:mod:`gvsl.table1`), gains over scratch with their
+intervals, the Markdown table, the DVC metrics and the provenance of every number."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,35 +13,21 @@ import numpy as np
 import pandas as pd
 
 from gvsl.errors import GVSLInputError
-from gvsl.methods import METHOD_TITLES as METHOD_NAMES
-from gvsl.pipeline import METHODS, PROTOCOLS, TASKS
-
-PROTOCOL_NAMES = {"linear": "(a) linear", "finetune": "(b) fine-tune"}
-TASK_METRICS = {"SHC": "Dice", "SAC": "Dice", "CCC": "AUC", "SBM": "Dice"}
-
-# He et al., CVPR 2023, Table 1 (percent): method -> protocol -> (SHC, SAC, CCC, SBM). The kit records
-# the rows of Scratch, Models Genesis, Rotation, SimCLR, the ablations and GVSL; the paper's rows of the
-# other baselines (Denoising, In-painting, DeepCluster, SimSiam, BYOL) are not recorded here, so their
-# paper_value is NaN and the report says "not recorded".
-_PAPER = {
-    "scratch": {"linear": (21.9, 10.0, 52.7, 56.4), "finetune": (87.8, 80.4, 74.4, 89.7)},
-    "models_genesis": {"linear": (47.4, 22.5, 60.4, 44.9), "finetune": (90.3, 79.9, 80.7, 89.4)},
-    "rotation": {"linear": (56.1, 21.9, 62.1, 54.1), "finetune": (90.6, 81.1, 77.1, 89.6)},
-    "simclr": {"linear": (48.7, 15.5, 61.3, 58.7), "finetune": (86.9, 79.9, 74.3, 89.3)},
-    "no_zmatch": {"linear": (49.1, 21.1, 55.8, 45.1), "finetune": (88.3, 81.2, 81.3, 89.7)},
-    "no_fundament": {"linear": (45.3, 0.0, 58.8, 48.5), "finetune": (87.0, 79.5, 76.6, 89.0)},
-    "no_affine": {"linear": (57.7, 17.9, 57.6, 53.4), "finetune": (89.4, 82.3, 79.8, 89.8)},
-    "gvsl": {"linear": (68.4, 28.7, 60.8, 79.9), "finetune": (91.2, 81.3, 82.2, 90.0)},
-}
-#: (method, protocol, task) -> the paper's value in percent (NaN where the kit does not record it)
-PAPER_TABLE1 = {(m, p, t): _PAPER[m][p][i] if m in _PAPER else math.nan
-                for m in METHODS for p in PROTOCOLS for i, t in enumerate(TASKS)}
+from gvsl.table1 import METHOD_NAMES, METHODS, PAPER_TABLE1, PROTOCOL_NAMES, PROTOCOLS, TASK_METRICS, TASKS
 
 _SUMMARY_KEYS = {"task", "protocol", "method", "metric", "seeds", "pretrain_seeds", "runs", "test", "mean", "sd",
                  "n_runs", "val_curves", "converged", "per_case", "case_ids", "dataset_source", "profile", "commit"}
 #: Table 1's columns (results/table1.csv)
 TABLE1_COLUMNS = ["method", "protocol", "task", "metric", "value", "sd", "n_runs", "converged", "gain", "gain_low",
                   "gain_high", "paper_value", "paper_gain", "dataset", "profile"]
+
+
+def cell_overview(summaries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per Table 1 cell of a transfer stage (its ``summary.json`` records): the test metric's mean and
+    sd over the runs, whether every run plateaued, and each run's iterations and best iteration."""
+    return pd.DataFrame([{"task": s["task"], "protocol": s["protocol"], "metric": s["metric"], "mean": s["mean"],
+                          "sd": s["sd"], "runs": s["n_runs"], "converged": s["converged"], "iterations": s["iterations"],
+                          "best iterations": s["best_iterations"]} for s in summaries])
 
 
 def load_summaries(transfer_root: str | Path) -> pd.DataFrame:

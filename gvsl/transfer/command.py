@@ -11,7 +11,8 @@ import torch
 
 from gvsl.errors import GVSLInputError
 from gvsl.nets.unet import PAPER_CHANNELS, UNet3D, parse_channels
-from gvsl.transfer.config import CLASS_WEIGHTINGS, PROTOCOLS, SEG_LOSSES, TASKS, TransferConfig, num_outputs
+from gvsl.table1 import PROTOCOLS
+from gvsl.transfer.config import CLASS_WEIGHTINGS, METRIC_NAMES, SEG_LOSSES, TransferConfig, num_outputs
 from gvsl.transfer.train import TransferResult, run_transfer
 
 __all__ = ["add_arguments", "run", "transfer_prepared"]
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from gvsl.data import load_prepared
 
     info = load_prepared(args.data).info
-    if info.task_type not in TASKS:
+    if info.task_type not in METRIC_NAMES:
         raise GVSLInputError(f"{args.data}: dataset task {info.task} has no transfer protocol")
     num_classes = num_outputs(info.task_type, info.classes)
     config = TransferConfig(task=info.task_type, protocol=args.protocol, num_classes=num_classes,

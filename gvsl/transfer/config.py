@@ -9,16 +9,14 @@ from typing import Any
 
 from gvsl.errors import GVSLInputError
 from gvsl.settings import from_mapping
+from gvsl.table1 import PROTOCOLS
 
-__all__ = ["CLASS_WEIGHTINGS", "METRIC_NAMES", "PROTOCOLS", "SEG_LOSSES", "TASKS", "PlateauRule", "TransferConfig",
-           "num_outputs"]
+__all__ = ["CLASS_WEIGHTINGS", "METRIC_NAMES", "SEG_LOSSES", "PlateauRule", "TransferConfig", "num_outputs"]
 
-TASKS = ("segmentation", "classification")
-PROTOCOLS = ("linear", "finetune")
 CLASS_WEIGHTINGS = ("inverse", "sqrt_inverse", "none")
 SEG_LOSSES = ("dice", "ce", "dice_ce")
 
-#: Validation metric of each task (the key of the evaluation dict that selects the best model).
+#: Validation metric of each task type a transfer trains (the key of the evaluation dict that selects the best model).
 METRIC_NAMES = {"segmentation": "mean_dice", "classification": "auc"}
 
 
@@ -127,8 +125,8 @@ class TransferConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise GVSLInputError(f"task: unknown {self.task!r}; valid: {list(TASKS)}")
+        if self.task not in METRIC_NAMES:
+            raise GVSLInputError(f"task: unknown {self.task!r}; valid: {list(METRIC_NAMES)}")
         if self.protocol not in PROTOCOLS:
             raise GVSLInputError(f"protocol: unknown {self.protocol!r}; valid: {list(PROTOCOLS)}")
         if self.class_weighting not in CLASS_WEIGHTINGS:

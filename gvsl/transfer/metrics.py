@@ -20,9 +20,10 @@ from monai.networks.utils import one_hot
 from torch import nn
 
 from gvsl.errors import GVSLInputError
+from gvsl.runtime import autocast
 from gvsl.transfer.cases import Case, _center_crop, _prepare
 from gvsl.transfer.config import TransferConfig
-from gvsl.transfer.model import TransferModel, _autocast
+from gvsl.transfer.model import TransferModel
 
 __all__ = ["classification_probabilities", "evaluate", "evaluate_cases", "evaluate_classification", "evaluate_segmentation",
            "segmentation_case_scores", "validate"]
@@ -105,7 +106,7 @@ def segmentation_case_scores(model: TransferModel, cases: Sequence[Case], roi: S
     scores = []
     with _inference(model):
         for case in prepared:
-            with _autocast(device):
+            with autocast(device):
                 probabilities = sliding_window_inference(
                     case.image[None].to(device), roi_size=tuple(roi), sw_batch_size=sw_batch_size,
                     predictor=lambda x: torch.softmax(model(x).float(), dim=1), overlap=overlap, mode="gaussian")
@@ -156,7 +157,7 @@ def classification_probabilities(model: TransferModel, cases: Sequence[Case], cr
     with _inference(model):
         for case in prepared:
             image = case.image if crop is None else _center_crop(case.image, crop)
-            with _autocast(device):
+            with autocast(device):
                 logit = model(image[None].to(device))
             probabilities.append(torch.sigmoid(logit.float()).reshape(1).cpu())
     return [c.id for c in prepared], torch.cat(probabilities), torch.tensor([c.target for c in prepared])

@@ -14,7 +14,7 @@ from torch import nn
 
 from gvsl.errors import GVSLInputError
 from gvsl.nets.unet import UNet3D
-from gvsl.transfer.config import TASKS, TransferConfig
+from gvsl.transfer.config import METRIC_NAMES, TransferConfig
 
 __all__ = ["TransferModel", "build_transfer_model"]
 
@@ -49,8 +49,8 @@ class TransferModel(nn.Module):
             raise GVSLInputError("cache_features needs a frozen backbone (linear protocol)")
         self.cache_features = cache_features
         self._features: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        if task not in TASKS:
-            raise GVSLInputError(f"task: unknown {task!r}; valid: {list(TASKS)}")
+        if task not in METRIC_NAMES:
+            raise GVSLInputError(f"task: unknown {task!r}; valid: {list(METRIC_NAMES)}")
         self.backbone = backbone
         self.task = task
         self.frozen = frozen
@@ -101,7 +101,3 @@ def build_transfer_model(backbone: UNet3D, config: TransferConfig, cache_feature
         return TransferModel(copy.deepcopy(backbone), config.task, config.num_classes,
                              frozen=config.protocol == "linear", cache_features=cache_features)
 
-
-def _autocast(device: torch.device):
-    # bf16 on CUDA for speed (as pre-training); exact fp32 on the CPU, where runs must be bit-reproducible.
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")

@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 
 from gvsl.errors import GVSLInputError, NonFiniteLossError
 from gvsl.nets.unet import UNet3D
-from gvsl.runtime import resolve_device
+from gvsl.runtime import autocast, resolve_device
 from gvsl.transfer.cases import Case, _CropSampler, _prepare, _Prepared
 from gvsl.transfer.config import TransferConfig
 from gvsl.transfer.metrics import _class_names, evaluate_cases, validate
-from gvsl.transfer.model import TransferModel, _autocast, build_transfer_model
+from gvsl.transfer.model import TransferModel, build_transfer_model
 from gvsl.transfer.objectives import _loss_function
 
 __all__ = ["TransferResult", "run_transfer"]
@@ -212,7 +212,7 @@ def _optimise(model: TransferModel, sampler: _CropSampler, optimizer: torch.opti
         step_began = time.perf_counter()
         images, targets = sampler.sample(config.batch_size)
         images = images.to(device, memory_format=torch.channels_last_3d)
-        with _autocast(device):
+        with autocast(device):
             logits = model(images)
         loss = loss_function(logits.float(), targets.to(device))
         if not torch.isfinite(loss):

@@ -1,0 +1,105 @@
+"""The preprocessing path every builder shares: canonical orientation and resampling, the task's ROI,
+the intensity window, label mapping, and what ``info.json`` records of the window.
+
+Canonical RAS+ orientation, resampling to the target spacing (a no-op for generated volumes, which
+are made on that grid), the task's ROI crop, then the intensity window (:mod:`gvsl.data.preprocess`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from gvsl.data.io import Volume
+from gvsl.data.preprocess import (
+    CT_WINDOW_WIDTH,
+    centred_roi,
+    crop_or_pad,
+    ct_window,
+    foreground_box,
+    minmax,
+    resample,
+    to_canonical,
+)
+from gvsl.errors import GVSLInputError
+
+__all__ = ["MARGIN_MM", "PAPER_SPACING", "ROI_MM", "brain_crop", "cut_warning", "label_lut", "margin_voxels",
+           "standardise", "window", "window_info"]
+
+# Region-of-interest sizes in mm (converted to voxels at the target spacing) and box margins in mm.
+# Real data: a 176 mm cube holds a whole heart with its great vessels plus an 8 mm margin; the lung box
+# covers both lungs of an adult. Generated cohorts: 160 mm heart (32 voxels at 5 mm), 320×240×280 mm chest.
+# CANDI: the paper's 160×160×128 crop at 1 mm. The MNI152 brain (an adult average, 146×180×148 mm
+# labelled) does not fit that crop, so mni-brain keeps a 160×192×160 mm box.
+ROI_MM = {"heart": (176.0, 176.0, 176.0), "lung": (320.0, 256.0, 320.0), "brain": (160.0, 160.0, 128.0),
+          "phantom-heart": (160.0, 160.0, 160.0), "phantom-lung": (320.0, 240.0, 280.0),
+          "phantom-brain": (160.0, 192.0, 160.0)}
+MARGIN_MM = 8.0
+PAPER_SPACING = (1.0, 1.0, 1.0)
+
+
+def margin_voxels(spacing: Sequence[float]) -> int:
+    """:data:`MARGIN_MM` in voxels of the finest axis of ``spacing``."""
+    return int(round(MARGIN_MM / min(spacing)))
+
+
+def label_lut(mapping: dict[int, int]) -> Callable[[np.ndarray], np.ndarray]:
+    """Vectorised original-value -> class-id mapping for values already checked to be in ``mapping``."""
+    keys = np.array(sorted(mapping), dtype=np.int64)
+    ids = np.array([mapping[k] for k in keys], dtype=np.uint8)
+
+    def apply(values: np.ndarray) -> np.ndarray:
+        return ids[np.searchsorted(keys, values.astype(np.int64))]
+
+    return apply
+
+
+def standardise(volume: Volume, spacing: Sequence[float], *, label: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical RAS+ orientation, then resampling to ``spacing`` (trilinear, or nearest for labels)."""
+    array, affine = to_canonical(volume.array, volume.affine)
+    return resample(array, affine, spacing, label=label)
+
+
+def window(array: np.ndarray, modality: str, offset: float, name: str) -> np.ndarray:
+    """The CT window (``ct``) or min-max (``mr``) of ``array``; ``name`` names it in errors."""
+    return ct_window(array, offset) if modality == "ct" else minmax(array, name=name)
+
+
+def window_info(modality: str, offset: float) -> dict[str, Any]:
+    """What ``info.json`` records of :func:`window`."""
+    if modality == "ct":
+        width = f"{CT_WINDOW_WIDTH:g}"
+        return {"kind": "ct", "offset": offset, "width": CT_WINDOW_WIDTH,
+                "formula": f"clip(raw + offset, 0, {width}) / {width}"}
+    return {"kind": "minmax", "formula": "(raw - min) / (max - min)"}
+
+
+def cut_warning(cut: list[str], what: str) -> None:
+    """Warn once for all the cases whose fixed crop lost labelled voxels."""
+    if cut:
+        shown = ", ".join(cut[:5]) + (", …" if len(cut) > 5 else "")
+        warnings.warn(f"{what}: the fixed crop cut labelled voxels of {len(cut)} case(s): {shown}", stacklevel=3)
+
+
+def brain_crop(image: Volume, label: Volume, spacing: Sequence[float], crop_shape: Sequence[int], case_id: str,
+               cut: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CANDI-style crop: fixed size, centred on the labelled brain's bounding box, then min-max.
+
+    Returns the image in [0, 1], the label and their affine; ``case_id`` is appended to ``cut`` when
+    the crop loses labelled voxels.
+    """
+    image_array, affine = standardise(image, spacing)
+    label_array, _ = standardise(label, spacing, label=True)
+    box = foreground_box(label_array)
+    if box is None:
+        raise GVSLInputError(f"{label.path}: label volume is empty")
+    roi = centred_roi(box, crop_shape, name=case_id, strict=False)
+    # Pad with the image minimum so padding becomes 0 after min-max.
+    image_array, out_affine = crop_or_pad(image_array, affine, roi, fill=float(image_array.min()))
+    cropped_label, _ = crop_or_pad(label_array, affine, roi)
+    if np.count_nonzero(cropped_label) < np.count_nonzero(label_array):
+        cut.append(case_id)
+    return minmax(image_array, name=str(image.path)), cropped_label, out_affine

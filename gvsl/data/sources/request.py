@@ -1,0 +1,134 @@
+"""What ``gvsl prepare`` is asked for: one typed config from the CLI flags, :func:`gvsl.data.prepare.prepare`'s
+arguments or ``params.yaml`` (``prepare.tasks.<TASK>``), checked once for all three."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from gvsl.data.preprocess import DEFAULT_HU_OFFSET
+from gvsl.data.sources.registry import SOURCES, SourceSpec
+from gvsl.errors import GVSLInputError
+
+__all__ = ["MODALITIES", "PrepareRequest"]
+
+MODALITIES = ("ct", "mr")
+# set by the stage (its task, ``prepare.seed``, the terminal), not by ``prepare.tasks.<TASK>``
+_STAGE_FIELDS = ("task", "seed", "progress")
+
+
+def _triple(name: str, values: Sequence[float] | float | None, kind: type) -> tuple | None:
+    if values is None:
+        return None
+    values = [values] * 3 if isinstance(values, (int, float)) else list(values)
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or any(v <= 0 for v in values):
+        raise GVSLInputError(f"{name}: expecting one or three positive numbers, got {values}")
+    return tuple(kind(v) for v in values)
+
+
+@dataclass
+class PrepareRequest:
+    """One ``gvsl prepare`` run; invalid settings raise :class:`GVSLInputError` when it is built.
+
+    Attributes:
+        source: a key of :data:`~gvsl.data.sources.SOURCES` (``phantom-ct``, ``mni-brain``, ``mmwhs``,
+            ``asoca``, ``stoic``, ``candi``, ``msd``, ``folder``).
+        task: task key; None: the source's only task (``msd``: ``MSD``; ``phantom-ct``: all four, each
+            into its own sub-folder).
+        root: input folder of a real dataset, searched recursively (None for generated sources).
+        subjects: generated sources: cases per task (split in the default proportions); real
+            sources: use a seeded subset of this many cases. None: the defaults / every case.
+        shape: generated volume shape (D, H, W), generated sources only.
+        spacing: target voxel size in mm, one number or three (real data: 1 mm³; generated: the
+            generator's grid).
+        seed: base seed of subjects and splits.
+        window_offset: CT window offset added to HU (default 1024, see :mod:`gvsl.data.preprocess`).
+        roi_mm: override of the task's ROI size (mm).
+        modality: ``ct`` or ``mr`` for the generic sources (``folder``: default ``ct``; ``msd``:
+            default its dataset.json).
+        progress: show a tqdm progress bar.
+    """
+
+    source: str
+    task: str | None = None
+    root: Path | None = None
+    subjects: int | None = None
+    shape: tuple[int, int, int] | None = None
+    spacing: tuple[float, float, float] | None = None
+    seed: int = 0
+    window_offset: float | None = None
+    roi_mm: tuple[float, float, float] | None = None
+    modality: str | None = None
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise GVSLInputError(f"source {self.source!r} is not one of {', '.join(SOURCES)}")
+        spec = self.spec
+        if self.task is not None and self.task not in spec.tasks:
+            raise GVSLInputError(f"source {self.source} prepares task {' or '.join(spec.tasks)}, not {self.task!r}")
+        if spec.generated and self.root is not None:
+            raise GVSLInputError(f"source {self.source} is generated and reads no --root")
+        if not spec.generated:
+            if self.root is None:
+                raise GVSLInputError(f"source {self.source} needs --root, the folder holding the dataset")
+            if self.shape is not None:
+                raise GVSLInputError(f"--shape applies to generated sources only, not to {self.source}")
+        if self.modality is not None and self.modality not in MODALITIES:
+            raise GVSLInputError(f"modality {self.modality!r} is not one of {', '.join(MODALITIES)}")
+        if self.subjects is not None and self.subjects < 1:
+            raise GVSLInputError(f"subjects must be >= 1, got {self.subjects}")
+        if self.seed < 0:
+            raise GVSLInputError(f"seed must be >= 0, got {self.seed}")
+        if self.window_offset is not None and not math.isfinite(self.window_offset):
+            raise GVSLInputError(f"window offset must be a finite number of HU, got {self.window_offset}")
+        self.root = Path(self.root) if self.root is not None else None
+        self.shape = _triple("shape", self.shape, int)
+        self.spacing = _triple("spacing", self.spacing, float)
+        self.roi_mm = _triple("roi", self.roi_mm, float)
+        self.seed = int(self.seed)
+
+    @classmethod
+    def from_params(cls, settings: Mapping[str, Any], *, task: str, seed: int, progress: bool = False
+                    ) -> PrepareRequest:
+        """The request of ``params.yaml`` → ``prepare.tasks.<task>`` (``settings``), with ``prepare.seed``."""
+        valid = sorted(f.name for f in dataclasses.fields(cls) if f.name not in _STAGE_FIELDS)
+        unknown = set(settings) - set(valid)
+        if unknown:
+            raise GVSLInputError(f"unknown settings {sorted(unknown)}; valid: {valid}")
+        if "source" not in settings:
+            raise GVSLInputError("missing 'source'")
+        return cls(**settings, task=task, seed=seed, progress=progress)
+
+    @property
+    def spec(self) -> SourceSpec:
+        return SOURCES[self.source]
+
+    def root_folder(self) -> Path:
+        """:attr:`root`, which must be a folder (real sources only)."""
+        assert self.root is not None
+        if not self.root.is_dir():
+            raise GVSLInputError(f"{self.root}: input folder not found")
+        return self.root
+
+    def target_spacing(self, default: Sequence[float]) -> tuple[float, float, float]:
+        """:attr:`spacing`, or the source's ``default``."""
+        return tuple(float(s) for s in (self.spacing or default))
+
+    @property
+    def offset(self) -> float:
+        """The CT window offset (:attr:`window_offset` or the default for HU)."""
+        return DEFAULT_HU_OFFSET if self.window_offset is None else float(self.window_offset)
+
+    def progress_bar(self, items: Iterable, desc: str):
+        """``items`` with a progress bar when :attr:`progress` is on."""
+        # disable=None: a bar only on a terminal, so logs and captured stderr stay clean
+        return tqdm(items, desc=desc, unit="case", disable=None if self.progress else True, leave=False)

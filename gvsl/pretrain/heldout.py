@@ -1,0 +1,115 @@
+"""Held-out evaluation during pre-training: every ``eval_every`` iterations the method's loss on subjects the
+run never trains on (``heldout_loss/``) and, for a Z-matching head, their registration (``heldout/``,
+``pretext.json``; :mod:`gvsl.pretext`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gvsl.errors import GVSLInputError
+from gvsl.methods import Crops, PretrainMethod
+from gvsl.pretext import HeldOutPairs, evaluate_pretext, heldout_pairs
+from gvsl.runtime import autocast, channels_last
+
+__all__ = ["HELDOUT_LOG", "HELDOUT_LOSS_LOG", "PRETEXT_NAME", "HeldoutEvaluation", "load_heldout"]
+
+PRETEXT_NAME = "pretext.json"
+HELDOUT_LOG = "heldout"
+HELDOUT_LOSS_LOG = "heldout_loss"
+#: fixed seed of the held-out loss's augmentations: every evaluation sees the same inputs
+_HELDOUT_SEED = 12345
+
+
+def load_heldout(data: str | Path, split: str, crop: Sequence[int], pairs: int, seed: int = 0) -> HeldOutPairs:
+    """Held-out pairs from ``split`` of a prepared dataset (labels, when it has them, give the Dice)."""
+    from gvsl.data import load_prepared
+
+    if split == "test":
+        raise GVSLInputError("held-out split must not be 'test': the test split is for Table 1")
+
+    dataset = load_prepared(data)
+    cases = dataset.load_split(split)
+    if len(cases) < 2:
+        raise GVSLInputError(f"{data}: the {split} split has {len(cases)} case(s); held-out evaluation needs two")
+    classes = len(dataset.info.classes) + 1 if dataset.info.task_type == "segmentation" else None
+    return heldout_pairs(cases, crop, pairs, seed, num_classes=classes)
+
+
+class HeldoutEvaluation:
+    """One run's held-out evaluation (main process only), logged to its DVCLive ``live``.
+
+    A resumed run keeps the first registration of the run it continues (``pretext.json`` at
+    ``pretext_path``, written before that run's first iteration).
+    """
+
+    def __init__(self, live: Any, method: PretrainMethod, model: torch.nn.Module, heldout: HeldOutPairs,
+                 batch_size: int, device: torch.device, pretext_path: Path, resumed: bool):
+        self.live, self.method, self.model, self.heldout = live, method, model, heldout
+        self.batch_size, self.device, self.pretext_path = batch_size, device, pretext_path
+        self.registers = method.registers
+        self.crops = method.heldout_crops(heldout)
+        self.first = _read_pretext(pretext_path, heldout) if resumed and self.registers else None
+
+    def __call__(self, done: int) -> None:
+        """Evaluate after ``done`` iterations (0: before the first)."""
+        _log_heldout_loss(self.live, self.method, self.model, self.crops, self.batch_size, self.device, done)
+        if self.registers:
+            scores = _log_heldout(self.live, self.model, self.heldout, done)
+            if done == 0:
+                self.first = scores
+            _write_pretext(self.pretext_path, self.heldout, self.first, scores)
+
+
+@torch.no_grad()
+def _log_heldout_loss(live: Any, method: PretrainMethod, model: torch.nn.Module, crops: Crops, batch_size: int,
+                      device: torch.device, done: int) -> None:
+    """The method's loss terms on the held-out crops, logged under ``heldout_loss/``: in chunks of at least
+    one step's size (a contrastive loss depends on its batch), weighted by chunk size, with augmentations
+    from a fixed seed so that every evaluation sees the same inputs, at the training precision."""
+    generator = torch.Generator().manual_seed(_HELDOUT_SEED)
+    chunks = max(1, len(crops) // method.crops_per_step(batch_size))
+    sums: dict[str, float] = {}
+    for part in torch.tensor_split(torch.arange(len(crops)), chunks):
+        chunk = crops[int(part[0]):int(part[-1]) + 1].to(device)
+        net_inputs, targets = method.inputs(chunk, generator)
+        with autocast(device):
+            terms = method.loss(model(**channels_last(net_inputs, device)), channels_last(targets, device))
+        for term, value in terms.as_floats().items():
+            sums[term] = sums.get(term, 0.0) + value * len(part)
+    live.step = done
+    for term, value in sums.items():
+        live.log_metric(f"{HELDOUT_LOSS_LOG}/{term}", value / len(crops))
+
+
+def _log_heldout(live: Any, model: torch.nn.Module, heldout: HeldOutPairs, done: int) -> dict[str, Any]:
+    """Register the held-out pairs after ``done`` iterations and log the means under ``heldout/``."""
+    scores = evaluate_pretext(model, heldout)
+    means = scores.summary()
+    live.step = done
+    for name, value in means.items():
+        live.log_metric(f"{HELDOUT_LOG}/{name}", value)
+    return {"iteration": done, "mean": means, "per_pair": scores.per_pair()}
+
+
+def _write_pretext(path: Path, heldout: HeldOutPairs, first: Mapping[str, Any], last: Mapping[str, Any]) -> None:
+    record = {"pairs": [list(p) for p in heldout.ids], "first": first, "last": last, "iterations": last["iteration"]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _read_pretext(path: Path, heldout: HeldOutPairs) -> dict[str, Any]:
+    """The first evaluation of the run being resumed (written before its first iteration)."""
+    if not path.is_file():
+        raise GVSLInputError(f"{path}: missing; a run with held-out evaluation writes it before its first "
+                             "iteration, so this checkpoint comes from a run without it (resume without held-out "
+                             "pairs, or start afresh)")
+    record = json.loads(path.read_text())
+    if record["pairs"] != [list(p) for p in heldout.ids]:
+        raise GVSLInputError(f"{path}: was evaluated on other held-out pairs than this run's")
+    return record["first"]
