@@ -149,8 +149,10 @@ def write_datasets(params: Mapping[str, Any], folder: Path) -> dict[str, str]:
 def check_outputs(project: Path, params: Mapping[str, Any]) -> dict[str, Any]:
     """Every Table 1 cell of the profile, each from its paper source; raises naming what is missing."""
     table = pd.read_csv(project / "results" / "table1.csv")
+    from gvsl.table1 import PROTOCOLS
+
     expected = {(m, t, p) for m in params["pipeline"]["methods"] for t in params["pipeline"]["tasks"]
-                for p in params["transfer"]}
+                for p in PROTOCOLS}
     found = set(zip(table["method"], table["task"], table["protocol"]))
     if expected - found:
         raise GVSLInputError(f"rehearsal: Table 1 lacks the cells {sorted(expected - found)}")

@@ -144,9 +144,9 @@ def test_a_bad_params_value_names_its_key(key, value, stage, message, data, tmp_
         elif stage == "scratch":
             pipeline.pretrain_stage("scratch", params, build)
         elif stage == "heldout":
-            pipeline._load_heldout(params["pretrain"]["heldout"], (32, 32, 32), build)
+            pipeline.pretrain._load_heldout(params["pretrain"]["heldout"], (32, 32, 32), build)
         elif stage == "processes":
-            pipeline._processes(params, "pretrain")
+            pipeline.layout.process_count(params, "pretrain")
         elif stage == "prepare":
             pipeline.prepare_stage("SHC", params, build)
         else:

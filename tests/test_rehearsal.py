@@ -15,7 +15,7 @@ from gvsl import rehearsal
 from gvsl.data import load_prepared
 from gvsl.data.fixtures import write_fixture
 from gvsl.data.prepare import prepare
-from gvsl.data.sources import _FREESURFER_NAMES
+from gvsl.data.sources import FREESURFER_NAMES
 from gvsl.errors import GVSLInputError
 from tests.test_pipeline import ROOT
 
@@ -77,7 +77,7 @@ def test_heart_standins_read_back_as_the_generator_made_them(tmp_path, source, t
 
 def test_candi_standin_has_freesurfer_labels_mapped_to_classes(tmp_path):
     write_fixture("candi", tmp_path / "candi", count=4)
-    names = [_FREESURFER_NAMES[v] for v in (2, 3, 4, 41, 42, 43)]
+    names = [FREESURFER_NAMES[v] for v in (2, 3, 4, 41, 42, 43)]
     dataset = _prepared("candi", tmp_path / "prepared", tmp_path / "candi", spacing=8.0)
     assert list(dataset.info.classes) == names
     case = dataset.load_case(dataset.manifest["id"].iloc[0])

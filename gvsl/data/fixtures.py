@@ -33,7 +33,7 @@ import pandas as pd
 
 from gvsl.data import brain, phantom
 from gvsl.data.io import write_nifti
-from gvsl.data.sources import _FREESURFER_NAMES, MMWHS_LABELS, STOIC_COLUMNS, subject_seed
+from gvsl.data.sources import FREESURFER_NAMES, MMWHS_LABELS, STOIC_COLUMNS, subject_seed
 from gvsl.errors import GVSLInputError
 
 __all__ = ["FIXTURE_COUNTS", "WRITERS", "write_fixture"]
@@ -151,7 +151,7 @@ def _freesurfer_labels(subject: brain.BrainSubject) -> np.ndarray:
         left_value, right_value = _FREESURFER_TISSUES[name]
         values[(subject.label == tissue_id) & ~right] = left_value
         values[(subject.label == tissue_id) & right] = right_value
-    assert set(np.unique(values)) - {0} <= set(_FREESURFER_NAMES)
+    assert set(np.unique(values)) - {0} <= set(FREESURFER_NAMES)
     return values
 
 

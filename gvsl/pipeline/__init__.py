@@ -1,0 +1,26 @@
+"""The DVC pipeline's stages as functions: a ``params.yaml`` mapping in, typed configs, files under ``build/``.
+
+The notebooks in ``notebooks/`` receive ``params.yaml`` from papermill (``python -m gvsl.stage``) and call
+these functions, so a stage run from a notebook, from Python or from a test does the same thing.
+Folder layout (``dvc.yaml`` names the same paths):
+
+* ``build/prepared/<TASK>``: prepared datasets (pretrain, SHC, SAC, CCC, SBM);
+* ``build/pretrain/<method>/seed<S>``: one folder per pre-training seed, each with ``backbone.pt``
+  (+ ``checkpoint.pt``, ``dvclive/`` for pre-trained methods, and ``pretext.json`` for those with a
+  Z-matching head); ``scratch`` holds a freshly initialised backbone per seed, so every
+  (method, seed) is one file;
+* ``build/transfer/<method>/<TASK>-<protocol>``: one Table 1 cell, with one folder per (pre-training
+  seed, transfer seed), ``p<S>-t<T>`` (``metrics.json``, ``model.pt``, ``dvclive/``), and
+  ``summary.json`` over all of them; the method's one transfer stage writes all of its cells.
+"""
+
+from gvsl.pipeline.layout import (BUILD, find_project, notebook_params, prepared_dir, pretrain_dir, pretrain_seeds,
+                                  transfer_dir)
+from gvsl.pipeline.prepare import prepare_stage
+from gvsl.pipeline.pretrain import pretrain_configs, pretrain_stage
+from gvsl.pipeline.transfer import RUN_INPUTS, TransferJob, transfer_jobs, transfer_stage
+from gvsl.table1 import METHODS, PROTOCOLS, TASKS
+
+__all__ = ["BUILD", "METHODS", "PROTOCOLS", "RUN_INPUTS", "TASKS", "TransferJob", "find_project", "notebook_params",
+           "prepare_stage", "prepared_dir", "pretrain_configs", "pretrain_dir", "pretrain_seeds", "pretrain_stage",
+           "transfer_dir", "transfer_jobs", "transfer_stage"]
