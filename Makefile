@@ -26,9 +26,9 @@ $(ITK_STAMP): $(STAMP) requirements-itk.lock
 	$(BIN)/python -m pip check
 	touch $(ITK_STAMP)
 
-# Debian's Chromium, for looking at the report as a person does (installed when missing; needs root)
-browser:
-	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
+# Debian's Chromium, for looking at the report as a person does (installed when none is found; needs root)
+browser: $(STAMP)
+	$(BIN)/python -m gvsl.report.browser --find 2>/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
 
 lock: $(STAMP)
 	$(BIN)/python tools/lock.py
@@ -45,11 +45,11 @@ repro-paper: $(STAMP)
 # The paper profile's stages on small stand-ins of its datasets, in their own formats (gvsl/rehearsal.py):
 # profiles/paper.yaml with profiles/paper-rehearsal.yaml's sizes, iterations and widths, in build/rehearsal
 rehearse-paper: $(ITK_STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m gvsl.rehearsal --dest build/rehearsal
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m gvsl.rehearsal
 
 # results/report.html in headless Chromium: images load, tables render, nothing sticks out; build/report.png
-check-report: $(STAMP) browser
-	$(BIN)/python -m gvsl.report.browser results/report.html --screenshot build/report.png
+check-report: browser
+	$(BIN)/python -m gvsl.report.browser --screenshot build/report.png
 
 # JupyterLab on the project, with the environment's Python kernel (the one papermill runs the stages on);
 # extra arguments go in LAB_ARGS, e.g. `make lab LAB_ARGS="--no-browser --port 8890"`. As root (containers)

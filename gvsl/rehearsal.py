@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import fnmatch
 import json
 import os
 import shutil
@@ -45,10 +44,10 @@ OVERLAY = Path("profiles/paper-rehearsal.yaml")
 SHRINKABLE = (
     "prepare.tasks.*.spacing",
     "model.channels",
-    "pretrain.seeds", "pretrain.iterations", "pretrain.crop", "pretrain.checkpoint_every", "pretrain.log_every",
+    "pretrain.iterations", "pretrain.crop", "pretrain.checkpoint_every", "pretrain.log_every",
     "pretrain.eval_every", "pretrain.heldout.pairs",
-    "transfer.*.seeds", "transfer.*.crop.*", "transfer.*.iterations", "transfer.*.iterations.*",
-    "transfer.*.val_every", "transfer.*.min_iterations",
+    "transfer.*.crop.*", "transfer.*.iterations", "transfer.*.iterations.*", "transfer.*.val_every",
+    "transfer.*.min_iterations",
 )
 #: what the README tells a paper-profile user to run to point data/ at their datasets ({data}: that folder)
 README_DATA_COMMANDS = (("rm", "-rf", "data"), ("dvc", "import-url", "--force", "{data}", "data"),
@@ -84,15 +83,32 @@ def changed_settings(paper: Mapping[str, Any], params: Mapping[str, Any]) -> dic
             if before.get(path) != after.get(path)}
 
 
+def _matches(path: str, pattern: str) -> bool:
+    keys, parts = path.split("."), pattern.split(".")
+    return len(keys) == len(parts) and all(part in ("*", key) for key, part in zip(keys, parts))
+
+
+def _shrinks(path: str, before: Any, after: Any) -> bool:
+    """Whether ``after`` is a size of ``before``'s kind: same type, and a list of the same length, so
+    that the overlay cannot switch a code path (a crop to whole volumes, a network's depth)."""
+    if not any(_matches(path, pattern) for pattern in SHRINKABLE):
+        return False
+    if before is None and path.startswith("prepare.tasks."):
+        return True  # the paper profile leaves the voxel size at its default, 1 mm
+    if isinstance(before, bool) or type(before) is not type(after):
+        return False
+    return not isinstance(before, list) or len(before) == len(after)
+
+
 def rehearsal_params(project: Path) -> dict[str, Any]:
     """``profiles/paper.yaml`` with the overlay merged in, refused if it changes more than :data:`SHRINKABLE`."""
     paper = yaml.safe_load((project / PAPER).read_text())
     params = _merged(paper, yaml.safe_load((project / OVERLAY).read_text()) or {})
-    other = [path for path in changed_settings(paper, params)
-             if not any(fnmatch.fnmatchcase(path, pattern) for pattern in SHRINKABLE)]
+    other = [path for path, (before, after) in changed_settings(paper, params).items()
+             if not _shrinks(path, before, after)]
     if other:
         raise GVSLInputError(f"{OVERLAY}: changes {other}, which are not sizes, iterations or widths of the "
-                             f"paper profile (allowed: {', '.join(SHRINKABLE)})")
+                             f"paper profile of the same kind (allowed: {', '.join(SHRINKABLE)})")
     return params
 
 
@@ -131,19 +147,16 @@ def _run(command: Sequence[str], cwd: Path) -> None:
                              f"(in {cwd})")
 
 
-def write_datasets(params: Mapping[str, Any], folder: Path) -> dict[str, str]:
+def write_datasets(params: Mapping[str, Any], folder: Path) -> None:
     """One stand-in per prepared task of the profile, in the folder its ``root`` names under ``data/``."""
     from gvsl.data.fixtures import write_fixture
 
-    written = {}
     for task, settings in params["prepare"]["tasks"].items():
         root = Path(settings["root"])
         if root.parts[0] != "data":
             raise GVSLInputError(f"prepare.tasks.{task}.root: {root} is not under data/, where the paper profile "
                                  f"reads its datasets")
         write_fixture(settings["source"], folder.joinpath(*root.parts[1:]), seed=params["prepare"]["seed"])
-        written[task] = settings["source"]
-    return written
 
 
 def check_outputs(project: Path, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -184,18 +197,23 @@ def rehearse(dest: str | Path, source: str | Path | None = None) -> dict[str, An
         shutil.rmtree(dest)
     start = time.monotonic()
     dest.mkdir(parents=True)
-    (dest / _MARKER).write_text(json.dumps({"status": "running", "source": str(source)}))
-    project = copy_project(source, dest / "project")
-    params = rehearsal_params(project)
-    write_datasets(params, dest / "datasets")
-    for command in README_DATA_COMMANDS:
-        _run([part.format(data=dest / "datasets") for part in command], project)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["dvc", "repro"], project)
-    summary = {"status": "passed", **check_outputs(project, params), "seconds": round(time.monotonic() - start, 1),
-               "changed_from_paper": {path: list(values) for path, values in
-                                      changed_settings(yaml.safe_load((project / PAPER).read_text()), params).items()}}
-    (dest / _MARKER).write_text(json.dumps(summary, indent=2))
+    marker = dest / _MARKER
+    marker.write_text(json.dumps({"status": "running", "source": str(source)}))
+    try:
+        params = rehearsal_params(source)
+        project = copy_project(source, dest / "project", params)
+        write_datasets(params, dest / "datasets")
+        for command in README_DATA_COMMANDS:
+            _run([part.format(data=dest / "datasets") for part in command], project)
+        _run(["dvc", "repro"], project)
+        summary = {"status": "passed", **check_outputs(project, params),
+                   "seconds": round(time.monotonic() - start, 1),
+                   "changed_from_paper": {path: list(values) for path, values in
+                                          changed_settings(yaml.safe_load((source / PAPER).read_text()), params).items()}}
+    except GVSLInputError as err:
+        marker.write_text(json.dumps({"status": "failed", "error": str(err), "source": str(source)}, indent=2))
+        raise
+    marker.write_text(json.dumps(summary, indent=2))
     return summary
 
 

@@ -1,10 +1,10 @@
 """The report in headless Chromium (gvsl.report.browser): the committed page passes, a broken one does not."""
 
-import shutil
-
 import pytest
 
-from gvsl.report.browser import check_report
+from gvsl.errors import GVSLInputError
+from gvsl.report.browser import check_report, find_browser
+from gvsl.report.page import FIGURE_CAPTIONS
 from tests.test_pipeline import ROOT
 
 pytestmark = pytest.mark.slow
@@ -12,8 +12,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def chromium():
-    if shutil.which("chromium") is None:
-        pytest.fail("Chromium is missing: make test-slow installs Debian's chromium (make browser)")
+    try:
+        find_browser()
+    except GVSLInputError as err:
+        pytest.fail(f"{err} (make test-slow installs Debian's chromium)")
 
 
 def test_the_committed_report_shows_every_image_and_table_within_the_page(tmp_path):
@@ -21,7 +23,7 @@ def test_the_committed_report_shows_every_image_and_table_within_the_page(tmp_pa
     check = check_report(page, screenshot=tmp_path / "report.png")
     assert check.problems == []
     source = page.read_text()
-    assert len(check.measured["images"]) == source.count("<img") >= 4
+    assert len(check.measured["images"]) == source.count("<img") == len(FIGURE_CAPTIONS)
     assert len(check.measured["tables"]) == source.count("<table") >= 4
     assert check.screenshot.stat().st_size > 50_000  # a full page of tables and figures, not a blank window
     # narrower windows reflow the same page without it scrolling sideways
@@ -35,6 +37,7 @@ def test_a_broken_page_names_each_problem(tmp_path):
         "<img src='present.png' style='max-width:100%'><img src='missing.png'>"
         "<table><tr><td>only</td><td>one row</td></tr></table>"
         "<table style='width:2000px'><tr><th>a</th><th>b</th></tr><tr><td>1</td><td>2</td></tr></table>"
+        "<div style='overflow-x:hidden'><p style='margin-left:-300px'>clipped</p></div>"
         "</body></html>")
     problems = check_report(tmp_path / "page.html", width=1000).problems
     assert any("missing.png did not load" in p for p in problems)
@@ -42,3 +45,5 @@ def test_a_broken_page_names_each_problem(tmp_path):
     assert any('rendered 1×2 cells' in p for p in problems)
     assert any(p.startswith('table "ab') and "sticks out of the page column" in p for p in problems)
     assert any("scrolls sideways" in p for p in problems)
+    # cut off by a box that hides its overflow is still out of sight, here on the left
+    assert any(p.startswith('p "clipped"') for p in problems)

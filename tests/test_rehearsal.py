@@ -13,8 +13,11 @@ import yaml
 
 from gvsl import rehearsal
 from gvsl.data import load_prepared
+from gvsl.data import phantom
 from gvsl.data.fixtures import write_fixture
+from gvsl.data.io import read_volume
 from gvsl.data.prepare import prepare
+from gvsl.data.preprocess import to_canonical
 from gvsl.data.sources import FREESURFER_NAMES
 from gvsl.errors import GVSLInputError
 from tests.test_pipeline import ROOT
@@ -43,8 +46,12 @@ def test_an_overlay_that_changes_other_settings_is_refused(tmp_path):
     overlay = yaml.safe_load((ROOT / rehearsal.OVERLAY).read_text())
     overlay["pretrain"]["lr"] = 1e-3
     overlay["pipeline"] = {"methods": ["scratch", "gvsl"]}
+    # sizes that would switch a code path: whole-volume SBM input to crops, a shallower network
+    overlay["transfer"]["linear"]["crop"]["SBM"] = [16, 16, 16]
+    overlay["model"]["channels"] = [8] * 7
     (tmp_path / rehearsal.OVERLAY).write_text(yaml.safe_dump(overlay))
-    with pytest.raises(GVSLInputError, match=r"changes \['pipeline\.methods', 'pretrain\.lr'\]"):
+    with pytest.raises(GVSLInputError, match=r"changes \['model\.channels', 'pipeline\.methods', 'pretrain\.lr', "
+                                             r"'transfer\.linear\.crop\.SBM'\]"):
         rehearsal.rehearsal_params(tmp_path)
 
 
@@ -54,8 +61,8 @@ def _prepared(source, out, root=None, **settings):
         return load_prepared(prepare(source, out, root, seed=0, **settings))
 
 
-@pytest.mark.parametrize("source, task, grid", [("mmwhs", "SHC", ((64, 64, 64), 5.0)),
-                                                ("asoca", "SAC", ((80, 80, 80), 3.0))])
+@pytest.mark.parametrize("source, task, grid", [("mmwhs", "SHC", ((64, 64, 52), (5.0, 5.0, 6.25))),
+                                                ("asoca", "SAC", ((80, 80, 64), (3.0, 3.0, 3.75)))])
 def test_heart_standins_read_back_as_the_generator_made_them(tmp_path, source, task, grid):
     """Stored right-to-left as scanners do, in NIfTI or NRRD, read through the real source, each case
     equals the generator's own prepared case: same voxels (to the int16 rounding of HU), labels and world grid."""
@@ -75,6 +82,27 @@ def test_heart_standins_read_back_as_the_generator_made_them(tmp_path, source, t
         assert a.label.any()
 
 
+def _reads_back_as_generated(path, seed, opacity=None):
+    """The volume at ``path``, reoriented to RAS+, holds the generated subject's HU on its own grid."""
+    volume = read_volume(path)
+    array, affine = to_canonical(volume.array, volume.affine)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    subject = phantom.generate_subject(seed, shape=array.shape, spacing=tuple(spacing), opacity=opacity)
+    np.testing.assert_array_equal(array, np.round(subject.image_hu).astype(np.int16))
+    np.testing.assert_allclose(affine, np.diag([*spacing, 1.0]), atol=1e-6)
+    return array.shape, tuple(spacing)
+
+
+def test_unlabeled_ct_standins_read_back_in_nifti_and_nrrd(tmp_path):
+    """Stored right-to-left, with thick slices and a slice count that differs between scans: a spacing
+    or an axis read wrongly would give another volume than the generator's."""
+    seeds = write_fixture("folder", tmp_path, count=2)  # the third format, MetaImage, needs ITK (below)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert [p.name for p in files] == ["chest_000.nii.gz", "chest_001.nrrd"]
+    grids = [_reads_back_as_generated(path, seeds[path.name.split(".")[0]]) for path in files]
+    assert grids[0][0] != grids[1][0] and all(g[1] == (5.0, 5.0, 6.25) for g in grids)
+
+
 def test_candi_standin_has_freesurfer_labels_mapped_to_classes(tmp_path):
     write_fixture("candi", tmp_path / "candi", count=4)
     names = [FREESURFER_NAMES[v] for v in (2, 3, 4, 41, 42, 43)]
@@ -91,10 +119,19 @@ def test_candi_standin_has_freesurfer_labels_mapped_to_classes(tmp_path):
 
 def test_stoic_standin_targets_come_from_reference_csv(tmp_path):
     pytest.importorskip("itk", reason="MetaImage needs the optional ITK extra (make test-slow installs it)")
-    write_fixture("stoic", tmp_path / "stoic", count=6)
+    seeds = write_fixture("stoic", tmp_path / "stoic", count=6)
+    for patient, seed in seeds.items():
+        _reads_back_as_generated(tmp_path / "stoic" / "data" / "mha" / f"{patient}.mha", seed,
+                                 opacity=bool((int(patient) - 1) % 2))
     dataset = _prepared("stoic", tmp_path / "prepared", tmp_path / "stoic", spacing=10.0)
     targets = dict(zip(dataset.manifest["id"].astype(str), dataset.manifest["target"]))
     assert targets == {str(i + 1): i % 2 for i in range(6)}
+
+
+def test_the_rehearsal_points_data_at_the_standins_as_the_readme_says():
+    readme = (ROOT / "data-embedded" / "README.md").read_text()
+    for command in rehearsal.README_DATA_COMMANDS:
+        assert " ".join(command).replace("{data}", "/path/to/MM-WHS") in readme
 
 
 @pytest.mark.slow

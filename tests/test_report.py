@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -361,3 +362,15 @@ def test_claims_follow_their_fixed_criteria(tmp_path):
     markdown = report.claims_markdown(found.reset_index())
     assert "| GVSL beats scratch on linear probes | SHC | +40.0 [+40.0, +40.0] | yes | **shown** |" in markdown
     assert "not shown" in markdown
+
+
+def test_every_figure_the_report_stage_writes_has_a_caption():
+    import yaml
+
+    from gvsl.report.page import FIGURE_CAPTIONS
+    from tests.test_pipeline import ROOT
+
+    outs = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["outs"]
+    figures = {Path(next(iter(out))).stem for out in outs if isinstance(out, dict)
+               and next(iter(out)).startswith("results/figures/")}
+    assert figures == set(FIGURE_CAPTIONS)

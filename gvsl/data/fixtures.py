@@ -13,7 +13,7 @@ folder     files                                                               s
 mmwhs      ``ct_train_1001_image.nii.gz`` + ``ct_train_1001_label.nii.gz``     int16 HU; labels 205…850
 asoca      ``{Normal,Diseased}/CTCA/<case>.nrrd`` + ``…/Annotations/<case>.nrrd``  gzip NRRD in LPS, 0/1 mask
 stoic      ``data/mha/<PatientID>.mha`` + ``metadata/reference.csv``           compressed MetaImage (ITK)
-candi      ``SchizBull_2008/<group>/<case>/<case>_procimg.nii.gz`` + ``_seg``  uint8 T1; FreeSurfer labels
+candi      ``SchizBull_2008/<group>/<case>/<case>_procimg.nii.gz`` + ``_seg``  uint8 T1 in LIA; FreeSurfer labels
 pretrain   unlabeled chest CT: ``nifti/*.nii.gz``, ``nrrd/*.nrrd``, ``mha/*.mha``  as the three above
 =========  ==================================================================  =========================
 
@@ -28,11 +28,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from gvsl.data import brain, phantom
-from gvsl.data.io import write_nifti
+from gvsl.data.io import LPS_TO_RAS, write_nifti
 from gvsl.data.sources import FREESURFER_NAMES, MMWHS_LABELS, STOIC_COLUMNS, subject_seed
 from gvsl.errors import GVSLInputError
 
@@ -42,16 +43,18 @@ __all__ = ["FIXTURE_COUNTS", "WRITERS", "write_fixture"]
 #: subjects for pre-training's held-out pairs
 FIXTURE_COUNTS = {"folder": 6, "mmwhs": 20, "asoca": 8, "stoic": 20, "candi": 10}
 
-# Generated grids: 320 mm holds a chest CT's field of view; 3 mm keeps the 7 mm coronaries about
-# two voxels across; 4 mm brains hold the whole labelled MNI brain.
-_CT_GRID = ((64, 64, 64), (5.0, 5.0, 5.0))
-_CORONARY_GRID = ((80, 80, 80), (3.0, 3.0, 3.0))
+# Generated grids: 320 × 320 × 325 mm holds a chest CT's field of view; 3 mm keeps the 7 mm coronaries
+# about two voxels across; 4 mm brains hold the whole labelled MNI brain. Slices are thicker than the
+# in-plane spacing, as in CT, so that a spacing read onto the wrong axis shows.
+_CT_GRID = ((64, 64, 52), (5.0, 5.0, 6.25))
+_CORONARY_GRID = ((80, 80, 64), (3.0, 3.0, 3.75))
 _BRAIN_GRID = ((48, 48, 40), (4.0, 4.0, 4.0))
+# FreeSurfer's conformed orientation, which CANDI's volumes were processed into
+_CONFORMED = ("L", "I", "A")
 # CANDI's groups (folder, case prefix) and the FreeSurfer values of the generator's tissues by
 # hemisphere (left, right): lateral ventricles, cortex, white matter.
 _CANDI_GROUPS = (("BPDwithPsy", "BPDwPsy"), ("BPDwithoutPsy", "BPDwoPsy"), ("HC", "HC"), ("SS", "SS"))
 _FREESURFER_TISSUES = {"csf": (4, 43), "grey_matter": (3, 42), "white_matter": (2, 41)}
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def _scanner_storage(array: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +65,14 @@ def _scanner_storage(array: np.ndarray, spacing: Sequence[float]) -> tuple[np.nd
     return stored, affine
 
 
+def _conformed_storage(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A RAS-ordered array as FreeSurfer stores it (axes left, inferior, anterior) and its RAS+ affine."""
+    transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+                                                nib.orientations.axcodes2ornt(_CONFORMED))
+    stored = np.ascontiguousarray(nib.orientations.apply_orientation(array, transform))
+    return stored, affine @ nib.orientations.inv_ornt_aff(transform, array.shape)
+
+
 def _hu(subject: phantom.PhantomSubject) -> np.ndarray:
     return np.round(subject.image_hu).astype(np.int16)
 
@@ -69,7 +80,7 @@ def _hu(subject: phantom.PhantomSubject) -> np.ndarray:
 def _write_nrrd(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     import nrrd  # pynrrd, the reader's own library (an optional extra)
 
-    lps = _LPS_TO_RAS @ affine
+    lps = LPS_TO_RAS @ affine
     header = {"space": "left-posterior-superior", "space directions": lps[:3, :3].T, "space origin": lps[:3, 3],
               "encoding": "gzip", "kinds": ["domain"] * 3}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +92,7 @@ def _write_mha(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
         import itk
     except ImportError as err:
         raise GVSLInputError(f"{path}: writing MetaImage needs ITK: pip install 'gvsl-kit[itk]'") from err
-    lps = _LPS_TO_RAS @ affine
+    lps = LPS_TO_RAS @ affine
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     image = itk.image_from_array(np.ascontiguousarray(array.transpose(2, 1, 0)))  # ITK arrays are (k, j, i)
     image.SetSpacing(spacing.tolist())
@@ -166,8 +177,10 @@ def write_candi(root: Path, count: int, seed: int) -> dict[str, int]:
                                          spacing=spacing)
         folder = root / "SchizBull_2008" / group / case
         folder.mkdir(parents=True, exist_ok=True)
-        write_nifti(folder / f"{case}_procimg.nii.gz", np.round(subject.image * 255).astype(np.uint8), subject.affine)
-        write_nifti(folder / f"{case}_seg.nii.gz", _freesurfer_labels(subject), subject.affine)
+        image, affine = _conformed_storage(np.round(subject.image * 255).astype(np.uint8), subject.affine)
+        labels, _ = _conformed_storage(_freesurfer_labels(subject), subject.affine)
+        write_nifti(folder / f"{case}_procimg.nii.gz", image, affine)
+        write_nifti(folder / f"{case}_seg.nii.gz", labels, affine)
     return seeds
 
 
@@ -178,7 +191,10 @@ def write_ct_folder(root: Path, count: int, seed: int) -> dict[str, int]:
     for index in range(count):
         folder, suffix, write = writers[index % len(writers)]
         case = f"chest_{index:03d}"
-        subject = _chest(seeds.setdefault(case, subject_seed(seed, "pretrain", index)))
+        # scans of one folder differ in their slice count, as a cohort's do
+        (width, height, slices), spacing = _CT_GRID
+        grid = ((width, height, slices - 4 * (index % 3)), spacing)
+        subject = _chest(seeds.setdefault(case, subject_seed(seed, "pretrain", index)), grid=grid)
         image, affine = _scanner_storage(_hu(subject), subject.spacing)
         (root / folder).mkdir(parents=True, exist_ok=True)
         write(root / folder / f"{case}{suffix}", image, affine)

@@ -25,6 +25,7 @@ import numpy as np
 from gvsl.errors import GVSLInputError
 
 __all__ = [
+    "LPS_TO_RAS",
     "VOLUME_SUFFIXES",
     "Volume",
     "check_label_values",
@@ -37,8 +38,8 @@ __all__ = [
 #: file endings the kit reads, longest first so ``.nii.gz`` wins over ``.gz``
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
-# LPS (NRRD, ITK) -> RAS (NIfTI): negate the first two world axes.
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: LPS (NRRD, ITK) -> RAS (NIfTI) world coordinates: negate the first two world axes (its own inverse)
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 @dataclass
@@ -101,7 +102,7 @@ def _read_nrrd_pynrrd(path: Path) -> tuple[np.ndarray, np.ndarray]:
     affine[:3, 3] = origin
     space = str(header.get("space", "left-posterior-superior")).lower()
     if space in ("left-posterior-superior", "lps"):
-        affine = _LPS_TO_RAS @ affine
+        affine = LPS_TO_RAS @ affine
     elif space not in ("right-anterior-superior", "ras", "scanner-xyz", "3d-right-handed"):
         raise GVSLInputError(f"{path}: unsupported NRRD space {space!r} (expecting LPS or RAS)")
     return array, affine
@@ -123,7 +124,7 @@ def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
     affine = np.eye(4)
     affine[:3, :3] = direction @ np.diag(spacing)
     affine[:3, 3] = np.asarray(image.GetOrigin(), dtype=float)
-    return array, _LPS_TO_RAS @ affine
+    return array, LPS_TO_RAS @ affine
 
 
 def _reader(path: Path, suffix: str):

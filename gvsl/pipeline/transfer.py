@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -98,21 +99,39 @@ class TransferJob:
 RUN_INPUTS = "inputs.json"
 
 
+def _weights_digest(path: Path) -> str:
+    """A digest of a backbone's widths and weights. Not of the whole file: its metadata (commit,
+    environment) changes whenever an unchanged pre-training stage runs again, and scratch's every time."""
+    from gvsl.checkpoint import load_file
+
+    state = load_file(path)
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(json.dumps([state.get("in_channels"), state.get("channels")]).encode())
+    for key, tensor in state["state_dict"].items():
+        hasher.update(key.encode())
+        hasher.update(tensor.contiguous().numpy().tobytes())
+    return hasher.hexdigest()
+
+
 def _with_inputs(jobs: list[TransferJob]) -> list[TransferJob]:
     """The jobs with their inputs: settings, and digests of the backbone, the prepared data and the code."""
     from gvsl.runtime import code_digest, files_digest
 
     code = code_digest()
     data = {task: files_digest(prepared_dir(task, jobs[0].build)) for task in {job.task for job in jobs}}
-    backbones = {path: files_digest(path) for path in {job.backbone for job in jobs}}
+    backbones = {path: _weights_digest(path) for path in {job.backbone for job in jobs}}
     return [replace(job, inputs=json.loads(json.dumps({
         "config": job.config.to_dict(), "backbone": backbones[job.backbone], "data": data[job.task], "code": code})))
         for job in jobs]
 
 
 def _run_inputs(job: TransferJob) -> dict[str, Any]:
-    # the thread count fixes the order of CPU float reductions, so it is an input like the settings
-    return {**job.inputs, "threads": torch.get_num_threads()}
+    """The job's inputs with what the process running it adds: the thread count, which fixes the order
+    of CPU float reductions, and the package versions and device (:func:`gvsl.runtime.environment`)."""
+    from gvsl.runtime import environment, resolve_device
+
+    return {**job.inputs, "threads": torch.get_num_threads(),
+            "environment": environment(resolve_device(job.config.device))}
 
 
 def _finished_run(job: TransferJob) -> dict[str, Any] | None:
@@ -165,10 +184,10 @@ def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) 
     ``sd`` are over all runs; ``converged`` is true when every run's validation curve plateaued
     (:class:`gvsl.transfer.PlateauRule`); ``seconds`` is the runs' training time added up.
 
-    A run whose folder holds a finished run with the same inputs (settings, threads, backbone, prepared data,
-    ``gvsl`` code; :data:`RUN_INPUTS`) is kept, not trained again: DVC keeps the stage's folder
-    (``persist``), so a ``dvc repro`` interrupted during transfer resumes with the runs it had not
-    finished. Folders of runs and cells the settings no longer ask for are removed.
+    A run whose folder holds a finished run with the same inputs (settings, threads, environment,
+    backbone weights, prepared data, ``gvsl`` code; :data:`RUN_INPUTS`) is kept, not trained again:
+    DVC keeps the stage's folder (``persist``), so a ``dvc repro`` interrupted during transfer resumes
+    with the runs it had not finished. Folders of runs and cells the settings no longer ask for are removed.
     """
     jobs = _with_inputs(transfer_jobs(method, params, build))
     _remove_stale_runs(method, jobs, build)

@@ -40,9 +40,9 @@ _MEASURE = """
 window.addEventListener("load", () => {
   const column = document.body.getBoundingClientRect();
   const scrolls = el => { for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
-    if (["auto", "scroll", "hidden"].includes(getComputedStyle(a).overflowX)) return true; } return false; };
+    if (["auto", "scroll"].includes(getComputedStyle(a).overflowX)) return true; } return false; };
   const describe = el => `${el.tagName.toLowerCase()} "${(el.textContent || el.getAttribute("src") || "").trim().slice(0, 60)}"`;
-  const out = {column_right: Math.round(column.right), page_width: document.documentElement.scrollWidth,
+  const out = {column_left: Math.round(column.left), column_right: Math.round(column.right), page_width: document.documentElement.scrollWidth,
                viewport_width: document.documentElement.clientWidth, page_height: document.documentElement.scrollHeight,
                images: [], tables: [], overflowing: []};
   for (const img of document.images) {
@@ -58,9 +58,10 @@ window.addEventListener("load", () => {
   const inside = el => { for (let a = el.parentElement; a; a = a.parentElement) if (flagged.has(a)) return true; return false; };
   for (const el of document.body.querySelectorAll("*")) {
     const box = el.getBoundingClientRect();
-    if (box.width > 0 && box.right > column.right + 1 && !scrolls(el) && !inside(el)) {
+    const out_of_column = box.right > column.right + 1 || box.left < column.left - 1;
+    if (box.width > 0 && out_of_column && !scrolls(el) && !inside(el)) {
       flagged.add(el);
-      out.overflowing.push({element: describe(el), right: Math.round(box.right)});
+      out.overflowing.push({element: describe(el), left: Math.round(box.left), right: Math.round(box.right)});
     }
   }
   const pre = document.createElement("pre");
@@ -111,8 +112,8 @@ def _problems(measured: dict[str, Any], expected_tables: int) -> list[str]:
         problems.append(f"{len(measured['tables'])} tables rendered of the {expected_tables} in the page")
     problems += [f"table {table['caption']} rendered {table['rows']}×{table['columns']} cells, {table['height']} px high"
                  for table in measured["tables"] if table["rows"] < 2 or table["columns"] < 2 or table["height"] == 0]
-    problems += [f"{item['element']} sticks out of the page column ({item['right']} px > {measured['column_right']} px)"
-                 for item in measured["overflowing"]]
+    problems += [f"{item['element']} sticks out of the page column ({item['left']}–{item['right']} px outside "
+                 f"{measured['column_left']}–{measured['column_right']} px)" for item in measured["overflowing"]]
     if measured["page_width"] > measured["viewport_width"]:
         problems.append(f"the page scrolls sideways: {measured['page_width']} px in a "
                         f"{measured['viewport_width']} px window")
@@ -160,10 +161,14 @@ def check_report(page: str | Path, *, width: int = 1280, screenshot: str | Path 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gvsl.report.browser", description=__doc__.splitlines()[0])
     parser.add_argument("page", type=Path, nargs="?", default=Path("results/report.html"))
+    parser.add_argument("--find", action="store_true", help="only say which Chromium would run (exit 2: none)")
     parser.add_argument("--width", type=int, default=1280, help="window width in px (default 1280)")
     parser.add_argument("--screenshot", type=Path, help="also save a full-page PNG here")
     args = parser.parse_args(argv)
     try:
+        if args.find:
+            print(find_browser())
+            return 0
         check = check_report(args.page, width=args.width, screenshot=args.screenshot)
     except GVSLInputError as err:
         print(f"check-report: error: {err}", file=sys.stderr)
