@@ -24,6 +24,7 @@ import copy
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -46,8 +47,8 @@ SHRINKABLE = (
     "model.channels",
     "pretrain.iterations", "pretrain.crop", "pretrain.checkpoint_every", "pretrain.log_every",
     "pretrain.eval_every", "pretrain.heldout.pairs",
-    "transfer.*.crop.*", "transfer.*.iterations", "transfer.*.iterations.*", "transfer.*.val_every",
-    "transfer.*.min_iterations",
+    "transfer.*.seeds", "transfer.*.crop.*", "transfer.*.iterations", "transfer.*.iterations.*",
+    "transfer.*.val_every", "transfer.*.min_iterations",
 )
 #: what the README tells a paper-profile user to run to point data/ at their datasets ({data}: that folder)
 README_DATA_COMMANDS = (("rm", "-rf", "data"), ("dvc", "import-url", "--force", "{data}", "data"),
@@ -95,6 +96,8 @@ def _shrinks(path: str, before: Any, after: Any) -> bool:
         return False
     if before is None and path.startswith("prepare.tasks."):
         return True  # the paper profile leaves the voxel size at its default, 1 mm
+    if path.endswith(".seeds"):  # fewer runs: the first of the paper's seeds
+        return isinstance(after, list) and 0 < len(after) <= len(before) and after == before[:len(after)]
     if isinstance(before, bool) or type(before) is not type(after):
         return False
     return not isinstance(before, list) or len(before) == len(after)
@@ -141,9 +144,16 @@ def _run(command: Sequence[str], cwd: Path) -> None:
     # dvc and the stages' `python -m gvsl.stage` come from the environment running this
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     print("$", " ".join(command), flush=True)
-    result = subprocess.run(list(command), cwd=cwd, env=env)
-    if result.returncode:
-        raise GVSLInputError(f"rehearsal: `{' '.join(command)}` failed with exit status {result.returncode} "
+    # its own process group: if this process is stopped, dvc's stages (grandchildren) go with it
+    process = subprocess.Popen(list(command), cwd=cwd, env=env, start_new_session=True)
+    try:
+        returncode = process.wait()
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    if returncode:
+        raise GVSLInputError(f"rehearsal: `{' '.join(command)}` failed with exit status {returncode} "
                              f"(in {cwd})")
 
 

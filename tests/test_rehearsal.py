@@ -135,6 +135,7 @@ def test_the_rehearsal_points_data_at_the_standins_as_the_readme_says():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 32 stages of about 20 s fixed cost each, and their work
 def test_rehearse_paper_runs_every_stage_of_the_paper_profile(tmp_path):
     pytest.importorskip("itk", reason="make test-slow installs ITK (requirements-itk.lock) for STOIC's .mha")
     paper = yaml.safe_load((ROOT / rehearsal.PAPER).read_text())
