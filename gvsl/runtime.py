@@ -17,8 +17,8 @@ import torch.distributed as dist
 
 from gvsl.errors import GVSLInputError
 
-__all__ = ["DistributedContext", "autocast", "channels_last", "code_digest", "environment", "git_commit", "progress_line",
-           "resolve_device", "setup_distributed"]
+__all__ = ["DistributedContext", "autocast", "channels_last", "code_digest", "environment", "files_digest", "git_commit",
+           "progress_line", "resolve_device", "setup_distributed"]
 
 
 def progress_line(message: str) -> None:
@@ -109,20 +109,15 @@ def environment(device: str | torch.device = "cpu") -> dict[str, str]:
 
 def code_digest() -> str:
     """A digest of the ``gvsl`` package's source files: the code a run was made with, committed or not."""
-    package = Path(__file__).resolve().parent
-    hasher = hashlib.blake2b(digest_size=16)
-    for path in sorted(package.rglob("*.py")):
-        hasher.update(str(path.relative_to(package)).encode())
-        hasher.update(path.read_bytes())
-    return hasher.hexdigest()
+    return files_digest(Path(__file__).resolve().parent, "*.py")
 
 
-def files_digest(path: str | os.PathLike) -> str:
-    """A digest of a file, or of every file under a folder with its relative path: which inputs a run read."""
-    path = Path(path)
+def files_digest(folder: str | os.PathLike, pattern: str = "*") -> str:
+    """A digest of every file under ``folder`` matching ``pattern``, with its relative path: which inputs a run read."""
+    folder = Path(folder)
     hasher = hashlib.blake2b(digest_size=16)
-    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
-        hasher.update(str(file.relative_to(path)).encode() if path.is_dir() else b"")
+    for file in sorted(p for p in folder.rglob(pattern) if p.is_file()):
+        hasher.update(str(file.relative_to(folder)).encode())
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 hasher.update(block)
