@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import gvsl.transfer as transfer
+import gvsl.transfer.metrics as metrics
 import gvsl.transfer.train as transfer_train
 from gvsl.errors import GVSLInputError
 from gvsl.nets import UNet3D
@@ -135,6 +136,26 @@ def test_dice_averages_each_class_over_the_cases_where_it_is_scored():
     out = evaluate_segmentation(model, cases, roi=(4, 4, 4), class_names=["background", "ball", "cube"])
     # ball: (1 + 1) / 2; cube: scored in case b only (0), case a is empty-vs-empty.
     assert out == pytest.approx({"dice/ball": 1.0, "dice/cube": 0.0, "mean_dice": 0.5})
+
+
+def test_evaluation_stacks_cases_of_one_shape_without_changing_any_score():
+    # A real network, so that batch mates could leak into each other (they must not: GroupNorm, eval()).
+    # Shapes 24, 24, 24, 20, 24: runs of one shape are stacked, in order, at most sw_batch_size at a time.
+    cases = [phantom(i) for i in range(3)] + [phantom(3, size=20), phantom(4)]
+    model = build_transfer_model(tiny_backbone(), seg_config()).eval()
+    batched = metrics.segmentation_case_scores(model, cases, CROP, sw_batch_size=2)
+    alone = [metrics.segmentation_case_scores(model, [case], CROP, sw_batch_size=1) for case in cases]
+    assert batched[0] == [case.id for case in cases]
+    torch.testing.assert_close(batched[1], torch.cat([scores for _, scores in alone]), equal_nan=True)
+
+    classifier = build_transfer_model(tiny_backbone(), seg_config(task="classification", num_classes=1)).eval()
+    cases = [Case(case.id, case.image, None, i % 2) for i, case in enumerate(cases)]
+    ids, probabilities, _ = metrics.classification_probabilities(classifier, cases)
+    assert ids == [case.id for case in cases]
+    with torch.no_grad():
+        expected = torch.cat([torch.sigmoid(classifier(torch.as_tensor(case.image)[None, None])).reshape(1)
+                              for case in cases])
+    torch.testing.assert_close(probabilities, expected, rtol=1e-5, atol=1e-6)
 
 
 class FixedScore(TransferModel):
