@@ -26,6 +26,14 @@ $(ITK_STAMP): $(STAMP) requirements-itk.lock
 	$(BIN)/python -m pip check
 	touch $(ITK_STAMP)
 
+# JupyterLab, the optional extra behind `make lab`, pinned in requirements-lab.lock (kept out of the
+# main environment: see tools/lock.py)
+LAB_STAMP := $(VENV)/.lab-installed
+$(LAB_STAMP): $(STAMP) requirements-lab.lock
+	$(BIN)/python -m pip install --quiet -r requirements-lab.lock
+	$(BIN)/python -m pip check
+	touch $(LAB_STAMP)
+
 # Debian's Chromium, for looking at the report as a person does (installed when none is found; needs root)
 browser: $(STAMP)
 	$(BIN)/python -m gvsl.report.browser --find 2>/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
@@ -54,7 +62,7 @@ check-report: browser
 # JupyterLab on the project, with the environment's Python kernel (the one papermill runs the stages on);
 # extra arguments go in LAB_ARGS, e.g. `make lab LAB_ARGS="--no-browser --port 8890"`. As root (containers)
 # Jupyter refuses to start without --allow-root, so it is added there.
-lab: $(STAMP)
+lab: $(LAB_STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: $(STAMP)

@@ -14,9 +14,9 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _lock() -> dict[str, str]:
+def _lock(name: str = "requirements.lock") -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+    for line in (ROOT / name).read_text().splitlines():
         if not line or line.startswith("#"):
             continue
         assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][^=\s]*", line), f"not an exact pin: {line!r}"
@@ -25,11 +25,11 @@ def _lock() -> dict[str, str]:
     return pins
 
 
-def _project_requirements() -> list[Requirement]:
-    """The dependencies of pyproject.toml with every extra of `all` (the extras `make env` installs)."""
+def _project_requirements(extra: str = "all") -> list[Requirement]:
+    """The dependencies of pyproject.toml with every extra of ``extra`` (`all`: the extras `make env` installs)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirements = [Requirement(r) for r in project["dependencies"]]
-    pending, seen = ["all"], set()
+    pending, seen = [extra], set()
     while pending:
         extra = pending.pop()
         seen.add(extra)
@@ -49,6 +49,21 @@ def test_the_lock_satisfies_every_requirement_of_the_project():
         assert name in pins, f"{requirement.name} is required by pyproject.toml but not locked; run `make lock`"
         assert requirement.specifier.contains(Version(pins[name]), prereleases=True), (
             f"{requirement} is not met by the locked {pins[name]}; run `make lock`")
+
+
+def test_each_add_on_lock_adds_its_extra_to_the_main_lock_without_moving_a_pin():
+    # make lab and make test-slow install these on top of requirements.lock (Makefile)
+    main = _lock()
+    for extra in ("itk", "lab"):
+        add_on = _lock(f"requirements-{extra}.lock")
+        assert not set(add_on) & set(main), f"requirements-{extra}.lock repeats pins of requirements.lock"
+        pins = {**main, **add_on}
+        for requirement in _project_requirements(extra):
+            name = canonicalize_name(requirement.name)
+            assert name in pins and requirement.specifier.contains(Version(pins[name]), prereleases=True), (
+                f"{requirement} ({extra} extra) is not met by the locks; run `make lock`")
+    # JupyterLab's server stack makes every MONAI import 2.6 s slower (tools/lock.py): not in the main lock
+    assert "jupyterlab" not in main and "rfc3987-syntax" not in main
 
 
 def test_this_environment_runs_the_locked_versions():
