@@ -26,12 +26,18 @@ $(ITK_STAMP): $(STAMP) requirements-itk.lock
 	$(BIN)/python -m pip check
 	touch $(ITK_STAMP)
 
-# JupyterLab, the optional extra behind `make lab`, pinned in requirements-lab.lock (kept out of the
-# main environment: see tools/lock.py)
-LAB_STAMP := $(VENV)/.lab-installed
-$(LAB_STAMP): $(STAMP) requirements-lab.lock
-	$(BIN)/python -m pip install --quiet -r requirements-lab.lock
-	$(BIN)/python -m pip check
+# JupyterLab, the optional extra behind `make lab`, in an environment of its own: requirements-lab.lock, with
+# requirements.lock's versions of what the two share. Installed beside the kit, its server's dependencies
+# would make every MONAI import, so every stage, 2.6 s slower (tools/lock.py). Its kernels run the main
+# environment's Python: `lab` puts .venv/bin first on PATH.
+LAB_VENV := .venv-lab
+LAB_STAMP := $(LAB_VENV)/.installed
+$(LAB_STAMP): requirements.lock requirements-lab.lock
+	test -x $(LAB_VENV)/bin/python || $(PYTHON) -m venv $(LAB_VENV)
+	$(LAB_VENV)/bin/python -m pip install --quiet "$$(grep '^pip==' requirements.lock)"
+	$(LAB_VENV)/bin/python -m pip install --quiet -c requirements.lock -c requirements-lab.lock \
+		"$$(grep '^jupyterlab==' requirements-lab.lock)"
+	$(LAB_VENV)/bin/python -m pip check
 	touch $(LAB_STAMP)
 
 # Debian's Chromium, for looking at the report as a person does (installed when none is found; needs root)
@@ -62,18 +68,18 @@ check-report: browser
 # JupyterLab on the project, with the environment's Python kernel (the one papermill runs the stages on);
 # extra arguments go in LAB_ARGS, e.g. `make lab LAB_ARGS="--no-browser --port 8890"`. As root (containers)
 # Jupyter refuses to start without --allow-root, so it is added there.
-lab: $(LAB_STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+lab: $(STAMP) $(LAB_STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(LAB_VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
 
 # the heavy checks: whole pipeline runs, kill-and-resume, the paper rehearsal, the report in Chromium
-test-slow: $(ITK_STAMP) browser
+test-slow: $(ITK_STAMP) $(LAB_STAMP) browser
 	$(BIN)/python -m pytest -m slow -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pretrain.py
 
 clean-env:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LAB_VENV)

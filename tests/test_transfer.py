@@ -138,24 +138,36 @@ def test_dice_averages_each_class_over_the_cases_where_it_is_scored():
     assert out == pytest.approx({"dice/ball": 1.0, "dice/cube": 0.0, "mean_dice": 0.5})
 
 
-def test_evaluation_stacks_cases_of_one_shape_without_changing_any_score():
+def test_evaluation_stacks_cases_of_one_shape_without_changing_any_score(monkeypatch):
     # A real network, so that batch mates could leak into each other (they must not: GroupNorm, eval()).
-    # Shapes 24, 24, 24, 20, 24: runs of one shape are stacked, in order, at most sw_batch_size at a time.
+    # Shapes 24, 24, 24, 20, 24 in one 24³ window: runs of one shape are stacked, in order, at most
+    # sw_batch_size at a time; with 16³ windows every case goes alone.
     cases = [phantom(i) for i in range(3)] + [phantom(3, size=20), phantom(4)]
     model = build_transfer_model(tiny_backbone(), seg_config()).eval()
-    batched = metrics.segmentation_case_scores(model, cases, CROP, sw_batch_size=2)
-    alone = [metrics.segmentation_case_scores(model, [case], CROP, sw_batch_size=1) for case in cases]
-    assert batched[0] == [case.id for case in cases]
-    torch.testing.assert_close(batched[1], torch.cat([scores for _, scores in alone]), equal_nan=True)
+    whole = (SIZE,) * 3
+    alone = torch.cat([metrics.segmentation_case_scores(model, [case], whole, sw_batch_size=1)[1] for case in cases])
+    assert len({tuple(row.tolist()) for row in alone}) == len(cases)  # distinct: a swap or a mix would show
+    stacks = []
+    sliding_window = metrics.sliding_window_inference
+    monkeypatch.setattr(metrics, "sliding_window_inference",
+                        lambda inputs, **kw: stacks.append(len(inputs)) or sliding_window(inputs, **kw))
+    ids, batched = metrics.segmentation_case_scores(model, cases, whole, sw_batch_size=2)
+    assert ids == [case.id for case in cases] and stacks == [2, 1, 1, 1]
+    torch.testing.assert_close(batched, alone, equal_nan=True)
+    stacks.clear()
+    metrics.segmentation_case_scores(model, cases, CROP, sw_batch_size=2)
+    assert stacks == [1] * len(cases)
 
+    # centre-cropped to the training crop first: the 20³ case joins the 24³ ones in one stack of four
     classifier = build_transfer_model(tiny_backbone(), seg_config(task="classification", num_classes=1)).eval()
     cases = [Case(case.id, case.image, None, i % 2) for i, case in enumerate(cases)]
-    ids, probabilities, _ = metrics.classification_probabilities(classifier, cases)
+    ids, probabilities, _ = metrics.classification_probabilities(classifier, cases, crop=CROP)
     assert ids == [case.id for case in cases]
     with torch.no_grad():
-        expected = torch.cat([torch.sigmoid(classifier(torch.as_tensor(case.image)[None, None])).reshape(1)
-                              for case in cases])
-    torch.testing.assert_close(probabilities, expected, rtol=1e-5, atol=1e-6)
+        one_by_one = torch.cat([torch.sigmoid(classifier(metrics._center_crop(torch.as_tensor(case.image), CROP)
+                                                         [None, None])).reshape(1) for case in cases])
+    assert len(set(one_by_one.tolist())) == len(cases)
+    torch.testing.assert_close(probabilities, one_by_one, rtol=1e-5, atol=1e-6)
 
 
 class FixedScore(TransferModel):

@@ -3,7 +3,7 @@
 It also writes an add-on lock per optional extra that the kit's own commands install on demand,
 pinned the same way: what ``.[all,<extra>]`` adds on top. ``requirements-itk.lock`` holds ITK, for the
 stages that read MetaImage (``make rehearse-paper``, ``make test-slow``); ``requirements-lab.lock``
-holds JupyterLab (``make lab``). JupyterLab stays out of the main environment because its server
+holds JupyterLab (``make lab`` builds it in ``.venv-lab``). JupyterLab stays out of the main environment because its server
 pulls in a URI grammar (``rfc3987-syntax``, through ``jsonschema[format-nongpl]``) that MONAI's
 import then compiles: 2.6 s more for every process that imports MONAI, every pipeline stage included.
 

@@ -33,7 +33,8 @@ __all__ = ["classification_probabilities", "evaluate", "evaluate_cases", "evalua
 #: Samples per forward pass at evaluation (sliding windows, or whole cases of one shape). On the CPU,
 #: PyTorch runs a batch-1 convolution whose N·C·D·H is at most 20480 (every layer of the default
 #: profile's networks) on its slow native kernel instead of oneDNN: a batch-1 forward pass of the
-#: default U-Net on a 32³ volume took 116 ms here, against 24 ms per sample at batch 4.
+#: default U-Net on a 32³ volume took 116 ms here, against 24 ms per sample at batch 4, at one thread
+#: (``benchmarks/bench_inference.py``).
 EVAL_BATCH = 4
 
 
@@ -85,8 +86,8 @@ def evaluate_segmentation(model: TransferModel, cases: Sequence[Case], roi: Sequ
         overlap: window overlap in [0, 1).
         class_names: a name per class id, background included (``len == num_classes``); by default
             the class ids.
-        sw_batch_size: samples per forward pass: sliding windows, drawn from up to this many consecutive
-            cases of one shape stacked together (:data:`EVAL_BATCH`).
+        sw_batch_size: sliding windows per forward pass; volumes no larger than ``roi`` (one window
+            each) are stacked this many at a time, consecutive cases of one shape (:data:`EVAL_BATCH`).
 
     Returns:
         ``{"dice/<name>": float for each foreground class, "mean_dice": float}``.
@@ -113,8 +114,14 @@ def segmentation_case_scores(model: TransferModel, cases: Sequence[Case], roi: S
     device = _model_device(model)
     metric = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
     scores = []
+
+    def stack_size(shape: tuple[int, ...]) -> int:
+        # Only volumes of one window are stacked: a larger one already fills the passes with its own
+        # windows, and stacking it would only multiply the stitched outputs held in memory.
+        return sw_batch_size if all(s <= r for s, r in zip(shape[1:], roi)) else 1
+
     with _inference(model):
-        for batch in _same_shape_batches(prepared, lambda case: case.image, sw_batch_size):
+        for batch in _same_shape_batches(prepared, lambda case: case.image, stack_size):
             with autocast(device):
                 probabilities = sliding_window_inference(
                     torch.stack([case.image for case in batch]).to(device), roi_size=tuple(roi),
@@ -129,17 +136,17 @@ def segmentation_case_scores(model: TransferModel, cases: Sequence[Case], roi: S
 
 
 def _same_shape_batches(cases: Sequence[_Prepared], image: Callable[[_Prepared], torch.Tensor],
-                        size: int) -> Iterator[list[_Prepared]]:
-    """Runs of consecutive cases whose ``image(case)`` shares one shape, at most ``size`` per run, in order.
+                        size: Callable[[tuple[int, ...]], int]) -> Iterator[list[_Prepared]]:
+    """Runs of consecutive cases whose ``image(case)`` shares one shape, at most ``size(shape)`` per run, in order.
 
     Evaluating whole cases one at a time would put every forward pass on the batch-1 path (see
-    :data:`EVAL_BATCH`); cases of one shape are stacked instead, which changes no score (GroupNorm and
-    ``eval()`` keep each sample's output independent of its batch mates).
+    :data:`EVAL_BATCH`); cases of one shape are stacked instead, which changes no score beyond float
+    rounding (GroupNorm and ``eval()`` keep each sample's output independent of its batch mates).
     """
-    for _, run in itertools.groupby(cases, key=lambda case: tuple(image(case).shape)):
-        run = list(run)
-        for start in range(0, len(run), size):
-            yield run[start:start + size]
+    for shape, run in itertools.groupby(cases, key=lambda case: tuple(image(case).shape)):
+        run, step = list(run), max(1, size(shape))
+        for start in range(0, len(run), step):
+            yield run[start:start + step]
 
 
 def _dice_summary(scores: torch.Tensor, names: Sequence[str]) -> dict[str, float]:
@@ -183,7 +190,7 @@ def classification_probabilities(model: TransferModel, cases: Sequence[Case], cr
 
     probabilities = []
     with _inference(model):
-        for batch in _same_shape_batches(prepared, model_input, EVAL_BATCH):
+        for batch in _same_shape_batches(prepared, model_input, lambda shape: EVAL_BATCH):
             with autocast(device):
                 logits = model(torch.stack([model_input(case) for case in batch]).to(device))
             probabilities.append(torch.sigmoid(logits.float()).reshape(len(batch)).cpu())
