@@ -41,7 +41,8 @@ def seconds_per_sample(model: torch.nn.Module, size: int, batch: int, memory_for
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32, help="cubic volume side in voxels (default 32)")
-    parser.add_argument("--channels", default=DEFAULT_CHANNELS, help="nine backbone widths (default: the default profile's)")
+    parser.add_argument("--channels", default=DEFAULT_CHANNELS,
+                        help="nine backbone widths (default: the default profile's)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
