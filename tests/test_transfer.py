@@ -2,6 +2,7 @@
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -485,3 +486,46 @@ def test_feature_cache_is_per_sample_within_a_batch():
 def test_feature_cache_needs_a_frozen_backbone():
     with pytest.raises(GVSLInputError, match="frozen"):
         TransferModel(tiny_backbone(), "segmentation", 3, frozen=False, cache_features=True)
+
+
+def test_a_plateau_rule_that_cannot_fire_at_its_cap_is_refused():
+    # validating every 20 up to 80 leaves the first score alone before the last three validations:
+    # a plateau there would need the curve to have risen above it and not above it at once
+    with pytest.raises(GVSLInputError, match="cannot fire within 80 iterations validated every 20"):
+        seg_config(iterations=80, val_every=20, min_iterations=60, plateau_needs_rise=True, stop_on_plateau=True)
+    assert not transfer.PlateauRule(min_iterations=60).can_fire(80, 20)
+    assert transfer.PlateauRule(min_iterations=60, needs_rise=False).can_fire(80, 20)
+    assert transfer.PlateauRule(min_iterations=60).can_fire(80, 10)
+
+
+def _profile_caps():
+    """(profile, protocol, task, TransferConfig settings) for every cap the two profiles run with."""
+    import yaml
+
+    from gvsl.table1 import PROTOCOLS, TASKS
+
+    root = Path(__file__).resolve().parents[1]
+    for profile in ("params.yaml", "profiles/paper.yaml"):
+        params = yaml.safe_load((root / profile).read_text())
+        for protocol in PROTOCOLS:
+            settings = dict(params["transfer"][protocol])
+            for task in TASKS:
+                caps = settings["iterations"]
+                yield pytest.param(profile, protocol, task, {
+                    "iterations": caps[task] if isinstance(caps, dict) else caps,
+                    **{k: settings[k] for k in ("val_every", "min_iterations", "plateau_window", "plateau_delta",
+                                                "plateau_needs_rise")}}, id=f"{profile}-{protocol}-{task}")
+
+
+@pytest.mark.parametrize("profile, protocol, task, settings", list(_profile_caps()))
+def test_the_plateau_rule_can_fire_at_every_cap_the_profiles_run_with(profile, protocol, task, settings):
+    assert seg_config(**settings).plateau.can_fire(settings["iterations"], settings["val_every"])
+    config = seg_config(**settings, stop_on_plateau=True)  # which refuses a rule that cannot fire
+    cap = config.iterations
+    validated = [*range(config.val_every, cap, config.val_every), cap]
+    # a curve that rises from its first validation to its second and stays flat after it plateaus by the cap
+    curve = [(iteration, 0.0 if k == 0 else 0.5) for k, iteration in enumerate(validated)]
+    assert config.plateau.reached(curve), f"{profile}: {protocol} {task} cannot plateau by its cap {cap}"
+    # and a curve still rising at the cap has not plateaued
+    rising = [(iteration, 0.1 * k) for k, iteration in enumerate(validated)]
+    assert not config.plateau.reached(rising)

@@ -68,6 +68,21 @@ class PlateauRule:
             return False
         return max(scores) - max(earlier) < self.min_delta
 
+    def can_fire(self, cap: int, val_every: int) -> bool:
+        """Whether some validation curve reaches this rule by iteration ``cap``, validated every ``val_every``.
+
+        The rule compares the recent validations with the earlier ones, so at least one validation must
+        lie before the recent window; with ``needs_rise`` two, since a curve whose only earlier score is
+        its first would need to have risen above it (the rise) and not above it (the plateau) at once.
+        The earlier validations only grow in number with the iteration, so the cap is the best chance the rule gets.
+        """
+        if cap < self.min_iterations:
+            return False
+        validated = [*range(val_every, cap, val_every), cap]  # as the training loop validates
+        horizon = (1 - self.window) * cap
+        recent = max(sum(iteration > horizon for iteration in validated), self.min_validations)
+        return len(validated) - recent >= (2 if self.needs_rise else 1)
+
 
 def num_outputs(task_type: str, classes: Sequence[str]) -> int:
     """Outputs of the task head for a dataset: its foreground ``classes`` plus background (segmentation), or 1.
@@ -152,6 +167,11 @@ class TransferConfig:
         if self.min_iterations > self.iterations:
             raise GVSLInputError(f"min_iterations ({self.min_iterations}) exceeds iterations ({self.iterations}): "
                                  "no run could ever plateau")
+        if self.stop_on_plateau and not self.plateau.can_fire(self.iterations, self.val_every):
+            raise GVSLInputError(
+                f"the plateau rule cannot fire within {self.iterations} iterations validated every {self.val_every}: "
+                f"it needs {2 if self.plateau_needs_rise else 1} validation(s) before its last "
+                f"max({self.plateau_window:g} of the iterations, 3 validations); validate more often or run longer")
 
     @property
     def plateau(self) -> "PlateauRule":
