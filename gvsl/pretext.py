@@ -10,6 +10,11 @@ reports, per pair:
   onto the fixed grid against the fixed subject's labels, for no warp (identity), the affine part
   alone and the whole fused field.
 
+Between two subjects the true transform is unknown, so the affine head is also tested on a *known*
+misalignment (:func:`misaligned_pairs`, :func:`evaluate_misalignment`): each held-out subject against a
+copy of itself moved by a drawn affine, whose inverse the head should output. The score is how much of
+the known displacement the head's affine removes, and how its translation tracks the true one.
+
 No augmentation and no random draw is involved, so evaluating never changes a training run.
 """
 
@@ -27,11 +32,12 @@ from monai.transforms import ResizeWithPadOrCrop
 
 from gvsl.data import Case
 from gvsl.errors import GVSLInputError
-from gvsl.geometry import affine_to_ddf, warp
+from gvsl.geometry import affine_from_parameters, affine_to_ddf, warp, warp_affine
 from gvsl.losses import local_ncc_loss
 from gvsl.nets import GVSL
 
-__all__ = ["HeldOutPairs", "PretextScores", "evaluate_pretext", "heldout_pairs"]
+__all__ = ["HeldOutPairs", "MisalignmentScores", "PretextScores", "evaluate_misalignment", "evaluate_pretext",
+           "heldout_pairs", "misaligned_pairs"]
 
 
 @dataclass
@@ -187,3 +193,123 @@ def evaluate_pretext(model: GVSL, pairs: HeldOutPairs, batch_size: int = 4) -> P
         model.train(was_training)
     # every fixed subject has foreground (heldout_pairs checks), so no Dice is NaN
     return PretextScores(**{name: torch.cat(values) for name, values in parts.items()})
+
+
+#: bounds of the known misalignments: rotation about each axis (radians, 15°), isotropic scale, and
+#: translation as a fraction of each side; of the order of the pose differences between phantom subjects
+MISALIGNMENT = {"rotation": np.pi / 12, "scale": 0.15, "translation": 0.1}
+
+
+def misaligned_pairs(pairs: HeldOutPairs, seed: int = 0) -> tuple[HeldOutPairs, torch.Tensor]:
+    """Each distinct fixed subject of ``pairs`` against a copy of itself moved by a known affine.
+
+    The copy is ``subject(T p)`` (labels by nearest neighbour), so the affine that registers it back is
+    ``T⁻¹``. ``T`` is drawn, seeded, within :data:`MISALIGNMENT` (no shear).
+
+    Returns:
+        The pairs (fixed = subject, moving = moved copy) and the (N, 3, 4) affines ``T⁻¹`` that undo them.
+    """
+    first = {}
+    for index, (fixed_id, _) in enumerate(pairs.ids):
+        first.setdefault(fixed_id, index)
+    index = torch.tensor(list(first.values()))
+    fixed = pairs.fixed[index]
+    n, shape = len(index), fixed.shape[2:]
+    rng = np.random.default_rng(seed)
+
+    def draw(bound: float, size: tuple[int, ...]) -> torch.Tensor:
+        return torch.as_tensor(rng.uniform(-bound, bound, size=size), dtype=torch.float32)
+
+    scale = 1 + draw(MISALIGNMENT["scale"], (n, 1)).expand(n, 3)
+    translation = draw(MISALIGNMENT["translation"], (n, 3)) * torch.tensor(shape, dtype=torch.float32)
+    moves = affine_from_parameters(draw(MISALIGNMENT["rotation"], (n, 3)), scale, translation, torch.zeros(n, 6))
+    moving = warp_affine(fixed, moves)
+    labels = None if pairs.fixed_labels is None else pairs.fixed_labels[index]
+    moved_labels = None if labels is None else warp_affine(labels.float(), moves, "nearest").long()
+    known = HeldOutPairs(fixed, moving, labels, moved_labels, pairs.num_classes,
+                         [(pairs.ids[i][0], f"{pairs.ids[i][0]} moved") for i in first.values()])
+    return known, _invert(moves)
+
+
+def _invert(affine: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 4) ``[A | t]`` → ``[A⁻¹ | −A⁻¹ t]``."""
+    linear = torch.linalg.inv(affine[:, :, :3].double())
+    return torch.cat([linear, -linear @ affine[:, :, 3:].double()], dim=-1).float()
+
+
+@dataclass
+class MisalignmentScores:
+    """Per pair of a known misalignment (tensors of length N).
+
+    ``error_identity`` / ``error_affine``: mean distance (voxels) between the displacement that undoes
+    the misalignment and no displacement / the affine head's, over the fixed subject's foreground (its
+    whole grid without labels). ``recovered`` = 1 − error_affine / error_identity (1: exact, 0: no
+    better than leaving it). ``true_translation`` / ``predicted_translation``: (N, 3) voxels.
+    """
+
+    error_identity: torch.Tensor
+    error_affine: torch.Tensor
+    true_translation: torch.Tensor
+    predicted_translation: torch.Tensor
+    identity_dice: torch.Tensor | None = None
+    affine_dice: torch.Tensor | None = None
+
+    @property
+    def recovered(self) -> torch.Tensor:
+        return 1 - self.error_affine / self.error_identity
+
+    def translation_correlation(self) -> float:
+        """Pearson correlation of predicted and true translations, all components pooled (NaN when the head
+        outputs one translation for every pair)."""
+        pooled = torch.stack([self.true_translation.flatten(), self.predicted_translation.flatten()]).double()
+        return float(torch.corrcoef(pooled)[0, 1])
+
+    def summary(self) -> dict[str, float]:
+        """Means over pairs, and the translation correlation, for logging."""
+        means = {name: float(value.mean()) for name, value in vars(self).items()
+                 if value is not None and not name.endswith("translation")}
+        return {**means, "recovered": float(self.recovered.mean()),
+                "translation_correlation": self.translation_correlation()}
+
+    def per_pair(self) -> dict[str, list]:
+        return {name: value.tolist() for name, value in vars(self).items() if value is not None}
+
+
+@torch.no_grad()
+def evaluate_misalignment(model: GVSL, known: HeldOutPairs, undo: torch.Tensor,
+                          batch_size: int = 4) -> MisalignmentScores:
+    """How well ``model``'s affine head undoes known misalignments (from :func:`misaligned_pairs`).
+
+    Raises:
+        GVSLInputError: the model has no affine head.
+    """
+    if not (model.z_matching and model.config.affine):
+        raise GVSLInputError("the known-misalignment test needs an affine head; this variant has none")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {}
+    try:
+        for start in range(0, len(known), batch_size):
+            chunk = slice(start, start + batch_size)
+            fixed, moving = known.fixed[chunk].to(device), known.moving[chunk].to(device)
+            predicted = model(fixed, moving).affine.float()
+            true_ddf = affine_to_ddf(undo[chunk].to(device), fixed.shape[2:])
+            affine_ddf = affine_to_ddf(predicted, fixed.shape[2:])
+            region = (known.fixed_labels[chunk] > 0 if known.labelled else torch.ones_like(fixed, dtype=torch.bool))
+            region = region.to(device)[:, 0]
+            for name, ddf in (("error_identity", torch.zeros_like(true_ddf)), ("error_affine", affine_ddf)):
+                distance = (ddf - true_ddf).norm(dim=1)
+                parts.setdefault(name, []).append(((distance * region).sum((1, 2, 3)) / region.sum((1, 2, 3))).cpu())
+            parts.setdefault("true_translation", []).append(undo[chunk, :, 3])
+            parts.setdefault("predicted_translation", []).append(predicted[:, :, 3].cpu())
+            if known.labelled:
+                moved_labels = known.moving_labels[chunk].to(device).float()
+                fixed_labels = known.fixed_labels[chunk].to(device)
+                parts.setdefault("identity_dice", []).append(
+                    _mean_dice(moved_labels, fixed_labels, known.num_classes).cpu())
+                parts.setdefault("affine_dice", []).append(
+                    _mean_dice(warp(moved_labels, affine_ddf, "nearest"), fixed_labels, known.num_classes).cpu())
+    finally:
+        model.train(was_training)
+    return MisalignmentScores(**{name: torch.cat(values) for name, values in parts.items()})

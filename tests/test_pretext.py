@@ -100,3 +100,56 @@ def test_evaluation_leaves_the_model_and_random_state_alone():
     assert model.training and torch.equal(before, torch.get_rng_state())
     with pytest.raises(GVSLInputError, match="needs a Z-matching head"):
         evaluate_pretext(GVSL.variant("no_zmatch", channels=(8,) * 9, local_head_channels=8), pairs)
+
+
+class FixedAffine(nn.Module):
+    """A stand-in Z-matching model whose affine head outputs given matrices, in order, pair after pair."""
+
+    z_matching = True
+
+    def __init__(self, affines):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+        self.affines, self.used = affines, 0
+        self.config = type("Config", (), {"affine": True})()
+
+    def forward(self, fixed, moving):
+        from gvsl.geometry import affine_to_ddf, warp
+
+        affine = self.affines[self.used:self.used + fixed.shape[0]]
+        self.used += fixed.shape[0]
+        ddf = affine_to_ddf(affine, fixed.shape[2:])
+        return GVSLOutput(warped=warp(moving, ddf), ddf=ddf, affine=affine)
+
+
+def test_a_known_misalignment_is_drawn_seeded_one_per_subject_and_undone_by_its_inverse():
+    from gvsl.geometry import identity_affine
+    from gvsl.pretext import evaluate_misalignment, misaligned_pairs
+
+    cases = [case(f"c{i}", (8 + i % 2, 8, 7 + i)) for i in range(3)]
+    pairs = heldout_pairs(cases, SHAPE)
+    known, undo = misaligned_pairs(pairs, seed=1)
+    again, undo_again = misaligned_pairs(pairs, seed=1)
+    assert [a for a, _ in known.ids] == ["c0", "c1", "c2"] and torch.equal(undo, undo_again)
+    assert torch.equal(known.moving, again.moving) and not torch.equal(undo, misaligned_pairs(pairs, seed=2)[1])
+    # the moved copy differs from its subject, and the inverse brings it back (up to interpolation)
+    oracle = evaluate_misalignment(FixedAffine(undo), known, undo)
+    still = evaluate_misalignment(FixedAffine(identity_affine(len(known))), known, undo)
+    assert torch.allclose(oracle.error_affine, torch.zeros(3), atol=1e-4)
+    assert torch.all(still.error_affine == still.error_identity) and torch.all(still.error_identity > 0.5)
+    assert torch.allclose(oracle.recovered, torch.ones(3), atol=1e-4) and torch.all(still.recovered == 0)
+    assert torch.all(oracle.affine_dice > still.affine_dice)
+    assert oracle.translation_correlation() == pytest.approx(1.0)
+    summary = oracle.summary()
+    assert summary["recovered"] == pytest.approx(1.0, abs=1e-4) and "translation_correlation" in summary
+    # the moved labels are the subject's labels moved: the undo warps them back onto the subject
+    assert torch.all(oracle.affine_dice > 0.8) and torch.all(still.affine_dice < oracle.affine_dice)
+
+
+def test_the_known_misalignment_needs_an_affine_head():
+    from gvsl.pretext import evaluate_misalignment, misaligned_pairs
+
+    model = GVSL(channels=(8, 8, 8, 8, 8, 8, 8, 8, 8), affine=False)
+    known, undo = misaligned_pairs(heldout_pairs([case("a", (8, 8, 8)), case("b", (7, 8, 8))], SHAPE))
+    with pytest.raises(GVSLInputError, match="needs an affine head"):
+        evaluate_misalignment(model, known, undo)

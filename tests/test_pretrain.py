@@ -77,14 +77,19 @@ def test_resumed_run_ends_with_the_same_weights_and_logs_with_heldout_evaluation
     for term in ("ncc", "smooth", "mse"):
         assert (metrics / "train" / f"{term}.tsv").exists()
     # Held-out rows: after 0, 1, 2, 3 and 4 iterations, once each, equal to the uninterrupted run's.
-    for name in ("ncc", "identity_ncc", "identity_dice", "affine_dice", "warped_dice"):
-        cut = pd.read_csv(metrics / "heldout" / f"{name}.tsv", sep="\t")
-        whole = pd.read_csv(tmp_path / "full" / "dvclive" / "plots" / "metrics" / "heldout" / f"{name}.tsv", sep="\t")
+    logged = [("heldout", name) for name in ("ncc", "identity_ncc", "identity_dice", "affine_dice", "warped_dice")]
+    logged += [("misalignment", name) for name in ("recovered", "affine_dice", "translation_correlation")]
+    for folder, name in logged:
+        cut = pd.read_csv(metrics / folder / f"{name}.tsv", sep="\t")
+        whole = pd.read_csv(tmp_path / "full" / "dvclive" / "plots" / "metrics" / folder / f"{name}.tsv", sep="\t")
         assert cut["step"].tolist() == [0, 1, 2, 3, 4]
-        assert cut[name].tolist() == whole[name].tolist()
+        np.testing.assert_array_equal(cut[name], whole[name])  # NaN: a correlation of a constant translation
     record = json.loads((tmp_path / "cut" / "pretext.json").read_text())
     assert record == json.loads((tmp_path / "full" / "pretext.json").read_text())
     assert (record["first"]["iteration"], record["last"]["iteration"], len(record["pairs"])) == (0, 4, 4)
+    # one known misalignment per distinct fixed subject of the held-out pairs
+    subjects = sorted({fixed for fixed, _ in record["pairs"]})
+    assert sorted(record["last"]["misalignment"]["subjects"]) == subjects
 
 
 def test_resuming_with_another_schedule_or_without_the_heldout_record_is_refused(tmp_path):

@@ -1,6 +1,7 @@
 """Held-out evaluation during pre-training: every ``eval_every`` iterations the method's loss on subjects the
-run never trains on (``heldout_loss/``) and, for a Z-matching head, their registration (``heldout/``,
-``pretext.json``; :mod:`gvsl.pretext`)."""
+run never trains on (``heldout_loss/``), for a Z-matching head their registration (``heldout/``,
+``pretext.json``; :mod:`gvsl.pretext`), and for an affine head how much of a known misalignment of each
+held-out subject it undoes (``misalignment/``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 
 from gvsl.errors import GVSLInputError
 from gvsl.methods import Crops, PretrainMethod
-from gvsl.pretext import HeldOutPairs, evaluate_pretext, heldout_pairs
+from gvsl.pretext import HeldOutPairs, evaluate_misalignment, evaluate_pretext, heldout_pairs, misaligned_pairs
 from gvsl.runtime import autocast, channels_last
 
 __all__ = ["HELDOUT_LOG", "HELDOUT_LOSS_LOG", "PRETEXT_NAME", "HeldoutEvaluation", "load_heldout"]
@@ -21,6 +22,7 @@ __all__ = ["HELDOUT_LOG", "HELDOUT_LOSS_LOG", "PRETEXT_NAME", "HeldoutEvaluation
 PRETEXT_NAME = "pretext.json"
 HELDOUT_LOG = "heldout"
 HELDOUT_LOSS_LOG = "heldout_loss"
+MISALIGNMENT_LOG = "misalignment"
 #: fixed seed of the held-out loss's augmentations: every evaluation sees the same inputs
 _HELDOUT_SEED = 12345
 
@@ -48,18 +50,24 @@ class HeldoutEvaluation:
     """
 
     def __init__(self, live: Any, method: PretrainMethod, model: torch.nn.Module, heldout: HeldOutPairs,
-                 batch_size: int, device: torch.device, pretext_path: Path, resumed: bool):
-        self.live, self.method, self.model, self.heldout = live, method, model, heldout
+                 batch_size: int, device: torch.device, pretext_path: Path, resumed: bool, precision: str = "auto"):
+        self.live, self.method, self.model, self.heldout, self.precision = live, method, model, heldout, precision
         self.batch_size, self.device, self.pretext_path = batch_size, device, pretext_path
         self.registers = method.registers
         self.crops = method.heldout_crops(heldout)
         self.first = _read_pretext(pretext_path, heldout) if resumed and self.registers else None
+        has_affine = self.registers and bool(getattr(getattr(model, "config", None), "affine", False))
+        # the same known misalignments in every run and evaluation: drawn from a fixed seed
+        self.known = misaligned_pairs(heldout, seed=_HELDOUT_SEED) if has_affine else None
 
     def __call__(self, done: int) -> None:
         """Evaluate after ``done`` iterations (0: before the first)."""
-        _log_heldout_loss(self.live, self.method, self.model, self.crops, self.batch_size, self.device, done)
+        _log_heldout_loss(self.live, self.method, self.model, self.crops, self.batch_size, self.device, done,
+                          self.precision)
         if self.registers:
             scores = _log_heldout(self.live, self.model, self.heldout, done)
+            if self.known is not None:
+                scores["misalignment"] = _log_misalignment(self.live, self.model, *self.known)
             if done == 0:
                 self.first = scores
             _write_pretext(self.pretext_path, self.heldout, self.first, scores)
@@ -67,7 +75,7 @@ class HeldoutEvaluation:
 
 @torch.no_grad()
 def _log_heldout_loss(live: Any, method: PretrainMethod, model: torch.nn.Module, crops: Crops, batch_size: int,
-                      device: torch.device, done: int) -> None:
+                      device: torch.device, done: int, precision: str = "auto") -> None:
     """The method's loss terms on the held-out crops, logged under ``heldout_loss/``: in chunks of at least
     one step's size (a contrastive loss depends on its batch), weighted by chunk size, with augmentations
     from a fixed seed so that every evaluation sees the same inputs, at the training precision."""
@@ -77,7 +85,7 @@ def _log_heldout_loss(live: Any, method: PretrainMethod, model: torch.nn.Module,
     for part in torch.tensor_split(torch.arange(len(crops)), chunks):
         chunk = crops[int(part[0]):int(part[-1]) + 1].to(device)
         net_inputs, targets = method.inputs(chunk, generator)
-        with autocast(device):
+        with autocast(device, precision):
             terms = method.loss(model(**channels_last(net_inputs, device)), channels_last(targets, device))
         for term, value in terms.as_floats().items():
             sums[term] = sums.get(term, 0.0) + value * len(part)
@@ -94,6 +102,15 @@ def _log_heldout(live: Any, model: torch.nn.Module, heldout: HeldOutPairs, done:
     for name, value in means.items():
         live.log_metric(f"{HELDOUT_LOG}/{name}", value)
     return {"iteration": done, "mean": means, "per_pair": scores.per_pair()}
+
+
+def _log_misalignment(live: Any, model: torch.nn.Module, known: HeldOutPairs, undo: torch.Tensor) -> dict[str, Any]:
+    """Undo the known misalignments with the affine head and log the means under ``misalignment/``."""
+    scores = evaluate_misalignment(model, known, undo)
+    means = scores.summary()
+    for name, value in means.items():
+        live.log_metric(f"{MISALIGNMENT_LOG}/{name}", value)
+    return {"mean": means, "per_pair": scores.per_pair(), "subjects": [fixed for fixed, _ in known.ids]}
 
 
 def _write_pretext(path: Path, heldout: HeldOutPairs, first: Mapping[str, Any], last: Mapping[str, Any]) -> None:

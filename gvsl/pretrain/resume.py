@@ -16,7 +16,7 @@ from gvsl.checkpoint import PRETRAIN_STATE_FORMAT as CHECKPOINT_FORMAT
 from gvsl.checkpoint import load_file
 from gvsl.errors import GVSLInputError
 from gvsl.pretrain.config import PretrainConfig
-from gvsl.pretrain.heldout import HELDOUT_LOG, HELDOUT_LOSS_LOG
+from gvsl.pretrain.heldout import HELDOUT_LOG, HELDOUT_LOSS_LOG, MISALIGNMENT_LOG
 from gvsl.runtime import DistributedContext, progress_line
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "RESUME_IF_UNCHANGED", "restore", "should_resume", "truncate_log"]
@@ -117,6 +117,6 @@ def truncate_log(live_dir: Path, first_step: int) -> None:
     metrics = live_dir / "plots" / "metrics"
     for tsv in metrics.rglob("*.tsv"):
         table = pd.read_csv(tsv, sep="\t")
-        heldout = tsv.parent.name in (HELDOUT_LOG, HELDOUT_LOSS_LOG)
+        heldout = tsv.parent.name in (HELDOUT_LOG, HELDOUT_LOSS_LOG, MISALIGNMENT_LOG)
         keep = table["step"] <= first_step if heldout else table["step"] < first_step
         table[keep].to_csv(tsv, sep="\t", index=False)
