@@ -118,7 +118,7 @@ PARAMS_ERRORS = [
     ("pretrain.options", [1], "pretrain", "pretrain.options must map methods to their settings"),
     ("pretrain.heldout", {"task": "SHC", "split": "test", "pairs": 2}, "heldout", "must not be 'test'"),
     ("pretrain.heldout", {"task": "SHC"}, "heldout", "must be a mapping with keys task, split, pairs"),
-    ("pretrain.processes", 0, "processes", "pretrain.processes must be an integer >= 1"),
+    ("pretrain.processes", 0, "processes", "pretrain.processes must be an integer >= 1 or 'auto'"),
     ("prepare.tasks.SHC", {"source": "phantom-ct", "colour": 1}, "prepare", "unknown settings ['colour']"),
     ("prepare.tasks.SHC", {"shape": [8, 8, 8]}, "prepare", "prepare.tasks.SHC: missing 'source'"),
     ("prepare.tasks.SHC", {"source": "phantom-ct", "shape": [4, 4, 4]}, "prepare",

@@ -47,9 +47,14 @@ def setting(params: Mapping[str, Any], *keys: str) -> Any:
 
 
 def process_count(params: Mapping[str, Any], group: str) -> int:
+    """``<group>.processes``: an integer >= 1, or ``auto`` for one process per available CPU core."""
+    from gvsl.pipeline.workers import available_cores
+
     processes = setting(params, group, "processes")
+    if processes == "auto":
+        return available_cores()
     if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
-        raise GVSLInputError(f"params.yaml: {group}.processes must be an integer >= 1, got {processes!r}")
+        raise GVSLInputError(f"params.yaml: {group}.processes must be an integer >= 1 or 'auto', got {processes!r}")
     return processes
 
 

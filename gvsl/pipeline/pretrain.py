@@ -13,7 +13,7 @@ from gvsl.errors import GVSLInputError
 from gvsl.methods import PRETRAIN_METHODS
 from gvsl.pipeline.layout import BUILD, process_count, prepared_dir, pretrain_dir, pretrain_seeds, setting
 from gvsl.pipeline.workers import in_processes
-from gvsl.runtime import progress_line
+from gvsl.runtime import progress_line, resolve_device
 
 #: ``params.pretrain`` keys the stage reads itself (the rest build :class:`gvsl.pretrain.PretrainConfig`)
 _PRETRAIN_STAGE_KEYS = {"seeds", "processes", "heldout", "options"}
@@ -77,7 +77,8 @@ def pretrain_stage(method: str, params: Mapping[str, Any], build: Path = BUILD, 
     processes = process_count(params, "pretrain")
     heldout = _load_heldout(setting(params, "pretrain", "heldout"), configs[0].crop, build)
     jobs = [(config, build, heldout, progress) for config in configs]
-    return in_processes(_pretrain_seed, jobs, processes)
+    on_cpu = resolve_device(configs[0].device).type == "cpu"
+    return in_processes(_pretrain_seed, jobs, processes, single_threaded=on_cpu)
 
 
 def _pretrain_seed(job: tuple[Any, Path, Any, bool]) -> Path:

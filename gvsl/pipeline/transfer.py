@@ -18,11 +18,26 @@ import torch
 from gvsl.errors import GVSLInputError
 from gvsl.pipeline.layout import BUILD, process_count, prepared_dir, pretrain_dir, pretrain_seeds, setting, transfer_dir
 from gvsl.pipeline.workers import in_processes
-from gvsl.runtime import progress_line
+from gvsl.runtime import progress_line, resolve_device
 from gvsl.table1 import METHODS, PROTOCOLS, TASKS
 
+def transfer_seed(pretrain_seed: int, listed: int, seeds: list[int]) -> int:
+    """The transfer seed of the run of ``pretrain_seed`` for the listed ``transfer.<protocol>.seeds`` entry
+    ``listed``: ``listed + pretrain_seed × (max(seeds) + 1)``.
+
+    Every run of a cell thus has its own transfer seed (head initialisation, crops, batch order), so the
+    runs of different pre-training seeds are independent replicates of the whole pipeline, not replicates
+    that share one transfer seed. With the default's ``seeds: [0]`` the run of pre-training seed p uses transfer
+    seed p; with the paper's ``[0, 1, 2]`` pre-training seed 0 uses 0, 1, 2 and seed 1 would use 3, 4, 5. The
+    same listed seeds give the same transfer seeds to every method, so each method's run pairs with scratch's
+    run of the same pre-training and transfer seeds (:func:`gvsl.report.gain_interval`).
+    """
+    return int(listed) + int(pretrain_seed) * (max(int(s) for s in seeds) + 1)
+
+
 def transfer_jobs(method: str, params: Mapping[str, Any], build: Path = BUILD) -> list[TransferJob]:
-    """Every transfer run of ``method``: task × protocol × pre-training seed × transfer seed, longest first.
+    """Every transfer run of ``method``: task × protocol × pre-training seed × ``transfer.<protocol>.seeds``,
+    each run with its own transfer seed (:func:`transfer_seed`), longest first.
 
     ``params.transfer.<protocol>.crop.<task>`` may be ``null``: the training crop is then the prepared
     volume (every case of the generated cohorts has one shape), which lets a linear probe reuse its
@@ -44,6 +59,9 @@ def transfer_jobs(method: str, params: Mapping[str, Any], build: Path = BUILD) -
             seeds = settings.pop("seeds", None)
             if not isinstance(seeds, list) or not seeds:
                 raise GVSLInputError(f"params.yaml: transfer.{protocol}.seeds must be a non-empty list, got {seeds!r}")
+            if not all(isinstance(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
+                raise GVSLInputError(f"params.yaml: transfer.{protocol}.seeds must be distinct integers >= 0, "
+                                     f"got {seeds!r}")
             crop = setting(params, "transfer", protocol, "crop", task)
             settings.pop("crop")
             if isinstance(settings.get("iterations"), Mapping):  # a cap per task
@@ -51,7 +69,8 @@ def transfer_jobs(method: str, params: Mapping[str, Any], build: Path = BUILD) -
             if crop is None:
                 crop = dataset.load_case(dataset.ids("train")[0]).image.shape[-3:]
             for pretrain_seed in pretrain_seeds(params):
-                for seed in seeds:
+                for listed in seeds:
+                    seed = transfer_seed(pretrain_seed, listed, seeds)
                     try:
                         config = TransferConfig.from_dict({
                             **settings, "task": info.task_type, "protocol": protocol, "crop": tuple(crop),
@@ -194,7 +213,8 @@ def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) 
     processes = process_count(params, "transfer")
     progress_line(f"transfer {method}: {len(jobs)} runs in {processes} process(es)")
     began = time.perf_counter()
-    records = in_processes(_run_transfer_job, jobs, processes)
+    on_cpu = all(resolve_device(job.config.device).type == "cpu" for job in jobs)
+    records = in_processes(_run_transfer_job, jobs, processes, single_threaded=on_cpu)
     seconds = time.perf_counter() - began
     summaries = []
     cells = sorted({(job.task, job.protocol) for job in jobs}, key=lambda cell: (TASKS.index(cell[0]), cell[1]))
