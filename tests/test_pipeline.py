@@ -154,10 +154,10 @@ def test_pipeline_reproduces_the_report(tiny_project):
     rotation = table[table["method"] == "rotation"]
     assert len(rotation) == 4 and rotation["paper_value"].notna().all() and rotation["gain"].notna().all()
     assert set(table["n_runs"][table["protocol"] == "linear"]) == {4}  # 2 pre-training × 2 transfer seeds
-    # every pre-trained row has a gain with its interval; scratch has none
+    # every pre-trained row has a gain; scratch has none. Two pre-training seeds are fewer than an interval
+    # needs (gvsl.stats.MIN_SEEDS), so the gains have none (tests/test_stats.py checks the intervals)
     pretrained = table[table["method"] != "scratch"]
-    assert pretrained[["gain", "gain_low", "gain_high"]].notna().all().all()
-    assert (pretrained["gain_low"] <= pretrained["gain"]).all() and (pretrained["gain"] <= pretrained["gain_high"]).all()
+    assert pretrained["gain"].notna().all() and pretrained[["gain_low", "gain_high"]].isna().all().all()
     assert table.loc[table["method"] == "scratch", "gain"].isna().all()
     # each run's verdict is the plateau rule on its own validation curve, and a run stops where the rule holds
     summary = json.loads((tiny_project / "build" / "transfer" / "gvsl" / "SHC-linear" / "summary.json").read_text())
@@ -227,7 +227,7 @@ def test_transfer_keeps_finished_runs_and_redoes_changed_or_unfinished_ones(tiny
     shutil.copytree(tiny_project / "build", build)
     cell = build / "transfer" / "rotation" / "SHC-linear"
     before = json.loads((cell / "summary.json").read_text())
-    shutil.rmtree(cell / "p1-t1")  # a run the interruption never finished
+    shutil.rmtree(cell / "p1-t3")  # a run the interruption never finished
     (cell / "p0-t1" / pipeline.RUN_INPUTS).unlink()  # one interrupted before it recorded its inputs
     capfd.readouterr()
     pipeline.transfer_stage("rotation", TINY, build=build)
@@ -235,7 +235,7 @@ def test_transfer_keeps_finished_runs_and_redoes_changed_or_unfinished_ones(tiny
     kept = [line for line in lines if "kept from an earlier run" in line]
     trained = [line for line in lines if ": test " in line]
     assert len(kept) == 12 - 2 and sorted(line.split(":")[0] for line in trained) == [
-        "transfer SHC-linear-rotation p0-t1", "transfer SHC-linear-rotation p1-t1"]
+        "transfer SHC-linear-rotation p0-t1", "transfer SHC-linear-rotation p1-t3"]
     after = json.loads((cell / "summary.json").read_text())
     # CPU runs are deterministic, so the re-trained runs give the uninterrupted run's numbers
     for key in ("runs", "test", "mean", "sd", "val_curves", "per_case", "best_iterations", "run_converged"):
@@ -248,4 +248,5 @@ def test_transfer_keeps_finished_runs_and_redoes_changed_or_unfinished_ones(tiny
     lines = capfd.readouterr().out.splitlines()
     assert sum("kept from an earlier run" in line for line in lines) == 4  # fine-tuning: 2 tasks × 2 pre-training seeds
     assert sum(": test " in line for line in lines) == 4  # SHC and CCC linear, two pre-training seeds
-    assert sorted(p.name for p in cell.iterdir() if p.is_dir()) == ["p0-t0", "p1-t0"]
+    # each pre-training seed's run has its own transfer seed (gvsl.pipeline.transfer.transfer_seed)
+    assert sorted(p.name for p in cell.iterdir() if p.is_dir()) == ["p0-t0", "p1-t1"]

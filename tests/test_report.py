@@ -29,7 +29,8 @@ def auc_cases(above):
 
 
 def write_summary(root, task, protocol, method, tests, metric="dice", curves=None, commit="abc1234", converged=True):
-    """``tests``: per run, a test Dice (every case scores it) or, for AUC, ``auc_cases``' argument."""
+    """``tests``: per run, a test Dice (every case scores it) or, for AUC, ``auc_cases``' argument. Run s has
+    pre-training seed s and transfer seed s (each pre-training seed's run its own transfer seed)."""
     folder = root / method / f"{task}-{protocol}"
     folder.mkdir(parents=True)
     if metric == "auc":
@@ -39,7 +40,8 @@ def write_summary(root, task, protocol, method, tests, metric="dice", curves=Non
         per_case = [{"dice": [[t]] * 5} for t in tests]
     finite = [t for t in tests if not math.isnan(t)]
     summary = {"task": task, "protocol": protocol, "method": method, "metric": metric,
-               "seeds": list(range(len(tests))), "pretrain_seeds": [0], "runs": [[0, s] for s in range(len(tests))],
+               "seeds": list(range(len(tests))), "pretrain_seeds": list(range(len(tests))),
+               "runs": [[s, s] for s in range(len(tests))],
                "test": tests, "mean": float(np.mean(finite)) if finite else math.nan,
                "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan, "n_runs": len(finite),
                "val_curves": curves or [[[10, 0.1 * (s + 1)], [20, 0.2 * (s + 1)]] for s in range(len(tests))],
@@ -70,24 +72,35 @@ def test_table1_is_long_format_in_percent_beside_the_paper(summaries):
     row = table[(table.method == "gvsl") & (table.task == "SHC")].iloc[0]
     assert row.value == pytest.approx(70.0) and row.sd == pytest.approx(10.0) and row.n_runs == 3
     assert row.paper_value == 68.4 and row.paper_gain == pytest.approx(68.4 - 21.9)  # He et al. Table 1
-    # paired by seed: runs t0 and t1 (gvsl's t2 has no scratch partner); every case agrees, so no spread
-    assert (row.gain, row.gain_low, row.gain_high) == pytest.approx((40.0, 40.0, 40.0))
+    # paired by seed: runs p0-t0 and p1-t1 (gvsl's p2-t2 has no scratch partner); two seeds: no interval
+    assert row.gain == pytest.approx(40.0) and math.isnan(row.gain_low) and math.isnan(row.gain_high)
     scratch_ccc = table[(table.method == "scratch") & (table.task == "CCC")].iloc[0]
     assert (scratch_ccc.value, scratch_ccc.paper_value, scratch_ccc.metric) == (pytest.approx(62.5), 74.4, "auc")
     assert math.isnan(scratch_ccc.gain) and scratch_ccc.converged
     gvsl_ccc = table[(table.method == "gvsl") & (table.task == "CCC")].iloc[0]
-    assert gvsl_ccc.gain == pytest.approx(31.25) and gvsl_ccc.gain_low < 31.25 < gvsl_ccc.gain_high
+    assert gvsl_ccc.gain == pytest.approx(31.25) and math.isnan(gvsl_ccc.gain_low)
     assert not gvsl_ccc.converged
     assert set(table.profile) == {"unit"} and set(table.dataset) == {"phantom-ct"}
 
 
+def test_five_seeds_give_intervals_and_stars(tmp_path):
+    root = tmp_path / "transfer"
+    write_summary(root, "SHC", "linear", "scratch", [0.20, 0.30, 0.25, 0.20, 0.30])
+    write_summary(root, "SHC", "linear", "gvsl", [0.60, 0.70, 0.65, 0.60, 0.70])
+    table = report.table1(report.load_summaries(root), profile="unit")
+    row = table[table.method == "gvsl"].iloc[0]
+    # every seed and case gains 40 points: no spread
+    assert (row.gain, row.gain_low, row.gain_high) == pytest.approx((40.0, 40.0, 40.0))
+    assert "| GVSL (whole) | +40.0 [+40.0, +40.0]* / +46.5 |" in report.table1_markdown(table)
+
+
 def test_gain_interval_resamples_test_cases(tmp_path):
-    """Two runs, a gain of 0.1 on average that varies from case to case: the interval has width and covers it."""
+    """Five runs, a gain of 0.1 on average that varies from case to case: the interval has width and covers it."""
     root = tmp_path / "transfer"
     rng = np.random.default_rng(0)
-    base = rng.uniform(0.3, 0.6, size=(2, 12, 1))
+    base = rng.uniform(0.3, 0.6, size=(5, 12, 1))
     for method, dice in (("scratch", base), ("gvsl", base + rng.normal(0.1, 0.05, size=base.shape))):
-        summary = write_summary(root, "SBM", "finetune", method, [0.0, 0.0])
+        summary = write_summary(root, "SBM", "finetune", method, [0.0] * 5)
         summary["per_case"] = [{"dice": d.tolist()} for d in dice]
         summary["case_ids"] = [f"case{i}" for i in range(12)]
         (root / method / "SBM-finetune" / "summary.json").write_text(json.dumps(summary))
@@ -110,9 +123,10 @@ def test_paper_table_has_every_setting_of_table1():
 def test_markdown_puts_paper_values_and_gains_beside_ours(summaries):
     markdown = report.table1_markdown(report.table1(summaries, profile="unit"))
     assert "| GVSL (whole) | 70.0 ± 10.0 (paper 68.4) | 93.8 ± 8.8 † (paper 82.2) |" in markdown
-    # gains, paired by seed: SHC linear (0.6 + 0.7) / 2 - 0.25, paper 68.4 - 21.9, significant;
-    # CCC fine-tune 93.75 - 62.5, paper 82.2 - 74.4
-    assert "| GVSL (whole) | +40.0 [+40.0, +40.0]* / +46.5 | +31.2 [" in markdown
+    # gains, paired by seed: SHC linear (0.6 + 0.7) / 2 - 0.25, paper 68.4 - 21.9; CCC fine-tune 93.75 - 62.5,
+    # paper 82.2 - 74.4; two seeds each: no interval (‡)
+    assert "| GVSL (whole) | +40.0 ‡ / +46.5 | +31.2 ‡ / +7.8 |" in markdown
+    assert "‡ fewer than 5 pre-training seeds" in markdown
     assert "† validation curve not plateaued" in markdown
     assert "(a) linear SHC Dice" in markdown and "(b) fine-tune CCC AUC" in markdown
 
@@ -121,7 +135,7 @@ def test_metrics_summary_nests_protocol_task_method(summaries):
     metrics = report.metrics_summary(report.table1(summaries, profile="unit"))
     shc, ccc = metrics["linear"]["SHC"], metrics["finetune"]["CCC"]
     assert shc["scratch"] == {"value": 25.0, "converged": True}
-    assert shc["gvsl"] == {"value": 70.0, "gain": 40.0, "gain_low": 40.0, "gain_high": 40.0, "converged": True}
+    assert shc["gvsl"] == {"value": 70.0, "gain": 40.0, "gain_low": None, "gain_high": None, "converged": True}
     assert ccc["gvsl"]["value"] == 93.75 and ccc["gvsl"]["gain"] == 31.25 and ccc["gvsl"]["converged"] is False
 
 
@@ -161,7 +175,7 @@ def test_provenance_names_sources_seeds_and_commits(summaries):
     facts = report.provenance(summaries, params)
     assert facts["commits"] == ["abc1234", "def5678"]
     assert facts["transfer seeds per protocol"] == {"linear": [0, 1, 2], "finetune": [0, 1]}
-    assert facts["pre-training seeds"] == [0]
+    assert facts["pre-training seeds"] == [0, 1, 2]
     assert facts["data sources"] == {"SHC": ["phantom-ct"], "CCC": ["phantom-ct"]}
     assert facts["backbone widths"] == list(TINY_CHANNELS)
 
@@ -218,7 +232,7 @@ def test_figure8_draws_training_and_heldout_curves_as_means_over_seeds(tmp_path)
 def write_pretext(folder, identity, warped, ncc_first=0.5, ncc_last=0.3):
     folder.mkdir(parents=True, exist_ok=True)
     per_pair = {"ncc": [ncc_last] * len(warped), "identity_dice": identity, "warped_dice": warped}
-    pairs = [["a", "b"], ["b", "a"], ["a", "c"]][:len(warped)]
+    pairs = [["a", "b"], ["b", "c"], ["c", "a"]][:len(warped)]
     record = {"pairs": pairs, "iterations": 10,
               "first": {"iteration": 0, "mean": {"ncc": ncc_first}, "per_pair": {}},
               "last": {"iteration": 10, "mean": {"ncc": ncc_last}, "per_pair": per_pair}}
@@ -226,17 +240,23 @@ def write_pretext(folder, identity, warped, ncc_first=0.5, ncc_last=0.3):
 
 
 def test_pretext_metrics_give_the_gain_over_identity_with_an_interval(tmp_path):
-    write_pretext(tmp_path / "gvsl" / "seed0", [0.5, 0.6, 0.55], [0.6, 0.7, 0.66])
-    write_pretext(tmp_path / "gvsl" / "seed1", [0.5, 0.6, 0.55], [0.58, 0.69, 0.63])
+    warped = [[0.6, 0.7, 0.66], [0.58, 0.69, 0.63], [0.61, 0.7, 0.64], [0.59, 0.68, 0.65], [0.6, 0.71, 0.64]]
+    for seed, values in enumerate(warped):
+        write_pretext(tmp_path / "gvsl" / f"seed{seed}", [0.5, 0.6, 0.55], values)
+        if seed < 2:
+            write_pretext(tmp_path / "no_affine" / f"seed{seed}", [0.5, 0.6, 0.55], values)
     write_pretext(tmp_path / "no_fundament" / "seed0", [0.5, 0.6], [0.5, 0.6])
     metrics = report.pretext_metrics(report.load_pretext(tmp_path))
     gvsl = metrics["gvsl"]
-    assert (gvsl["seeds"], gvsl["subjects"], gvsl["pairs"]) == (2, 3, 3) and "affine_dice" not in gvsl
-    assert gvsl["identity_dice"] == pytest.approx(55.0) and gvsl["warped_dice"] == pytest.approx(64.33, abs=0.01)
-    assert gvsl["warped_gain"] == pytest.approx(9.33, abs=0.01)
+    assert (gvsl["seeds"], gvsl["subjects"], gvsl["pairs"]) == (5, 3, 3) and "affine_dice" not in gvsl
+    assert gvsl["identity_dice"] == pytest.approx(55.0) and gvsl["warped_dice"] == pytest.approx(64.53, abs=0.01)
+    assert gvsl["warped_gain"] == pytest.approx(143 / 15, abs=0.01)
     assert 0 < gvsl["warped_gain_low"] < gvsl["warped_gain"] < gvsl["warped_gain_high"]
     assert (gvsl["heldout_ncc_first"], gvsl["heldout_ncc_last"]) == (0.5, 0.3)
-    assert metrics["no_fundament"]["warped_gain"] == metrics["no_fundament"]["warped_gain_low"] == 0.0
+    # fewer than five seeds: the mean gain without an interval
+    assert metrics["no_affine"]["warped_gain"] == pytest.approx(56 / 6, abs=0.01)
+    assert metrics["no_affine"]["warped_gain_low"] is None and metrics["no_affine"]["warped_gain_high"] is None
+    assert metrics["no_fundament"]["warped_gain"] == 0.0 and metrics["no_fundament"]["warped_gain_low"] is None
 
 
 def test_figure7_has_one_tsne_panel_per_method():
@@ -325,7 +345,7 @@ def test_registration_needs_a_zmatching_checkpoint(tmp_path):
 def test_every_number_names_its_seeds_and_commit(summaries):
     sourced = report.with_sources(report.table1(summaries, profile="unit"), summaries)
     gvsl_ccc = sourced[(sourced.method == "gvsl") & (sourced.task == "CCC")].iloc[0]
-    assert (gvsl_ccc.runs, gvsl_ccc.commit, gvsl_ccc.dataset) == ("p0-t0, p0-t1", "def5678", "phantom-ct")
+    assert (gvsl_ccc.runs, gvsl_ccc.commit, gvsl_ccc.dataset) == ("p0-t0, p1-t1", "def5678", "phantom-ct")
 
 
 def test_html_page_holds_tables_figures_and_provenance(tmp_path, summaries):
@@ -341,27 +361,66 @@ def test_html_page_holds_tables_figures_and_provenance(tmp_path, summaries):
     assert with_pretext.count("<table") == 5 and "<td>61.25</td>" in with_pretext
     assert "<td>70.0 ± 10.0 (paper 68.4)</td>" in page
     assert '<img src="figures/fig6_validation.png"' in page
-    assert "<td>def5678</td>" in page and "<td>p0-t0, p0-t1, p0-t2</td>" in page
+    assert "<td>def5678</td>" in page and "<td>p0-t0, p1-t1, p2-t2</td>" in page
 
 
 def test_claims_follow_their_fixed_criteria(tmp_path):
     root = tmp_path / "transfer"
-    write_summary(root, "SHC", "linear", "scratch", [0.20, 0.30])
-    write_summary(root, "SHC", "linear", "gvsl", [0.60, 0.70])
-    write_summary(root, "SHC", "linear", "no_affine", [0.65, 0.75], converged=False)  # above whole GVSL
-    write_summary(root, "SHC", "finetune", "scratch", [0.80, 0.80])
-    write_summary(root, "SHC", "finetune", "gvsl", [0.82, 0.84])
+    write_summary(root, "SHC", "linear", "scratch", [0.20, 0.30, 0.25, 0.20, 0.30])
+    write_summary(root, "SHC", "linear", "gvsl", [0.60, 0.70, 0.65, 0.60, 0.70])
+    # above whole GVSL
+    write_summary(root, "SHC", "linear", "no_affine", [0.65, 0.75, 0.70, 0.65, 0.75], converged=False)
+    write_summary(root, "SHC", "finetune", "scratch", [0.80] * 5)
+    write_summary(root, "SHC", "finetune", "gvsl", [0.82, 0.84, 0.83, 0.82, 0.84])
+    summaries = report.load_summaries(root)
+    found = report.claims(report.table1(summaries, profile="unit"), summaries).set_index("claim")
+    assert list(found.reset_index().columns) == report.CLAIMS_COLUMNS
+    linear = found.loc["GVSL beats scratch on linear probes"]
+    assert (linear.task, linear.estimate, linear.shown, linear.converged) == ("SHC", pytest.approx(40.0), True, True)
+    assert (linear.low_adj, linear.high_adj, linear.p_holm, linear.seeds) == (
+        pytest.approx(40.0), pytest.approx(40.0), pytest.approx(0.0, abs=1e-12), 5)
+    ablation = found.loc["whole GVSL beats w/o Affine head (linear)"]
+    assert ablation.estimate == pytest.approx(-5.0) and not ablation.shown and not ablation.converged
+    # the fine-tune claim is the linear gain minus the fine-tune gain, paired per seed: 40 - 3
+    finetune = found.loc[report.FINETUNE_CLAIM]
+    assert finetune.estimate == pytest.approx(37.0) and finetune.low > 0 and finetune.shown and finetune.tested
+    markdown = report.claims_markdown(found.reset_index())
+    assert "| GVSL beats scratch on linear probes | SHC | +40.0 [+40.0, +40.0] | [+40.0, +40.0] (98.33 %) | < 0.001 | yes | " \
+           "**shown** |" in markdown
+    assert "not shown" in markdown and "Holm" in markdown
+    # fine-tune claims can be left untested (fixed-budget cells): never shown, not counted by Holm
+    untested = report.claims(report.table1(summaries, profile="unit"), summaries, finetune_claims=False)
+    row = untested.set_index("claim").loc[report.FINETUNE_CLAIM]
+    assert not row.tested and not row.shown and "finetune_claims" in row.note and math.isnan(row.p_holm)
+    assert untested.loc[untested.tested, "level_adj"].max() == pytest.approx(1 - 0.05 / 2)  # two tested claims
+
+
+def test_claims_are_corrected_for_multiplicity(tmp_path):
+    """A gain whose own 95 % interval excludes 0 is not shown once Holm's correction counts a second claim."""
+    root = tmp_path / "transfer"
+    write_summary(root, "SHC", "linear", "scratch", [0.20] * 5)
+    write_summary(root, "SHC", "linear", "gvsl", [0.21, 0.23, 0.22, 0.24, 0.205])
+    write_summary(root, "SHC", "linear", "no_affine", [0.20, 0.25, 0.18, 0.23, 0.21])
     summaries = report.load_summaries(root)
     found = report.claims(report.table1(summaries, profile="unit"), summaries).set_index("claim")
     linear = found.loc["GVSL beats scratch on linear probes"]
-    assert (linear.task, linear.estimate, linear.shown, linear.converged) == ("SHC", pytest.approx(40.0), True, True)
-    ablation = found.loc["whole GVSL beats w/o Affine head (linear)"]
-    assert ablation.estimate == pytest.approx(-5.0) and not ablation.shown and not ablation.converged
-    finetune = found.loc["fine-tune gains are small (below the linear gain)"]
-    assert finetune.estimate == pytest.approx(3.0) and finetune.shown
-    markdown = report.claims_markdown(found.reset_index())
-    assert "| GVSL beats scratch on linear probes | SHC | +40.0 [+40.0, +40.0] | yes | **shown** |" in markdown
-    assert "not shown" in markdown
+    other = found.loc["whole GVSL beats w/o Affine head (linear)"]
+    assert linear.low > 0 and linear.p < 0.05 and other.p > 0.05
+    assert linear.p_holm == pytest.approx(min(1.0, 2 * linear.p)) and linear.p_holm > 0.05
+    assert linear.low_adj < 0 < linear.high_adj and not linear.shown
+
+
+def test_claims_need_five_seeds(tmp_path):
+    root = tmp_path / "transfer"
+    write_summary(root, "SHC", "linear", "scratch", [0.20, 0.30])
+    write_summary(root, "SHC", "linear", "gvsl", [0.60, 0.70])
+    summaries = report.load_summaries(root)
+    found = report.claims(report.table1(summaries, profile="unit"), summaries)
+    row = found.iloc[0]
+    assert row.estimate == pytest.approx(40.0) and not row.tested and not row.shown and math.isnan(row.low)
+    assert "2 pre-training seed(s), fewer than 5" in row.note
+    assert "| GVSL beats scratch on linear probes | SHC | +40.0 no interval | – | – | yes | not tested: 2 " \
+           in report.claims_markdown(found)
 
 
 def test_every_figure_the_report_stage_writes_has_a_caption():

@@ -8,7 +8,7 @@ Outputs are pandas tables, Markdown, matplotlib figures and one HTML page; the r
 them under ``results/``.
 
 - :mod:`gvsl.report.table` — the transfer summaries, Table 1, its gains over scratch, metrics and provenance.
-- :mod:`gvsl.report.paper_claims` — the paper's claims, tested per task.
+- :mod:`gvsl.report.paper_claims` — the paper's claims, tested per task, corrected for multiplicity (Holm).
 - :mod:`gvsl.report.figures` — Figures 6 and 7 (validation curves, t-SNE of local features).
 - :mod:`gvsl.report.pretext` — the pretext task: held-out metrics, Figure 8, a registered example.
 - :mod:`gvsl.report.page` — the HTML page.
@@ -18,7 +18,7 @@ them under ``results/``.
 # (method names, paper values, ablations) is gvsl.table1's, re-exported.
 from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsne, figure_run_curves, local_features
 from gvsl.report.page import write_html
-from gvsl.report.paper_claims import CLAIMS_COLUMNS, claims, claims_markdown
+from gvsl.report.paper_claims import ALPHA, CLAIMS_COLUMNS, FINETUNE_CLAIM, claims, claims_markdown
 from gvsl.report.pretext import (  # noqa: F401
     PRETEXT_KEYS, PRETEXT_LABELS, figure8_pretext, figure_pretext_losses, figure_registration, figure_training_terms,
     load_pretext, pretext_losses, pretext_metrics, registration_example, training_terms)
@@ -27,7 +27,7 @@ from gvsl.report.table import (
     with_sources)
 from gvsl.table1 import ABLATIONS, METHOD_NAMES, PAPER_TABLE1, PROTOCOL_NAMES, TASK_METRICS  # noqa: F401
 
-__all__ = ["ABLATIONS", "CLAIMS_COLUMNS", "FIGURE7_METHODS", "METHOD_NAMES", "PAPER_TABLE1", "PRETEXT_LABELS",
+__all__ = ["ABLATIONS", "ALPHA", "CLAIMS_COLUMNS", "FIGURE7_METHODS", "FINETUNE_CLAIM", "METHOD_NAMES", "PAPER_TABLE1", "PRETEXT_LABELS",
            "TABLE1_COLUMNS", "cell_overview", "claims", "claims_markdown", "figure6_validation", "figure7_tsne",
            "figure8_pretext", "figure_pretext_losses", "figure_registration", "figure_run_curves",
            "figure_training_terms", "gain_interval", "load_pretext", "load_summaries", "local_features",

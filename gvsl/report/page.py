@@ -17,13 +17,16 @@ pre-trained on the same data, crops, schedule and seeds; see <code>gvsl.methods<
 pre-training put into the features; (b) fine-tunes everything. Compare each row with scratch (the gain table)
 and with the paper's value in brackets. Values are means ± sample sd over every run (pre-training seed ×
 transfer seed); † marks a cell whose validation curves did not plateau within the iteration cap. Gains are
-paired by seed with a 95 % bootstrap interval over runs and test cases (with two runs per cell it understates
-the spread between seeds); * marks an interval that excludes 0."""
+paired by seed (each pre-training seed's run has its own transfer seed) with a 95 % Student t interval over
+pre-training seeds and test cases (about the gain expected for new seeds and new test cases of the cohort;
+<code>gvsl.stats</code>); * marks an interval that excludes 0, per cell and not corrected for multiplicity;
+‡ marks a gain over fewer than 5 pre-training seeds, which has no interval."""
 
 _CLAIMS_GUIDE = """Each claim is tested per task by a criterion fixed in advance (see <code>gvsl.report.claims</code>):
-an interval wholly above 0 (or, for fine-tuning, wholly below the linear gain's interval, a stricter test).
-"Not shown" means this run's evidence does not establish the claim; it does not refute it. With two runs per
-cell the intervals understate the spread between pre-training seeds."""
+its interval, corrected by Holm's method across every tested claim of the report (family-wise error 5 %),
+lies wholly above 0. The fine-tune claim is the linear gain minus the fine-tune gain, paired per seed. A claim
+over fewer than 5 pre-training seeds is not tested. "Not shown" means this run's evidence does not establish
+the claim; it does not refute it."""
 
 
 _LOSS_GUIDE = """Each pre-trained method's own loss: on its training crops (first and last tenth of the iterations)
@@ -35,7 +38,7 @@ _PRETEXT_GUIDE = """Each variant with a Z-matching head registers pairs of subje
 analog's validation split on the default profile) every <code>pretrain.eval_every</code> iterations. Dice (percent)
 compares the moving subject's labels, warped onto the fixed subject, with the fixed subject's labels: identity is
 no warp, affine the affine part alone, warped the whole field. <code>warped_gain</code> is warped − identity with
-its 95 % bootstrap interval over pre-training seeds and pairs. NCC values are the loss (lower is better) before
+its 95 % Student t interval over pre-training seeds and held-out subjects (none with fewer than 5 seeds). NCC values are the loss (lower is better) before
 and after pre-training."""
 
 

@@ -46,9 +46,10 @@ def pretext_metrics(pretext: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[
     """Per method, from the last held-out evaluation of every seed (means over seeds and pairs):
     ``identity_dice``, ``affine_dice`` (with an affine head), ``warped_dice``, ``heldout_ncc_first``,
     ``heldout_ncc_last``, and ``warped_gain`` (warped − identity Dice) with its 95 % interval
-    (``warped_gain_low``, ``warped_gain_high``; a bootstrap over seeds and held-out subjects), all in
-    percent except the NCC losses."""
-    from gvsl.stats import crossed_bootstrap_interval
+    (``warped_gain_low``, ``warped_gain_high``; Student t over pre-training seeds and held-out subjects, as
+    Table 1's gains: :func:`gvsl.stats.seed_case_interval` with subjects as the jackknife's unit; NaN with fewer
+    than :data:`gvsl.stats.MIN_SEEDS` seeds), all in percent except the NCC losses."""
+    from gvsl.stats import seed_case_interval, subject_deletion
 
     out: dict[str, dict[str, float]] = {}
     for method, records in pretext.items():
@@ -66,10 +67,12 @@ def pretext_metrics(pretext: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[
                 raise GVSLInputError(f"{method}: its seeds were evaluated on different held-out pairs")
             subjects = sorted({s for p in pairs for s in p})
             index = {s: i for i, s in enumerate(subjects)}
-            # ordered pairs of a few subjects are not independent: the interval resamples subjects
-            mean, low, high = crossed_bootstrap_interval(gain, [(index[a], index[b]) for a, b in pairs])
+            # ordered pairs of a few subjects are not independent: the jackknife leaves out subjects, not pairs
+            full, deleted = subject_deletion(gain, [(index[a], index[b]) for a, b in pairs])
+            mean, low, high = seed_case_interval(full, deleted)
             row["subjects"], row["pairs"] = len(subjects), len(pairs)
-            row.update(warped_gain=round(mean, 2), warped_gain_low=round(low, 2), warped_gain_high=round(high, 2))
+            bound = (lambda value: None if np.isnan(value) else round(value, 2))  # noqa: E731 (JSON has no NaN)
+            row.update(warped_gain=round(mean, 2), warped_gain_low=bound(low), warped_gain_high=bound(high))
         out[method] = row
     return out
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from gvsl.errors import GVSLInputError
+from gvsl.stats import MIN_SEEDS, Interval
 from gvsl.table1 import METHOD_NAMES, METHODS, PAPER_TABLE1, PROTOCOL_NAMES, PROTOCOLS, TASK_METRICS, TASKS
 
 _SUMMARY_KEYS = {"task", "protocol", "method", "metric", "seeds", "pretrain_seeds", "runs", "test", "mean", "sd",
@@ -58,7 +59,9 @@ def table1(summaries: pd.DataFrame, profile: str) -> pd.DataFrame:
     (pre-training seed × transfer seed), ``sd`` their sample sd over ``n_runs``. ``converged``: every
     run's validation curve plateaued (:class:`gvsl.transfer.PlateauRule`). ``gain`` is the mean
     paired difference from scratch's runs of the same seeds, with the 95 % interval ``gain_low`` –
-    ``gain_high`` (:func:`gain_interval`); scratch's own rows have none. Settings that were not run
+    ``gain_high`` over pre-training seeds and test cases (:func:`gain_interval`; one cell at a time, not corrected
+    for multiplicity: the claims are, :func:`gvsl.report.claims`); NaN bounds with fewer than
+    :data:`gvsl.stats.MIN_SEEDS` pre-training seeds. Scratch's own rows have no gain. Settings that were not run
     are absent.
     """
     rows = []
@@ -88,39 +91,72 @@ def _setting(summaries: pd.DataFrame, method: str, protocol: str, task: str) -> 
     return None if found.empty else found.iloc[0]
 
 
-def gain_interval(method: Mapping[str, Any], scratch: Mapping[str, Any], level: float = 0.95,
-                  resamples: int = 4000, seed: int = 0) -> tuple[float, float, float] | None:
-    """A setting's gain over scratch (fractions, not percent) with its bootstrap interval, or None.
+def _paired_runs(method: Mapping[str, Any], baseline: Mapping[str, Any]) -> list[tuple[int, Any, Any]]:
+    """(pre-training seed, method's per-case record, baseline's) for every run of ``method`` that ``baseline``
+    also ran: the same pre-training seed and the same transfer seed."""
+    if list(method["case_ids"]) != list(baseline["case_ids"]):
+        raise GVSLInputError(f"{method['task']}-{method['protocol']}: {method['method']} and {baseline['method']} were "
+                             "tested on different cases; their runs cannot be paired")
+    baseline_runs = {tuple(run): case for run, case in zip(baseline["runs"], baseline["per_case"])}
+    return [(int(run[0]), case, baseline_runs[tuple(run)]) for run, case in zip(method["runs"], method["per_case"])
+            if tuple(run) in baseline_runs]
 
-    Runs are paired by (pre-training seed, transfer seed) and scored on the same test cases; runs and
-    cases are resampled crossed (:func:`gvsl.stats.paired_gain_interval`), classification cases
-    within each target. None when the two settings share no run.
+
+def _score(record: Mapping[str, Any], metric: str) -> tuple[Any, np.ndarray | None]:
+    """Table 1's score function of a setting and the strata of its cases (classification: the targets)."""
+    from gvsl.stats import weighted_auc, weighted_mean_dice
+
+    if metric == "auc":
+        target = np.asarray(record["target"])
+
+        def score(probability: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            return weighted_auc(probability, target, weights)
+
+        return score, target
+    return weighted_mean_dice, None
+
+
+def _per_case(record: Mapping[str, Any], metric: str) -> np.ndarray:
+    return np.asarray(record["probability"] if metric == "auc" else record["dice"], dtype=np.float64)
+
+
+def paired_gains(method: Mapping[str, Any], baseline: Mapping[str, Any]) -> tuple[list[int], np.ndarray, np.ndarray,
+                                                                                  list | None] | None:
+    """Per pre-training seed, ``method``'s gain over ``baseline`` on every test case and with each case left
+    out (:func:`gvsl.stats.jackknife_gains`: the seeds, ``full``, ``deleted``), with the jackknife's strata;
+    None when they share no run."""
+    from gvsl.stats import jackknife_gains
+
+    pairs = _paired_runs(method, baseline)
+    if not pairs:
+        return None
+    metric = method["metric"]
+    score, strata = _score(pairs[0][1], metric)
+    seeds, full, deleted = jackknife_gains([_per_case(m, metric) for _, m, _ in pairs],
+                                    [_per_case(b, metric) for _, _, b in pairs], score, [s for s, _, _ in pairs])
+    groups = None if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    return seeds, full, deleted, groups
+
+
+def gain_interval(method: Mapping[str, Any], scratch: Mapping[str, Any], level: float = 0.95) -> Interval | None:
+    """A setting's gain over scratch (or over any other setting of its task and protocol; fractions, not percent)
+    with its t interval over pre-training seeds and test cases, or None when the two share no run.
+
+    Runs are paired by (pre-training seed, transfer seed) and scored on the same test cases; the runs of one
+    pre-training seed are averaged into its gain (:func:`gvsl.stats.paired_gain_interval`; classification cases
+    are left out within each target). With fewer than :data:`gvsl.stats.MIN_SEEDS` pre-training seeds the
+    interval has no bounds (NaN).
 
     Raises:
         GVSLInputError: the two settings were tested on different cases.
     """
-    from gvsl.stats import paired_gain_interval, weighted_auc, weighted_mean_dice
+    from gvsl.stats import seed_case_interval
 
-    if list(method["case_ids"]) != list(scratch["case_ids"]):
-        raise GVSLInputError(f"{method['task']}-{method['protocol']}: {method['method']} and {scratch['method']} were "
-                             "tested on different cases; their runs cannot be paired")
-    scratch_runs = {tuple(run): case for run, case in zip(scratch["runs"], scratch["per_case"])}
-    pairs = [(case, scratch_runs[tuple(run)]) for run, case in zip(method["runs"], method["per_case"])
-             if tuple(run) in scratch_runs]
-    if not pairs:
+    found = paired_gains(method, scratch)
+    if found is None:
         return None
-    if method["metric"] == "auc":
-        target = np.asarray(pairs[0][0]["target"])
-        runs = [[np.asarray(record["probability"]) for record in pair] for pair in pairs]
-        def score(probability: np.ndarray, weights: np.ndarray) -> np.ndarray:
-            return weighted_auc(probability, target, weights)
-
-        strata = target
-    else:
-        runs = [[np.asarray(record["dice"], dtype=np.float64) for record in pair] for pair in pairs]
-        score, strata = weighted_mean_dice, None
-    return paired_gain_interval([m for m, _ in runs], [b for _, b in runs], score, strata=strata, level=level,
-                                resamples=resamples, seed=seed)
+    _, full, deleted, groups = found
+    return seed_case_interval(full, deleted, groups, level)
 
 
 def with_sources(table: pd.DataFrame, summaries: pd.DataFrame) -> pd.DataFrame:
@@ -143,17 +179,20 @@ def _paper_cell(value: float) -> str:
 
 
 def _gain_cell(row: Any) -> str:
-    """``+4.2 [1.0, 7.5]*``: the star marks an interval that excludes 0."""
+    """``+4.2 [1.0, 7.5]*``: the star marks an interval that excludes 0; ``+4.2 ‡``: too few seeds for one."""
     if math.isnan(row.gain):
         return "–"
-    star = "*" if row.gain_low > 0 or row.gain_high < 0 else ""
     paper = "–" if math.isnan(row.paper_gain) else f"{row.paper_gain:+.1f}"
+    if math.isnan(row.gain_low):
+        return f"{row.gain:+.1f} ‡ / {paper}"
+    star = "*" if row.gain_low > 0 or row.gain_high < 0 else ""
     return f"{row.gain:+.1f} [{row.gain_low:+.1f}, {row.gain_high:+.1f}]{star} / {paper}"
 
 
 def table1_markdown(table: pd.DataFrame, caption: str = "") -> str:
     """Table 1 laid out as in the paper: ours (± sd over runs, † = not plateaued) with the paper's value, then
-    gains over scratch with their 95 % intervals (* = the interval excludes 0) beside the paper's gains."""
+    gains over scratch with their 95 % intervals (* = the interval excludes 0, uncorrected for multiplicity;
+    ‡ = fewer than :data:`gvsl.stats.MIN_SEEDS` pre-training seeds, no interval) beside the paper's gains."""
     columns = [(p, t) for p in PROTOCOLS for t in TASKS if ((table["protocol"] == p) & (table["task"] == t)).any()]
     lookup = {(r.method, r.protocol, r.task): r for r in table.itertuples()}
     header = "| method | " + " | ".join(f"{PROTOCOL_NAMES[p]} {t} {TASK_METRICS[t]}" for p, t in columns) + " |"
@@ -169,7 +208,9 @@ def table1_markdown(table: pd.DataFrame, caption: str = "") -> str:
         if method != "scratch" and any(cells):
             gains.append(f"| {METHOD_NAMES[method]} | " + " | ".join(
                 "" if row is None else _gain_cell(row) for row in rows) + " |")
-    notes = ["", "† validation curve not plateaued within the iteration cap; * gain interval excludes 0."]
+    notes = ["", "† validation curve not plateaued within the iteration cap; * the gain's 95 % interval (t, over "
+             "pre-training seeds and test cases; per cell, not corrected for multiplicity) excludes 0; ‡ fewer than "
+             f"{MIN_SEEDS} pre-training seeds: the mean gain without an interval."]
     head = [f"**Table 1.** {caption}".rstrip(), ""] if caption else []
     return "\n".join([*head, *lines, *notes, "", *gains]) + "\n"
 
