@@ -259,6 +259,31 @@ def test_pretext_metrics_give_the_gain_over_identity_with_an_interval(tmp_path):
     assert metrics["no_fundament"]["warped_gain"] == 0.0 and metrics["no_fundament"]["warped_gain_low"] is None
 
 
+def test_pretext_metrics_give_the_affine_parts_gain_and_its_scores_on_known_misalignments(tmp_path):
+    rng = np.random.default_rng(0)
+    for seed in range(5):
+        folder = tmp_path / "gvsl" / f"seed{seed}"
+        write_pretext(folder, [0.5, 0.6, 0.55], [0.7, 0.75, 0.7])
+        record = json.loads((folder / "pretext.json").read_text())
+        record["last"]["per_pair"]["affine_dice"] = [0.6, 0.65, 0.6]
+        true = rng.uniform(-3, 3, size=(3, 3))
+        record["last"]["misalignment"] = {"subjects": ["a", "b", "c"], "mean": {}, "per_pair": {
+            "error_identity": [4.0, 5.0, 6.0], "error_affine": [1.0, 1.0 + 0.1 * seed, 3.0],
+            "identity_dice": [0.3, 0.4, 0.35], "affine_dice": [0.6, 0.7, 0.5],
+            "true_translation": true.tolist(), "predicted_translation": (0.5 * true).tolist()}}
+        (folder / "pretext.json").write_text(json.dumps(record))
+    gvsl = report.pretext_metrics(report.load_pretext(tmp_path))["gvsl"]
+    assert gvsl["affine_gain"] == pytest.approx(100 * (0.6 + 0.65 + 0.6 - 1.65) / 3, abs=0.01)
+    assert gvsl["affine_gain_low"] < gvsl["affine_gain"] < gvsl["affine_gain_high"]
+    # the share of the known displacement removed: 1 - error_affine / error_identity, in percent
+    expected = np.mean([[1 - 1 / 4, 1 - (1 + 0.1 * s) / 5, 1 - 3 / 6] for s in range(5)]) * 100
+    assert gvsl["misalignment_recovered"] == pytest.approx(expected, abs=0.01)
+    assert gvsl["misalignment_recovered_low"] < expected < gvsl["misalignment_recovered_high"]
+    assert gvsl["misalignment_affine_gain"] == pytest.approx(100 * (0.6 - 0.35), abs=0.01)
+    assert gvsl["misalignment_translation_r"] == pytest.approx(1.0)
+    assert (gvsl["misalignment_error_identity"], gvsl["misalignment_error_affine"]) == (5.0, pytest.approx(1.73, abs=0.01))
+
+
 def test_figure7_has_one_tsne_panel_per_method():
     rng = np.random.default_rng(0)
     labels = np.repeat([1, 2, 3], 12)

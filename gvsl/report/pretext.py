@@ -45,11 +45,11 @@ def load_pretext(pretrain_root: str | Path, methods: Sequence[str] = tuple(PRETE
 def pretext_metrics(pretext: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, float]]:
     """Per method, from the last held-out evaluation of every seed (means over seeds and pairs):
     ``identity_dice``, ``affine_dice`` (with an affine head), ``warped_dice``, ``heldout_ncc_first``,
-    ``heldout_ncc_last``, and ``warped_gain`` (warped − identity Dice) with its 95 % interval
-    (``warped_gain_low``, ``warped_gain_high``; Student t over pre-training seeds and held-out subjects, as
-    Table 1's gains: :func:`gvsl.stats.seed_case_interval` with subjects as the jackknife's unit; NaN with fewer
-    than :data:`gvsl.stats.MIN_SEEDS` seeds), all in percent except the NCC losses."""
-    from gvsl.stats import seed_case_interval, subject_deletion
+    ``heldout_ncc_last``, ``warped_gain`` (warped − identity Dice) and ``affine_gain`` (the affine part alone
+    − identity) with their 95 % intervals (``*_low``, ``*_high``; Student t over pre-training seeds and held-out
+    subjects, as Table 1's gains: :func:`gvsl.stats.seed_case_interval` with subjects as the jackknife's unit;
+    None with fewer than :data:`gvsl.stats.MIN_SEEDS` seeds), and with an affine head its scores on known
+    misalignments (:func:`_misalignment_columns`), all in percent except the NCC losses and distances (voxels)."""
 
     out: dict[str, dict[str, float]] = {}
     for method, records in pretext.items():
@@ -60,21 +60,59 @@ def pretext_metrics(pretext: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[
         for key in PRETEXT_KEYS:
             if all(key in p for p in last):
                 row[key] = round(100 * float(np.mean([p[key] for p in last])), 2)
-        if all("warped_dice" in p for p in last):
-            gain = 100 * (np.array([p["warped_dice"] for p in last]) - np.array([p["identity_dice"] for p in last]))
-            pairs = [tuple(p) for p in records[0]["pairs"]]
-            if any([tuple(p) for p in r["pairs"]] != pairs for r in records):
-                raise GVSLInputError(f"{method}: its seeds were evaluated on different held-out pairs")
-            subjects = sorted({s for p in pairs for s in p})
-            index = {s: i for i, s in enumerate(subjects)}
-            # ordered pairs of a few subjects are not independent: the jackknife leaves out subjects, not pairs
-            full, deleted = subject_deletion(gain, [(index[a], index[b]) for a, b in pairs])
-            mean, low, high = seed_case_interval(full, deleted)
-            row["subjects"], row["pairs"] = len(subjects), len(pairs)
-            bound = (lambda value: None if np.isnan(value) else round(value, 2))  # noqa: E731 (JSON has no NaN)
-            row.update(warped_gain=round(mean, 2), warped_gain_low=bound(low), warped_gain_high=bound(high))
+        pairs = [tuple(p) for p in records[0]["pairs"]]
+        if any([tuple(p) for p in r["pairs"]] != pairs for r in records):
+            raise GVSLInputError(f"{method}: its seeds were evaluated on different held-out pairs")
+        subjects = sorted({s for p in pairs for s in p})
+        index = {s: i for i, s in enumerate(subjects)}
+        row["subjects"], row["pairs"] = len(subjects), len(pairs)
+        for registered in ("warped", "affine"):
+            if all(f"{registered}_dice" in p for p in last):
+                gain = 100 * (np.array([p[f"{registered}_dice"] for p in last])
+                              - np.array([p["identity_dice"] for p in last]))
+                # ordered pairs of a few subjects are not independent: the jackknife leaves out subjects, not pairs
+                row.update(_interval_columns(f"{registered}_gain", gain, [(index[a], index[b]) for a, b in pairs]))
+        known = [r["last"].get("misalignment") for r in records]
+        if all(known):
+            row.update(_misalignment_columns(known))
         out[method] = row
     return out
+
+
+def _interval_columns(name: str, values: np.ndarray, pair_subjects: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """``name``, ``name_low`` and ``name_high`` of a (seeds, pairs) table: the mean and its interval, with the
+    subjects as the jackknife's unit (:func:`gvsl.stats.seed_case_interval`); None bounds (JSON has no NaN)
+    with fewer than :data:`gvsl.stats.MIN_SEEDS` seeds."""
+    from gvsl.stats import seed_case_interval, subject_deletion
+
+    mean, low, high = seed_case_interval(*subject_deletion(values, pair_subjects))
+    bound = (lambda value: None if np.isnan(value) else round(value, 2))  # noqa: E731
+    return {name: round(mean, 2), f"{name}_low": bound(low), f"{name}_high": bound(high)}
+
+
+def _misalignment_columns(known: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The affine head on known misalignments (one per held-out subject, :func:`gvsl.pretext.misaligned_pairs`),
+    means over seeds: the share of the displacement it removes (``misalignment_recovered``, percent, with its
+    interval), the affine part's Dice gain over leaving the copy where it is, and the correlation of its
+    translations with the true ones, pooled over seeds and subjects."""
+    subjects = known[0]["subjects"]
+    if any(k["subjects"] != subjects for k in known):
+        raise GVSLInputError("the seeds' known misalignments were drawn for different held-out subjects")
+    per_seed = [k["per_pair"] for k in known]
+    one_each = [(i, i) for i in range(len(subjects))]
+    recovered = 100 * (1 - np.array([p["error_affine"] for p in per_seed]) / np.array([p["error_identity"] for p in per_seed]))
+    columns = {**_interval_columns("misalignment_recovered", recovered, one_each),
+               "misalignment_error_identity": round(float(np.mean([p["error_identity"] for p in per_seed])), 2),
+               "misalignment_error_affine": round(float(np.mean([p["error_affine"] for p in per_seed])), 2)}
+    if all("affine_dice" in p for p in per_seed):
+        gain = 100 * (np.array([p["affine_dice"] for p in per_seed]) - np.array([p["identity_dice"] for p in per_seed]))
+        columns.update(_interval_columns("misalignment_affine_gain", gain, one_each))
+    true = np.concatenate([np.ravel(p["true_translation"]) for p in per_seed])
+    predicted = np.concatenate([np.ravel(p["predicted_translation"]) for p in per_seed])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = float(np.corrcoef(true, predicted)[0, 1])
+    columns["misalignment_translation_r"] = None if np.isnan(correlation) else round(correlation, 3)
+    return columns
 
 
 def _dvclive_curve(folder: Path, metric: str) -> pd.Series | None:
