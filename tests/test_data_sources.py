@@ -355,9 +355,13 @@ def test_phantom_ct_builds_four_tasks(fake_generators, tmp_path):
     out = prepare("phantom-ct", tmp_path / "prepared", shape=(40, 40, 40), subjects=6)
     datasets = {task: load_prepared(out / task, task=task) for task in ("pretrain", "SHC", "SAC", "CCC")}
     assert datasets["pretrain"].info.counts == {"train": 6}
-    assert datasets["SHC"].info.counts == {"train": 3, "val": 1, "test": 2}
+    assert datasets["SHC"].info.counts == {"train": 1, "val": 1, "test": 4}  # (8, 4, 40) scaled to 6
     shc = datasets["SHC"].load_case(datasets["SHC"].ids("train")[0])
-    assert shc.image.shape == (32, 32, 32) and set(np.unique(shc.label)) == set(range(8))
+    assert shc.image.shape == (40, 40, 40) and set(np.unique(shc.label)) == set(range(8))  # 200 mm at 5 mm
+    # SHC and SAC ROIs are placed without labels: one fixed box, so every case has the same affine
+    for task in ("SHC", "SAC"):
+        affines = {datasets[task].load_case(i).affine.tobytes() for i in datasets[task].manifest["id"]}
+        assert len(affines) == 1 and "no labels" in datasets[task].info.generator["roi"]
     sac = datasets["SAC"].load_case(datasets["SAC"].ids("test")[0])
     assert set(np.unique(sac.label)) == {0, 1}
     ccc = datasets["CCC"]
@@ -375,8 +379,8 @@ def test_phantom_ct_builds_four_tasks(fake_generators, tmp_path):
 
 
 def test_default_cohort_sizes_and_seeds():
-    assert PHANTOM_COUNTS == {"pretrain": (24, 0, 0), "SHC": (8, 4, 8), "SAC": (8, 4, 8), "CCC": (24, 12, 24),
-                              "SBM": (8, 4, 8)}
+    assert PHANTOM_COUNTS == {"pretrain": (48, 0, 0), "SHC": (8, 4, 40), "SAC": (8, 4, 20), "CCC": (24, 12, 48),
+                              "SBM": (8, 4, 43)}
     assert subject_seed(0, "SHC", 3) != subject_seed(0, "SAC", 3) != subject_seed(1, "SHC", 3)
     with pytest.raises(GVSLInputError):
         subject_seed(-1, "SHC", 0)
@@ -386,7 +390,7 @@ def test_mni_brain_sbm(fake_generators, tmp_path):
     ds = load_prepared(prepare("mni-brain", tmp_path / "SBM", subjects=4), task="SBM")
     assert ds.info.classes == ("csf", "grey_matter", "white_matter") and ds.info.spacing == (4.0, 4.0, 4.0)
     case = ds.load_case(ds.ids("train")[0])
-    assert case.image.shape == (40, 48, 40) and set(np.unique(case.label)) == {0, 1, 2, 3}  # 160×192×160 mm
+    assert case.image.shape == (42, 51, 42) and set(np.unique(case.label)) == {0, 1, 2, 3}  # 168×204×168 mm
     assert case.image.min() == 0.0 and case.image.max() == 1.0
 
 

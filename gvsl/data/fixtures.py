@@ -52,9 +52,11 @@ _BRAIN_GRID = ((48, 48, 40), (4.0, 4.0, 4.0))
 # FreeSurfer's conformed orientation, which CANDI's volumes were processed into
 _CONFORMED = ("L", "I", "A")
 # CANDI's groups (folder, case prefix) and the FreeSurfer values of the generator's tissues by
-# hemisphere (left, right): lateral ventricles, cortex, white matter.
+# hemisphere (left, right): lateral ventricles (all CSF), cortex (grey matter, cerebellum), white matter.
 _CANDI_GROUPS = (("BPDwithPsy", "BPDwPsy"), ("BPDwithoutPsy", "BPDwoPsy"), ("HC", "HC"), ("SS", "SS"))
-_FREESURFER_TISSUES = {"csf": (4, 43), "grey_matter": (3, 42), "white_matter": (2, 41)}
+_FREESURFER_TISSUES = {"ventricles": (4, 43), "external_csf": (4, 43), "left_grey_matter": (3, 42),
+                       "right_grey_matter": (3, 42), "left_white_matter": (2, 41), "right_white_matter": (2, 41),
+                       "cerebellum": (3, 42)}
 
 
 def _scanner_storage(array: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -16,12 +16,28 @@ affine is ``diag(spacing)``):
 Labels follow MM-WHS 2017 (:data:`HEART_CLASSES`, values 1..7). The arch, the descending aorta, the
 distal pulmonary branches and the RV wall are present but unlabelled, as in MM-WHS.
 
-What makes the cohort a test of *geometric* similarity: every blood pool, the coronaries and the
-unlabelled vessels share one contrast-enhanced intensity, and the LV myocardium shares its intensity
-with the unlabelled RV wall. Telling LV from RV, the aorta from the pulmonary trunk or the ascending
-from the descending aorta needs the spatial layout, which is the same in every subject up to the
-per-subject pose, size, shape jitter and a smooth elastic deformation of the whole body. Per-subject
-appearance varies too: contrast phase (blood 180–450 HU), tissue levels, blur and noise.
+Subjects differ as patients do:
+
+* **whole-body pose** (:class:`BodyPose`): one similarity transform of the sampling grid per subject, so
+  the heart, lungs, spine and chest wall move together: a rotation of ±15° about the long axis and ±5°
+  about the other two, a size factor of 0.88–1.12 (with the trunk's own 0.9–1.1 per in-plane axis: about
+  ±20 % in all), and a position in the field of view of ±20 mm left-right, ±15 mm front-back and ±12 mm
+  along the table (the scan range is planned on the scout, so it varies least). A smooth elastic
+  deformation of the whole body follows;
+* **the heart's own pose and shape** (:class:`~gvsl.data.phantom_heart.HeartShape`): ±8 mm, ±0.2 rad and
+  0.9–1.08 on top of the body's pose; each of LV, RV, LA, RA, aorta and pulmonary trunk scaled on its own
+  (0.82–1.18), and the LV long axis tilted up to 14°;
+* **contrast timing**: a per-subject phase between early arterial and venous. Arterial blood (LA, LV,
+  aorta, coronaries) peaks first; the right heart and pulmonary arteries reach 50 % of the peak early
+  and 110 % late, while the left heart falls to 60 %. So the LV is brighter than the RV in some subjects
+  and darker in others: intensity cannot name a chamber across subjects, only the layout can. Blood stays
+  brighter than the myocardium (which shares its intensity with the unlabelled RV wall), and telling
+  the ascending from the descending aorta or either ventricle from the other still needs the layout;
+* tissue levels, blur and noise.
+
+The field of view holds the heart and the coronaries in every pose at the default 320 mm (64³ at 5 mm)
+and at SAC's 240 mm, and both lungs whole at 320 mm (seeds 0-199 checked by the tests). Downstream
+regions of interest are placed without labels (:mod:`gvsl.data.sources.generated`).
 
 CCC analog: ``opacity=True`` adds 4–10 patchy ground-glass opacities (−600…−350 HU) to the lungs.
 Look-alike confounders — posterior dependent density, small solid nodules — appear in every negative
@@ -41,7 +57,7 @@ from gvsl.data.phantom_heart import (  # noqa: F401  the label values are the ph
 from gvsl.data.shapes import Points, ellipsoid, rotation, smooth_field
 from gvsl.errors import GVSLInputError
 
-__all__ = ["HEART_CLASSES", "PhantomSubject", "generate_subject"]
+__all__ = ["HEART_CLASSES", "BodyPose", "PhantomSubject", "body_pose", "generate_subject"]
 
 AIR_HU = -1000.0
 
@@ -59,23 +75,42 @@ class PhantomSubject:
     lung_box: tuple[slice, slice, slice]
 
 
+#: whole-body pose between subjects: rotation about the long (z) axis, tilt about x and y (degrees),
+#: size factor, shift of the body in the field of view (mm, per axis: x, y, z)
+BODY_ROLL_DEG = 15.0
+BODY_TILT_DEG = 5.0
+BODY_SCALE = (0.88, 1.12)
+BODY_SHIFT_MM = (20.0, 15.0, 12.0)
+#: contrast bolus: peak enhancement (HU) and the share of it the right / left heart reach at the
+#: earliest (phase 0, arterial) and latest (phase 1, venous) timing
+BLOOD_PEAK_HU = (280.0, 450.0)
+RIGHT_HEART_SHARE = (0.5, 1.1)
+LEFT_HEART_SHARE = (1.0, 0.6)
+
+
 @dataclass(frozen=True)
 class _Tissue:
-    """Per-subject tissue levels (HU): the contrast phase sets ``blood``."""
+    """Per-subject tissue levels (HU): the contrast timing (``phase``) sets the left- and right-heart blood."""
 
     fat: float
     muscle: float
     lung: float
-    blood: float
+    left_blood: float  # LA, LV, aorta, coronaries: arterial
+    right_blood: float  # RA, RV, pulmonary arteries: venous return
     myocardium: float
     bone: float
     marrow: float
+    phase: float
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> _Tissue:
-        return cls(fat=rng.uniform(-115, -80), muscle=rng.uniform(30, 60), lung=rng.uniform(-880, -820),
-                   blood=rng.uniform(180, 450), myocardium=rng.uniform(70, 130), bone=rng.uniform(600, 900),
-                   marrow=rng.uniform(180, 300))
+        fat, muscle, lung = rng.uniform(-115, -80), rng.uniform(30, 60), rng.uniform(-880, -820)
+        peak, phase = rng.uniform(*BLOOD_PEAK_HU), rng.uniform(0.0, 1.0)
+        myocardium, bone, marrow = rng.uniform(70, 120), rng.uniform(600, 900), rng.uniform(180, 300)
+        left = peak * (LEFT_HEART_SHARE[0] + phase * (LEFT_HEART_SHARE[1] - LEFT_HEART_SHARE[0]))
+        right = peak * (RIGHT_HEART_SHARE[0] + phase * (RIGHT_HEART_SHARE[1] - RIGHT_HEART_SHARE[0]))
+        return cls(fat=fat, muscle=muscle, lung=lung, left_blood=left, right_blood=right, myocardium=myocardium,
+                   bone=bone, marrow=marrow, phase=phase)
 
 
 def _validate(shape: Sequence[int], spacing: Sequence[float]) -> tuple[tuple[int, ...], tuple[float, ...]]:
@@ -159,15 +194,48 @@ def generate_subject(seed: int, shape: Sequence[int] = (64, 64, 64), spacing: Se
                           opacity=has_opacity, spacing=spacing, heart_box=_box(heart.label > 0), lung_box=_box(lungs))
 
 
+@dataclass(frozen=True)
+class BodyPose:
+    """The subject's whole-body similarity transform: anatomy at body coordinate ``b`` lies at world
+    ``scale · rotation · b + shift`` (mm, origin at the field of view's centre)."""
+
+    rotation: np.ndarray
+    scale: float
+    shift: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> BodyPose:
+        tilt_x, tilt_y = np.deg2rad(rng.uniform(-BODY_TILT_DEG, BODY_TILT_DEG, size=2))
+        roll = np.deg2rad(rng.uniform(-BODY_ROLL_DEG, BODY_ROLL_DEG))
+        scale = float(np.exp(rng.uniform(*np.log(BODY_SCALE))))
+        shift = rng.uniform(-1.0, 1.0, size=3) * np.array(BODY_SHIFT_MM)
+        return cls(rotation(tilt_x, tilt_y, roll), scale, shift)
+
+    def to_world(self, body: Sequence[float]) -> np.ndarray:
+        return self.scale * self.rotation @ np.asarray(body, float) + self.shift
+
+
+def body_pose(seed: int) -> BodyPose:
+    """The whole-body pose of subject ``seed`` (drawn as :func:`generate_subject` draws it)."""
+    rng = np.random.default_rng(seed)
+    _Tissue.draw(rng)
+    return BodyPose.draw(rng)
+
+
 def _deformed_grid(rng: np.random.Generator, shape: tuple[int, ...], spacing: tuple[float, ...]) -> Points:
-    """Voxel centres (mm, origin at the volume's centre) moved by one smooth elastic deformation of the
-    whole body (a backward map: where each voxel samples anatomy)."""
+    """Voxel centres (mm, origin at the volume's centre) mapped into the body's frame: the inverse of the
+    subject's whole-body similarity (:class:`BodyPose`), then one smooth elastic deformation of the whole
+    body (a backward map: where each voxel samples anatomy). Every organ is drawn in the body frame, so
+    the pose moves the heart, lungs, spine and chest wall together."""
+    pose = BodyPose.draw(rng)
     axes = [(np.arange(n, dtype=np.float32) - (n - 1) / 2.0) * s for n, s in zip(shape, spacing)]
-    x, y, z = np.meshgrid(*axes, indexing="ij")
+    world = Points(*np.meshgrid(*axes, indexing="ij"))
+    # body = R^T (world - shift) / scale: ``transformed`` takes the frame's axes as rows, i.e. R^T
+    body = world.transformed(pose.rotation.T.astype(np.float32), pose.shift, pose.scale)
     coarse = 5
     strength = rng.uniform(2.0, 5.0)
-    return Points(x + smooth_field(rng, shape, coarse, strength), y + smooth_field(rng, shape, coarse, strength),
-                  z + smooth_field(rng, shape, coarse, strength))
+    return Points(*(np.asarray(c, np.float32) + smooth_field(rng, shape, coarse, strength)
+                    for c in (body.x, body.y, body.z)))
 
 
 def _chest_wall(p: Points, shape: tuple[int, ...], trunk: _Trunk, tissue: _Tissue) -> np.ndarray:
@@ -188,8 +256,8 @@ def _chest_wall(p: Points, shape: tuple[int, ...], trunk: _Trunk, tissue: _Tissu
 def _lungs(p: Points, trunk: _Trunk, rng: np.random.Generator) -> np.ndarray:
     """Both lungs inside the chest wall, before the mediastinum is cut out of them."""
     lung_tilt = rng.uniform(-6.0, 6.0)
-    right_lung = ellipsoid(p, (72.0, -8.0, 15.0 + lung_tilt), (58.0 * trunk.scale[0], 72.0 * trunk.scale[1], 120.0)) < 1
-    left_lung = ellipsoid(p, (-72.0, -8.0, 15.0 - lung_tilt), (55.0 * trunk.scale[0], 72.0 * trunk.scale[1], 120.0)) < 1
+    right_lung = ellipsoid(p, (72.0, -8.0, 10.0 + lung_tilt), (58.0 * trunk.scale[0], 72.0 * trunk.scale[1], 105.0)) < 1
+    left_lung = ellipsoid(p, (-72.0, -8.0, 10.0 - lung_tilt), (55.0 * trunk.scale[0], 72.0 * trunk.scale[1], 105.0)) < 1
     return (right_lung | left_lung) & (trunk.ellipse(p, -trunk.fat_mm - trunk.muscle_mm - 6.0) < 1)
 
 
@@ -214,10 +282,16 @@ def _paint_organs(image: np.ndarray, lungs: np.ndarray, spine: _Spine, heart: He
     image[spine.vertebra] = tissue.marrow
     image[spine.cortex | spine.spinous] = tissue.bone
     image[spine.canal] = 15.0
-    image[descending | heart.unlabelled_blood] = tissue.blood
-    image[heart.label > 0] = tissue.blood
+    # Contrast timing: arterial blood (left heart, aorta, coronaries) and venous return (right heart,
+    # pulmonary arteries) carry different enhancement, in an order that depends on the subject's phase.
+    image[descending | heart.unlabelled_blood] = tissue.left_blood
+    image[heart.pulmonary_branches] = tissue.right_blood
+    for structure in (LA, LV, AO):
+        image[heart.label == structure] = tissue.left_blood
+    for structure in (RA, RV, PA):
+        image[heart.label == structure] = tissue.right_blood
     image[heart.label == MYO] = tissue.myocardium
-    image[heart.coronary] = tissue.blood
+    image[heart.coronary] = tissue.left_blood
 
 
 def _add_lung_findings(image: np.ndarray, lungs: np.ndarray, p: Points, opacity: bool | None,

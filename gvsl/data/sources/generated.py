@@ -1,5 +1,21 @@
 """The generated cohorts of the default profile: ``phantom-ct`` (chest CT: pretrain, SHC, SAC, CCC) and
-``mni-brain`` (brain MR: SBM), one seed per subject (:func:`~gvsl.data.sources.splits.subject_seed`)."""
+``mni-brain`` (brain MR: SBM), one seed per subject (:func:`~gvsl.data.sources.splits.subject_seed`).
+
+Regions of interest of the generated chest CTs are placed **without the case's labels**, as a user's
+preprocessing of a new scan would have to: SHC and SAC crop a fixed physical box
+(:func:`~gvsl.data.sources.preprocessing.fixed_roi`: ``ROI_MM["phantom-heart"]`` /
+``ROI_MM["phantom-coronary"]``) centred a fixed offset (``ROI_CENTRE_MM``) from the field of view's
+centre, where the heart / coronaries sit on average. The subjects' whole-body pose (shift, rotation, size,
+:class:`gvsl.data.phantom.BodyPose`) then moves the heart inside the ROI from case to case, as in scans
+whose field of view a technician centred on the chest; the boxes are sized so that every subject's heart
+(all seven labels) or coronaries stay inside (seeds 0-199 checked by the tests; a case that would be cut
+is reported by a warning). CCC crops the lung box the generator knows (thresholding, the STOIC path, finds
+the same lungs without labels on fine grids). ``info.json``'s ``generator.roi`` says which.
+
+The real datasets keep the paper's preprocessing instead: MM-WHS and ASOCA crop a box centred on the
+case's own label box (:mod:`gvsl.data.sources.segmentation`), which the paper did and which puts every
+heart at the same place in its crop; CANDI and mni-brain crop a box centred on the labelled brain.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +29,16 @@ import numpy as np
 from gvsl.data.dataset import SPLITS, DatasetInfo, DatasetWriter
 from gvsl.data.io import Volume, check_label_values
 from gvsl.data.preprocess import centred_roi, crop_or_pad, ct_window, foreground_box, roi_shape
-from gvsl.data.sources.preprocessing import ROI_MM, brain_crop, cut_warning, margin_voxels, standardise, window_info
+from gvsl.data.sources.preprocessing import (
+    ROI_CENTRE_MM,
+    ROI_MM,
+    brain_crop,
+    cut_warning,
+    fixed_roi,
+    margin_voxels,
+    standardise,
+    window_info,
+)
 from gvsl.data.sources.splits import PHANTOM_COUNTS, SUBJECT_SEED_RULE, scale_counts, subject_seed
 from gvsl.errors import GVSLInputError
 
@@ -42,8 +67,10 @@ def build_phantom_ct(dest: Path, req: PrepareRequest, task: str) -> None:
     spacing = req.target_spacing((5.0, 5.0, 5.0))
     shape = tuple(req.shape or (64, 64, 64))
     offset = req.offset
-    roi_mm = req.roi_mm or ROI_MM["phantom-lung" if task == "CCC" else "phantom-heart"]
+    roi_kind = {"CCC": "phantom-lung", "SAC": "phantom-coronary"}.get(task, "phantom-heart")
+    roi_mm = req.roi_mm or ROI_MM[roi_kind]
     crop_shape = roi_shape(roi_mm, spacing)
+    cut: list[str] = []
     margin = margin_voxels(spacing)
     counts = _split_counts(req, task)
     writer = DatasetWriter(dest, task)
@@ -69,20 +96,24 @@ def build_phantom_ct(dest: Path, req: PrepareRequest, task: str) -> None:
             continue
         mask = subject.heart if task == "SHC" else subject.coronary
         label, _ = standardise(Volume(np.asarray(mask, dtype=np.uint8), affine, Path(case_id)), spacing, label=True)
-        box = foreground_box(label)
-        if box is None:
+        if foreground_box(label) is None:
             raise GVSLInputError(f"{case_id} (seed {seed}): empty {task} label")
-        roi = centred_roi(box, crop_shape, margin=margin, name=case_id)
+        # placed from the image grid alone: the labels only check what the crop kept
+        roi = fixed_roi(hu.shape, spacing, roi_mm, ROI_CENTRE_MM[roi_kind])
         image, image_affine = crop_or_pad(ct_window(hu, offset), hu_affine, roi)
-        label, _ = crop_or_pad(label, hu_affine, roi)
-        writer.add(case_id, split, image, image_affine, label=label, seed=seed)
+        cropped, _ = crop_or_pad(label, hu_affine, roi)
+        if np.count_nonzero(cropped) < np.count_nonzero(label):
+            cut.append(case_id)
+        writer.add(case_id, split, image, image_affine, label=cropped, seed=seed)
+    cut_warning(cut, f"phantom-ct {task}")
     classes = {"pretrain": (), "SHC": phantom.HEART_CLASSES, "SAC": ("coronary_artery",),
                "CCC": ("opacity",)}[task]
     generator = {"generator": "gvsl.data.phantom", "seed": req.seed, "shape": list(shape),
                  "split_counts": list(counts), "subject_seed": SUBJECT_SEED_RULE}
     if task != "pretrain":
-        generator.update(roi="lung" if task == "CCC" else "label box", roi_mm=list(roi_mm),
-                         roi_shape=list(crop_shape), margin_voxels=margin)
+        roi = ("lung box (the generator's lungs)" if task == "CCC" else
+               f"fixed box, no labels: centred {list(ROI_CENTRE_MM[roi_kind])} mm from the field of view's centre")
+        generator.update(roi=roi, roi_mm=list(roi_mm), roi_shape=list(crop_shape), margin_voxels=margin)
     writer.finish(DatasetInfo(task=task, classes=classes, spacing=spacing, source=req.source,
                               window=window_info("ct", offset), generator=generator))
 
@@ -90,7 +121,7 @@ def build_phantom_ct(dest: Path, req: PrepareRequest, task: str) -> None:
 def build_mni_brain(dest: Path, req: PrepareRequest, task: str) -> None:
     brain = _phantom_module("brain")
     spacing = req.target_spacing((4.0, 4.0, 4.0))
-    shape = tuple(req.shape or (48, 48, 40))
+    shape = tuple(req.shape or (48, 57, 51))
     roi_mm = req.roi_mm or ROI_MM["phantom-brain"]
     crop_shape = roi_shape(roi_mm, spacing)
     counts = _split_counts(req, task)

@@ -16,29 +16,47 @@ import numpy as np
 from gvsl.data.io import Volume
 from gvsl.data.preprocess import (
     CT_WINDOW_WIDTH,
+    ROI,
     centred_roi,
     crop_or_pad,
     ct_window,
     foreground_box,
     minmax,
     resample,
+    roi_shape,
     to_canonical,
 )
 from gvsl.errors import GVSLInputError
 
-__all__ = ["MARGIN_MM", "PAPER_SPACING", "ROI_MM", "brain_crop", "cut_warning", "label_lut", "margin_voxels",
-           "standardise", "window", "window_info"]
+__all__ = ["MARGIN_MM", "PAPER_SPACING", "ROI_CENTRE_MM", "ROI_MM", "brain_crop", "cut_warning", "fixed_roi",
+           "label_lut", "margin_voxels", "roi_shape", "standardise", "window", "window_info"]
 
 # Region-of-interest sizes in mm (converted to voxels at the target spacing) and box margins in mm.
 # Real data: a 176 mm cube holds a whole heart with its great vessels plus an 8 mm margin; the lung box
-# covers both lungs of an adult. Generated cohorts: 160 mm heart (32 voxels at 5 mm), 320×240×280 mm chest.
-# CANDI: the paper's 160×160×128 crop at 1 mm. The MNI152 brain (an adult average, 146×180×148 mm
-# labelled) does not fit that crop, so mni-brain keeps a 160×192×160 mm box.
+# covers both lungs of an adult. Generated cohorts: a 200 mm heart box (40 voxels at 5 mm) and a
+# 156×156×144 mm coronary box (52×52×48 voxels at 3 mm), both fixed boxes placed without labels
+# (:data:`ROI_CENTRE_MM`), sized to hold every subject's heart / coronaries whatever its pose (seeds 0-199
+# checked); 320×240×280 mm chest. CANDI: the paper's 160×160×128 crop at 1 mm. The MNI152 brain (an adult
+# average, 146×180×148 mm labelled) rotated by up to 10° does not fit that crop, so mni-brain keeps a
+# 168×204×168 mm box.
 ROI_MM = {"heart": (176.0, 176.0, 176.0), "lung": (320.0, 256.0, 320.0), "brain": (160.0, 160.0, 128.0),
-          "phantom-heart": (160.0, 160.0, 160.0), "phantom-lung": (320.0, 240.0, 280.0),
-          "phantom-brain": (160.0, 192.0, 160.0)}
+          "phantom-heart": (200.0, 200.0, 200.0), "phantom-coronary": (156.0, 156.0, 144.0),
+          "phantom-lung": (320.0, 240.0, 280.0), "phantom-brain": (168.0, 204.0, 168.0)}
+#: centre (mm, RAS+, from the field of view's centre) of the generated cohorts' label-free ROIs: where the
+#: heart's labels / the coronaries sit on average over subjects (the middle of their range over seeds 0-199)
+ROI_CENTRE_MM = {"phantom-heart": (0.0, 30.0, 15.0), "phantom-coronary": (-10.0, 30.0, -5.0)}
 MARGIN_MM = 8.0
 PAPER_SPACING = (1.0, 1.0, 1.0)
+
+
+def fixed_roi(image_shape: Sequence[int], spacing: Sequence[float], roi_mm: Sequence[float],
+              centre_mm: Sequence[float]) -> ROI:
+    """A ``roi_mm`` box centred ``centre_mm`` from the field of view's centre: placed from the image grid
+    alone (no labels, no image content), as a user's preprocessing of a new scan would place it."""
+    shape = roi_shape(roi_mm, spacing)
+    centre = (np.asarray(image_shape, float) - 1) / 2 + np.asarray(centre_mm, float) / np.asarray(spacing, float)
+    start = np.floor(centre - (np.asarray(shape) - 1) / 2 + 0.5).astype(int)
+    return tuple(int(b) for b in start), tuple(int(n) for n in shape)
 
 
 def margin_voxels(spacing: Sequence[float]) -> int:
