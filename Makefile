@@ -57,9 +57,10 @@ repro-paper: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 # The paper profile's stages on small stand-ins of its datasets, in their own formats (gvsl/rehearsal.py):
-# profiles/paper.yaml with profiles/paper-rehearsal.yaml's sizes, iterations and widths, in build/rehearsal
+# profiles/paper.yaml with profiles/paper-rehearsal.yaml's sizes, iterations and widths, in build/rehearsal;
+# PRECISION=bf16 trains and evaluates under CPU bf16 autocast, as the paper profile does on CUDA
 rehearse-paper: $(ITK_STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m gvsl.rehearsal
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m gvsl.rehearsal $(if $(PRECISION),--precision $(PRECISION))
 
 # results/report.html in headless Chromium: images load, tables render, nothing sticks out; build/report.png
 check-report: browser

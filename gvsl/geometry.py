@@ -10,8 +10,9 @@ Convention
   volume centre ``c = (size - 1) / 2``: ``warped[p] = moving[M (p - c) + t + c]``, ``t`` in voxels.
   The identity is ``[I | 0]``. Working in voxel units (not the normalised [-1, 1] cube the authors
   use) keeps rotations rigid on non-cubic volumes.
-- Geometry is computed in fp32 even under autocast: in bf16 the 3×3 products and the grid einsums
-  keep 8 bits of mantissa, 0.06–0.1 voxel of error at 16-voxel displacements.
+- Geometry is computed in fp32 even under autocast (:func:`gvsl.runtime.full_precision`): in bf16 the
+  3×3 products and the grid einsums keep 8 bits of mantissa, 0.06–0.1 voxel of error at 16-voxel
+  displacements.
 - The affine *parameters* follow the authors' ``x, y, z`` naming of ``torch.nn.functional.affine_grid``,
   where x is the W axis, y the H axis and z the D axis; the matrix is
   ``Shear · Scale · R_z · R_y · R_x`` (paper Sec. 3.2; authors' ``get_affine_mat``).
@@ -19,11 +20,12 @@ Convention
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import torch
 from monai.networks.blocks import Warp
+
+from gvsl.runtime import full_precision
 
 __all__ = [
     "affine_from_parameters",
@@ -55,28 +57,13 @@ def _warper(mode: str, ddf: torch.Tensor) -> Warp:
     return _WARPERS[key]
 
 
-def _in_fp32(function):
-    """Run ``function`` with autocast off and its half-precision tensor arguments in fp32 (fp64 stays fp64)."""
-
-    def fp32(value):
-        return value.float() if isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.bfloat16) else value
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        device_type = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
-        with torch.autocast(device_type, enabled=False):
-            return function(*map(fp32, args), **{name: fp32(value) for name, value in kwargs.items()})
-
-    return wrapper
-
-
 def identity_affine(batch: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """(batch, 3, 4) identity affine ``[I | 0]``."""
     eye = torch.eye(3, 4, device=device, dtype=dtype)
     return eye.expand(batch, 3, 4).clone()
 
 
-@_in_fp32
+@full_precision
 def affine_from_parameters(
     rotation: torch.Tensor, scale: torch.Tensor, translation: torch.Tensor, shear: torch.Tensor
 ) -> torch.Tensor:
@@ -128,7 +115,7 @@ def _check_affine(affine: torch.Tensor) -> None:
         raise ValueError(f"affine: expecting shape (B, 3, 4), got {tuple(affine.shape)}")
 
 
-@_in_fp32
+@full_precision
 def affine_to_ddf(affine: torch.Tensor, spatial_shape) -> torch.Tensor:
     """Dense (B, 3, D, H, W) displacement, in voxels, equivalent to ``affine`` on a grid of ``spatial_shape``."""
     _check_affine(affine)
@@ -139,7 +126,7 @@ def affine_to_ddf(affine: torch.Tensor, spatial_shape) -> torch.Tensor:
     return torch.einsum("bij,jdhw->bidhw", linear, grid) + affine[:, :, 3, None, None, None]
 
 
-@_in_fp32
+@full_precision
 def compose_affine_ddf(affine: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """One DVF for "warp by ``affine``, then by ``flow``" (paper appendix D.3).
 
@@ -157,7 +144,7 @@ def compose_affine_ddf(affine: torch.Tensor, flow: torch.Tensor) -> torch.Tensor
     return affine_to_ddf(affine, flow.shape[2:]) + rotated_flow
 
 
-@_in_fp32
+@full_precision
 def warp(image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """``image[p + ddf[p]]`` with zeros outside; a zero ddf returns ``image`` (MONAI ``Warp``)."""
     if image.ndim != 5:
@@ -169,7 +156,7 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear") -> torc
     return _warper(mode, ddf)(image, ddf)
 
 
-@_in_fp32
+@full_precision
 def warp_affine(image: torch.Tensor, affine: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Warp ``image`` by a (B, 3, 4) affine in the kit's convention."""
     return warp(image, affine_to_ddf(affine.to(image.dtype), image.shape[2:]), mode)

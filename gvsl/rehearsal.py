@@ -13,7 +13,11 @@ a fresh clone, as the README's "The paper profile" describes it, in a copy of th
    paper's sources.
 
 So a reader, split, label map, method or report path that breaks on the paper profile breaks here,
-in minutes on a CPU, and not two days into a GPU run. Reading ``.mha`` needs ITK (``pip install
+in minutes on a CPU, and not two days into a GPU run. ``--precision bf16`` (``make rehearse-paper
+PRECISION=bf16``) sets ``precision`` of pre-training and transfer to bf16, so that the CPU runs every
+stage under the bf16 autocast that the paper profile's ``auto`` means on CUDA; the CPU computes bf16
+natively where :func:`gvsl.runtime.cpu_bf16_supported` says so (AVX512-BF16 or AMX), and emulates it,
+slower, elsewhere. Reading ``.mha`` needs ITK (``pip install
 'gvsl-kit[itk]'``; ``make rehearse-paper`` installs it from ``requirements-itk.lock``).
 """
 
@@ -37,7 +41,7 @@ import yaml
 
 from gvsl.errors import GVSLInputError
 
-__all__ = ["OVERLAY", "PAPER", "SHRINKABLE", "changed_settings", "rehearsal_params", "rehearse"]
+__all__ = ["OVERLAY", "PAPER", "SHRINKABLE", "changed_settings", "rehearsal_params", "rehearse", "with_precision"]
 
 PAPER = Path("profiles/paper.yaml")
 OVERLAY = Path("profiles/paper-rehearsal.yaml")
@@ -112,6 +116,21 @@ def rehearsal_params(project: Path) -> dict[str, Any]:
     if other:
         raise GVSLInputError(f"{OVERLAY}: changes {other}, which are not sizes, iterations or widths of the "
                              f"paper profile of the same kind (allowed: {', '.join(SHRINKABLE)})")
+    return params
+
+
+def with_precision(params: Mapping[str, Any], precision: str | None) -> dict[str, Any]:
+    """``params`` with ``precision`` as pre-training's and every transfer protocol's (None: unchanged)."""
+    params = copy.deepcopy(dict(params))
+    if precision is None:
+        return params
+    from gvsl.runtime import check_precision
+    from gvsl.table1 import PROTOCOLS
+
+    check_precision(precision, "--precision")
+    params["pretrain"]["precision"] = precision
+    for protocol in PROTOCOLS:
+        params["transfer"][protocol]["precision"] = precision
     return params
 
 
@@ -191,8 +210,9 @@ def check_outputs(project: Path, params: Mapping[str, Any]) -> dict[str, Any]:
     return {"cells": len(found), "methods": sorted(set(table["method"])), "sources": sources}
 
 
-def rehearse(dest: str | Path, source: str | Path | None = None) -> dict[str, Any]:
-    """Rehearse the paper profile of the project at ``source`` in ``dest`` (replaced if a rehearsal).
+def rehearse(dest: str | Path, source: str | Path | None = None, precision: str | None = None) -> dict[str, Any]:
+    """Rehearse the paper profile of the project at ``source`` in ``dest`` (replaced if a rehearsal), at
+    ``precision`` if given (:func:`with_precision`; the summary lists it among the changes from the paper).
 
     Returns what ran: the cells of Table 1, the methods, each task's source, the seconds taken; the
     same summary is written to ``dest/gvsl-rehearsal.json``.
@@ -210,7 +230,7 @@ def rehearse(dest: str | Path, source: str | Path | None = None) -> dict[str, An
     marker = dest / _MARKER
     marker.write_text(json.dumps({"status": "running", "source": str(source)}))
     try:
-        params = rehearsal_params(source)
+        params = with_precision(rehearsal_params(source), precision)
         project = copy_project(source, dest / "project", params)
         write_datasets(params, dest / "datasets")
         for command in README_DATA_COMMANDS:
@@ -232,9 +252,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, default=Path("build/rehearsal"),
                         help="folder for the project copy, the stand-in datasets and the summary "
                              "(default: build/rehearsal; an earlier rehearsal there is replaced)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"),
+                        help="train and evaluate at this precision instead of the paper profile's auto (fp32 on "
+                             "the CPU); bf16 is native on CPUs with AVX512-BF16 or AMX")
     args = parser.parse_args(argv)
+    if args.precision == "bf16":
+        from gvsl.runtime import cpu_bf16_supported
+
+        if not cpu_bf16_supported():
+            print("rehearse-paper: this CPU has no native bf16 (avx512_bf16 or amx_bf16): PyTorch emulates it, "
+                  "slower", file=sys.stderr)
     try:
-        summary = rehearse(args.dest)
+        summary = rehearse(args.dest, precision=args.precision)
     except GVSLInputError as err:
         print(f"rehearse-paper: error: {err}", file=sys.stderr)
         return 2

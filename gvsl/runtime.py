@@ -3,6 +3,8 @@ set-up, and provenance."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import multiprocessing
 import os
@@ -17,8 +19,14 @@ import torch.distributed as dist
 
 from gvsl.errors import GVSLInputError
 
-__all__ = ["DistributedContext", "autocast", "channels_last", "code_digest", "environment", "files_digest", "git_commit",
-           "progress_line", "resolve_device", "setup_distributed"]
+__all__ = ["PRECISIONS", "DistributedContext", "autocast", "channels_last", "check_precision", "code_digest",
+           "cpu_bf16_supported", "environment", "files_digest", "full_precision", "git_commit", "progress_line",
+           "resolve_device", "setup_distributed"]
+
+#: the ``precision`` settings of pre-training and transfer: ``auto`` is bf16 autocast on CUDA and fp32 elsewhere
+PRECISIONS = ("auto", "fp32", "bf16")
+#: the device types whose autocast :func:`full_precision` turns off
+_AUTOCAST_DEVICE_TYPES = ("cpu", "cuda")
 
 
 def progress_line(message: str) -> None:
@@ -48,9 +56,70 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
-def autocast(device: torch.device):
-    """The training precision: bf16 on CUDA for speed; exact fp32 on the CPU, where runs must be bit-reproducible."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def check_precision(precision: str, key: str = "precision") -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a one-line :class:`GVSLInputError` naming ``key``."""
+    if precision not in PRECISIONS:
+        raise GVSLInputError(f"{key}: unknown {precision!r}; valid: {list(PRECISIONS)}")
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """The training precision on ``device``: a bf16 autocast region, or none (exact fp32).
+
+    ``auto`` is bf16 on CUDA for speed and fp32 on the CPU, where runs must be bit-reproducible;
+    ``fp32`` and ``bf16`` force one or the other (CPU bf16 is native on CPUs with AVX512-BF16 or AMX,
+    see :func:`cpu_bf16_supported`). Whatever the region, what must stay exact runs through
+    :func:`full_precision`: the losses' sums, the geometry, softmax and the metrics.
+    """
+    check_precision(precision)
+    device = torch.device(device)
+    enabled = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def full_precision(function):
+    """Decorator: ``function`` runs in fp32 even when called inside an autocast region.
+
+    Autocast overrides the caller's casts: inside a bf16 region a convolution or a matrix product of
+    fp32 tensors runs in bf16 again (MONAI's ``separable_filtering`` included), so ``x.float()`` alone
+    does not keep a computation in fp32. The wrapper turns autocast off for every device type where it
+    is on, and passes the half-precision (fp16, bf16) tensors among the arguments, also inside lists,
+    tuples and dicts, as fp32; other tensors (fp32, fp64, integers) and values pass unchanged. Outside
+    autocast with fp32 arguments the call is exactly the undecorated one.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with contextlib.ExitStack() as stack:
+            for device_type in _AUTOCAST_DEVICE_TYPES:
+                if torch.is_autocast_enabled(device_type):
+                    stack.enter_context(torch.autocast(device_type, enabled=False))
+            return function(*map(_fp32, args), **{name: _fp32(value) for name, value in kwargs.items()})
+
+    return wrapper
+
+
+def _fp32(value):
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.dtype in (torch.float16, torch.bfloat16) else value
+    if isinstance(value, Mapping):
+        return {key: _fp32(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):  # a namedtuple keeps its type
+        return type(value)(_fp32(item) for item in value)
+    return value
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bf16 natively: the ``avx512_bf16`` or ``amx_bf16`` flag of ``/proc/cpuinfo``
+    (Linux). Elsewhere, or without them, CPU bf16 autocast still runs, emulated and slower, and this says
+    False. ``torch.backends.cpu.get_cpu_capability()`` only names the vector width (``AVX512`` on CPUs
+    with and without bf16), so it cannot tell."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = {flag for line in handle if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def channels_last(tensors: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -27,6 +27,7 @@ from gvsl.errors import GVSLInputError
 from gvsl.losses import LossTerms
 from gvsl.methods.options import NoOptions
 from gvsl.nets.unet import UNet3D
+from gvsl.runtime import full_precision
 from gvsl.settings import from_mapping
 
 __all__ = ["Crops", "NetworkConfig", "NoOptions", "PretextNetwork", "PretrainMethod", "SAMPLINGS"]
@@ -99,6 +100,10 @@ class PretrainMethod(ABC):
         registers: whether the network has a Z-matching head that :mod:`gvsl.pretext` can evaluate.
         comparable_heldout_loss: whether held-out losses of different iterations measure one task
             (not so for DeepCluster, whose targets change at each re-clustering).
+
+    Every subclass's :meth:`loss` runs in fp32 whatever autocast region calls it
+    (:func:`gvsl.runtime.full_precision`, applied here when the subclass is defined): its half-precision
+    outputs arrive as fp32, and its logits, softmax, similarities and sums stay there.
     """
 
     key: ClassVar[str]
@@ -109,6 +114,11 @@ class PretrainMethod(ABC):
     uses_decoder: ClassVar[bool] = True
     registers: ClassVar[bool] = False
     comparable_heldout_loss: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "loss" in cls.__dict__ and not getattr(cls.loss, "__isabstractmethod__", False):
+            cls.loss = full_precision(cls.loss)
 
     def __init__(self, options: Mapping[str, Any] | None = None):
         if options is not None and not isinstance(options, Mapping):

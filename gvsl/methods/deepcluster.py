@@ -36,6 +36,7 @@ from gvsl.methods.augment import random_flips
 from gvsl.methods.base import Crops, PretextNetwork, PretrainMethod
 from gvsl.methods.heads import LAYOUT_CELLS, layout
 from gvsl.methods.options import Bounds, MethodOptions, Probability
+from gvsl.runtime import full_precision
 
 __all__ = ["DeepCluster", "DeepClusterNetwork", "DeepClusterOptions"]
 
@@ -85,9 +86,14 @@ class DeepClusterNetwork(PretextNetwork):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits, and each crop's nearest centroid (the label of held-out crops; a 10 × 8C distance)."""
         features = self.embed(image)
-        with torch.no_grad():
-            nearest = torch.cdist(self.cluster_space(features), self.centroids.float()).argmin(dim=1)
-        return {"logits": self.top(features), "nearest": nearest}
+        return {"logits": self.top(features), "nearest": self.nearest(features)}
+
+    @torch.no_grad()
+    @full_precision
+    def nearest(self, features: torch.Tensor) -> torch.Tensor:
+        """Each feature's nearest centroid in the cluster space, in fp32 under autocast (a distance of
+        normalised vectors)."""
+        return torch.cdist(self.cluster_space(features), self.centroids.float()).argmin(dim=1)
 
 
 def kmeans(features: np.ndarray, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from torch import nn
 
 from gvsl.geometry import affine_from_parameters
 from gvsl.nets.unet import ConvBlock, check_group_norm_width
+from gvsl.runtime import full_precision
 
 __all__ = ["AffineHead", "DeformableHead", "RestorationHead"]
 
@@ -66,16 +67,18 @@ class AffineHead(nn.Module):
     def forward(self, moving_global: torch.Tensor, fixed_global: torch.Tensor, spatial_shape) -> torch.Tensor:
         """Return the (B, 3, 4) affine (voxel units, (D, H, W) order) for a fixed grid of ``spatial_shape``."""
         code = self.block(torch.cat([moving_global, fixed_global], dim=1)).mean(dim=(2, 3, 4))
-        # the regressors run in fp32 under autocast, as the geometry does (gvsl.geometry)
-        with torch.autocast(code.device.type, enabled=False):
-            code = code.float()
-            rotation = torch.clamp(self.rotation(code), -1, 1) * MAX_ROTATION
-            scale = 1 + MAX_SCALE_CHANGE * torch.clamp(self.scale(code), -1, 1)
-            shear = torch.clamp(self.shear(code), -1, 1) * MAX_SHEAR
-            # x, y, z are the W, H, D axes.
-            half_extent_xyz = torch.tensor(spatial_shape[::-1], device=code.device, dtype=code.dtype) / 2
-            translation = torch.tanh(self.translation(code)) * MAX_TRANSLATION * half_extent_xyz
-            return affine_from_parameters(rotation, scale, translation, shear)
+        return self._affine(code, spatial_shape)
+
+    @full_precision
+    def _affine(self, code: torch.Tensor, spatial_shape) -> torch.Tensor:
+        """The regressors and the matrix, in fp32 under autocast as the geometry is (:mod:`gvsl.geometry`)."""
+        rotation = torch.clamp(self.rotation(code), -1, 1) * MAX_ROTATION
+        scale = 1 + MAX_SCALE_CHANGE * torch.clamp(self.scale(code), -1, 1)
+        shear = torch.clamp(self.shear(code), -1, 1) * MAX_SHEAR
+        # x, y, z are the W, H, D axes.
+        half_extent_xyz = torch.tensor(spatial_shape[::-1], device=code.device, dtype=code.dtype) / 2
+        translation = torch.tanh(self.translation(code)) * MAX_TRANSLATION * half_extent_xyz
+        return affine_from_parameters(rotation, scale, translation, shear)
 
 
 class DeformableHead(nn.Module):
@@ -93,7 +96,14 @@ class DeformableHead(nn.Module):
         nn.init.zeros_(self.flow.bias)
 
     def forward(self, moving_local: torch.Tensor, fixed_local: torch.Tensor) -> torch.Tensor:
-        return self.flow(self.block(torch.cat([moving_local, fixed_local], dim=1)))
+        return self._displacement(self.block(torch.cat([moving_local, fixed_local], dim=1)))
+
+    @full_precision
+    def _displacement(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The last convolution in fp32 under autocast: the field is geometry (:mod:`gvsl.geometry`), and in bf16
+        neighbouring displacements a voxel or more long round to steps of 1/128 voxel or more, which the
+        smoothness term's squared differences would then measure."""
+        return self.flow(hidden)
 
 
 class RestorationHead(nn.Sequential):

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gvsl.errors import GVSLInputError
+from gvsl.runtime import full_precision
 
 __all__ = ["PAPER_CHANNELS", "ConvBlock", "LocalFeatureUNet", "UNet3D", "check_channels", "check_group_norm_width",
            "check_volume", "parse_channels"]
@@ -81,6 +82,15 @@ class ConvBlock(nn.Sequential):
             nn.GroupNorm(groups, out_channels),
             nn.LeakyReLU(0.2),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # PyTorch 2.13's CPU bf16 3×3×3 convolution (oneDNN) returns a weight gradient with NaNs, at random
+        # (uninitialised memory), for inputs 2 voxels deep: 22 to 31 of 60 backward passes of a
+        # (2, 64, 2, 2, 2) input, none at 3 or 4 voxels or in fp32. The bottleneck of 32³ crops is 2³, so
+        # CPU bf16 training went non-finite within a few steps. Such a block runs in fp32 (it is tiny).
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and min(x.shape[2:]) <= 2:
+            return full_precision(super().forward)(x)
+        return super().forward(x)
 
 
 class UNet3D(nn.Module):

@@ -13,6 +13,7 @@ from gvsl.nets import parse_channels
 from gvsl.pretrain.config import LR_SCHEDULES, PretrainConfig
 from gvsl.pretrain.engine import pretrain_prepared
 from gvsl.pretrain.heldout import load_heldout
+from gvsl.runtime import PRECISIONS
 
 __all__ = ["add_arguments", "parse_options", "run"]
 
@@ -46,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heldout-pairs", type=int, default=20, help="ordered pairs of different subjects")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--device", default=defaults.device, help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
+                        help="auto (bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
 
 
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                             crop=tuple(args.crop), crop_jitter=args.crop_jitter, channels=parse_channels(args.channels),
                             lr=args.lr, lr_schedule=args.lr_schedule, warmup=args.warmup, seed=args.seed,
                             checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                            eval_every=args.eval_every, device=args.device)
+                            eval_every=args.eval_every, device=args.device, precision=args.precision)
     heldout = (load_heldout(args.heldout, args.heldout_split, config.crop, args.heldout_pairs)
                if args.heldout is not None else None)
     result = pretrain_prepared(args.data, args.out, config, resume=args.resume, heldout=heldout)

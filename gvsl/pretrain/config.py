@@ -13,6 +13,7 @@ from gvsl.errors import GVSLInputError
 from gvsl.methods import PRETRAIN_METHODS, PretrainMethod, build_method
 from gvsl.nets import PAPER_CHANNELS
 from gvsl.nets.unet import check_channels
+from gvsl.runtime import check_precision
 from gvsl.settings import from_mapping
 
 __all__ = ["LR_SCHEDULES", "PretrainConfig", "lr_factor"]
@@ -53,6 +54,8 @@ class PretrainConfig:
             then a cosine decay to 0 at ``iterations``), for short schedules.
         warmup: warm-up iterations of the cosine schedule.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``…
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``fp32`` or ``bf16``
+            (:func:`gvsl.runtime.autocast`); losses and geometry stay fp32 in every case.
         options: the method's own settings (its ``Options`` dataclass, e.g.
             :class:`gvsl.methods.gvsl.GVSLOptions`); ``params.yaml`` → ``pretrain.options.<method>``.
     """
@@ -71,6 +74,7 @@ class PretrainConfig:
     lr_schedule: str = "constant"
     warmup: int = 0
     device: str = "auto"
+    precision: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -86,6 +90,7 @@ class PretrainConfig:
                 raise GVSLInputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise GVSLInputError(f"lr_schedule: unknown {self.lr_schedule!r}; valid: {list(LR_SCHEDULES)}")
+        check_precision(self.precision)
         if self.warmup >= self.iterations and self.lr_schedule == "cosine":
             raise GVSLInputError(f"warmup ({self.warmup}) must be shorter than iterations ({self.iterations})")
         if len(self.crop) != 3 or min(self.crop) < 8:

@@ -108,7 +108,7 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
     run = _open_run(volumes, out, config, resume, ids, heldout)
     live = _open_log(run) if run.ctx.is_main else None
     evaluation = (HeldoutEvaluation(live, run.method, run.model, heldout, config.batch_size, run.device,
-                                    out / PRETEXT_NAME, resumed=bool(run.start))
+                                    out / PRETEXT_NAME, resumed=bool(run.start), precision=config.precision)
                   if heldout is not None and run.ctx.is_main else None)
     bar = tqdm(total=config.iterations, initial=run.start, disable=not (progress and run.ctx.is_main), desc=run.name,
                dynamic_ncols=True)
@@ -209,7 +209,7 @@ def _step(run: _Run, iteration: int) -> LossTerms:
     config, method, device = run.config, run.method, run.device
     crops = method.sample(run.bank, config.batch_size, config.crop, run.generator, config.crop_jitter)
     net_inputs, targets = method.inputs(crops.to(device), run.generator)
-    with autocast(device):
+    with autocast(device, config.precision):
         outputs = run.train_model(**channels_last(net_inputs, device))
         terms = method.loss(outputs, channels_last(targets, device))
     if not torch.isfinite(terms.total):

@@ -11,6 +11,7 @@ import torch
 
 from gvsl.errors import GVSLInputError
 from gvsl.nets.unet import PAPER_CHANNELS, UNet3D, parse_channels
+from gvsl.runtime import PRECISIONS
 from gvsl.table1 import PROTOCOLS
 from gvsl.transfer.config import CLASS_WEIGHTINGS, METRIC_NAMES, SEG_LOSSES, TransferConfig, num_outputs
 from gvsl.transfer.train import TransferResult, run_transfer
@@ -97,6 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", default=",".join(map(str, PAPER_CHANNELS)),
                         help="nine backbone widths, for --init scratch")
     parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
+                        help="auto (bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     num_classes = num_outputs(info.task_type, info.classes)
     config = TransferConfig(task=info.task_type, protocol=args.protocol, num_classes=num_classes,
                             iterations=args.iterations, val_every=args.val_every, lr=args.lr, crop=tuple(args.crop),
-                            seed=args.seed, seg_loss=args.seg_loss, device=args.device,
+                            seed=args.seed, seg_loss=args.seg_loss, device=args.device, precision=args.precision,
                             class_weighting=args.class_weighting, stop_on_plateau=args.stop_on_plateau,
                             min_iterations=args.min_iterations, plateau_window=args.plateau_window,
                             plateau_delta=args.plateau_delta, plateau_needs_rise=not args.plateau_without_rise)

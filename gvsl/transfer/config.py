@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gvsl.errors import GVSLInputError
+from gvsl.runtime import check_precision
 from gvsl.settings import from_mapping
 from gvsl.table1 import PROTOCOLS
 
@@ -118,6 +119,8 @@ class TransferConfig:
             Either way the run reports whether its curve plateaued.
         plateau_window, plateau_delta, min_iterations, plateau_needs_rise: the :class:`PlateauRule`.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``…
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``fp32`` or ``bf16``
+            (:func:`gvsl.runtime.autocast`), in training and evaluation; losses and metrics stay fp32.
     """
 
     task: str
@@ -138,6 +141,7 @@ class TransferConfig:
     min_iterations: int = 0
     plateau_needs_rise: bool = True
     device: str = "auto"
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.task not in METRIC_NAMES:
@@ -148,6 +152,7 @@ class TransferConfig:
             raise GVSLInputError(f"class_weighting: unknown {self.class_weighting!r}; valid: {list(CLASS_WEIGHTINGS)}")
         if self.seg_loss not in SEG_LOSSES:
             raise GVSLInputError(f"seg_loss: unknown {self.seg_loss!r}; valid: {list(SEG_LOSSES)}")
+        check_precision(self.precision)
         if self.task == "segmentation" and int(self.num_classes) < 2:
             raise GVSLInputError(f"num_classes: segmentation needs >= 2 classes (background included), "
                                  f"got {self.num_classes}")

@@ -4,6 +4,10 @@ Segmentation is scored by the mean Dice over foreground classes, classification 
 (paper Sec. 4). Where the paper is silent: whole-volume inference uses MONAI's sliding window with
 the training crop as window and Gaussian blending of the softmax (nnU-Net); the authors sum softmax
 outputs of half-overlapping windows.
+
+The network runs at the run's precision (:func:`gvsl.runtime.autocast`); everything after it, the
+softmax or sigmoid, the sliding window's Gaussian blending, Dice and AUC, runs in fp32 outside the
+autocast region (the softmax through :func:`gvsl.runtime.full_precision`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from monai.networks.utils import one_hot
 from torch import nn
 
 from gvsl.errors import GVSLInputError
-from gvsl.runtime import autocast
+from gvsl.runtime import autocast, full_precision
 from gvsl.transfer.cases import Case, _center_crop, _prepare, _Prepared
 from gvsl.transfer.config import TransferConfig
 from gvsl.transfer.model import TransferModel
@@ -40,6 +44,17 @@ EVAL_BATCH = 4
 
 def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def _logits(model: nn.Module, images: torch.Tensor, precision: str) -> torch.Tensor:
+    """``model(images)`` at ``precision``, as fp32 logits."""
+    with autocast(images.device, precision):
+        return model(images).float()
+
+
+@full_precision
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits, dim=1)
 
 
 @contextlib.contextmanager
@@ -63,7 +78,8 @@ def _class_names(class_names: Sequence[str] | None, num_classes: int) -> list[st
 
 
 def evaluate_segmentation(model: TransferModel, cases: Sequence[Case], roi: Sequence[int], overlap: float = 0.25,
-                          class_names: Sequence[str] | None = None, sw_batch_size: int = EVAL_BATCH) -> dict[str, float]:
+                          class_names: Sequence[str] | None = None, sw_batch_size: int = EVAL_BATCH,
+                          precision: str = "auto") -> dict[str, float]:
     """Dice of ``model`` on whole volumes (sliding window), per foreground class and averaged.
 
     Each volume is segmented with MONAI's ``sliding_window_inference`` (window ``roi``, Gaussian
@@ -88,13 +104,14 @@ def evaluate_segmentation(model: TransferModel, cases: Sequence[Case], roi: Sequ
             the class ids.
         sw_batch_size: sliding windows per forward pass; volumes no larger than ``roi`` (one window
             each) are stacked this many at a time, consecutive cases of one shape (:data:`EVAL_BATCH`).
+        precision: the network's precision (:func:`gvsl.runtime.autocast`); the rest runs in fp32.
 
     Returns:
         ``{"dice/<name>": float for each foreground class, "mean_dice": float}``.
     """
     _require_task(model, "segmentation")
     names = _class_names(class_names, model.head.out_channels)
-    return _dice_summary(segmentation_case_scores(model, cases, roi, overlap, sw_batch_size)[1], names)
+    return _dice_summary(segmentation_case_scores(model, cases, roi, overlap, sw_batch_size, precision)[1], names)
 
 
 def _require_task(model: TransferModel, task: str) -> None:
@@ -103,7 +120,7 @@ def _require_task(model: TransferModel, task: str) -> None:
 
 
 def segmentation_case_scores(model: TransferModel, cases: Sequence[Case], roi: Sequence[int], overlap: float = 0.25,
-                             sw_batch_size: int = EVAL_BATCH) -> tuple[list[str], torch.Tensor]:
+                             sw_batch_size: int = EVAL_BATCH, precision: str = "auto") -> tuple[list[str], torch.Tensor]:
     """The case ids and their Dice per foreground class, (cases, classes - 1), NaN where a class is not
     scored (see :func:`evaluate_segmentation`)."""
     _require_task(model, "segmentation")
@@ -122,11 +139,11 @@ def segmentation_case_scores(model: TransferModel, cases: Sequence[Case], roi: S
 
     with _inference(model):
         for batch in _same_shape_batches(prepared, lambda case: case.image, stack_size):
-            with autocast(device):
-                probabilities = sliding_window_inference(
-                    torch.stack([case.image for case in batch]).to(device), roi_size=tuple(roi),
-                    sw_batch_size=sw_batch_size, predictor=lambda x: torch.softmax(model(x).float(), dim=1),
-                    overlap=overlap, mode="gaussian")
+            # only the network runs under autocast, not the window's blending
+            probabilities = sliding_window_inference(
+                torch.stack([case.image for case in batch]).to(device), roi_size=tuple(roi),
+                sw_batch_size=sw_batch_size, predictor=lambda x: _softmax(_logits(model, x, precision)),
+                overlap=overlap, mode="gaussian")
             prediction = one_hot(probabilities.argmax(dim=1, keepdim=True).cpu(), num_classes)
             truth = one_hot(torch.stack([case.label for case in batch])[:, None], num_classes)
             dice = metric(y_pred=prediction, y=truth)
@@ -160,7 +177,7 @@ def _dice_summary(scores: torch.Tensor, names: Sequence[str]) -> dict[str, float
 
 
 def evaluate_classification(model: TransferModel, cases: Sequence[Case],
-                            crop: Sequence[int] | None = None) -> dict[str, float]:
+                            crop: Sequence[int] | None = None, precision: str = "auto") -> dict[str, float]:
     """ROC AUC of ``model``'s sigmoid probability over ``cases`` (MONAI ``ROCAUCMetric``).
 
     Each case is fed whole, except that axes longer than ``crop`` are centre-cropped to it (the
@@ -170,12 +187,12 @@ def evaluate_classification(model: TransferModel, cases: Sequence[Case],
     Raises:
         GVSLInputError: the cases hold one target only (AUC undefined).
     """
-    ids, probabilities, targets = classification_probabilities(model, cases, crop)
+    ids, probabilities, targets = classification_probabilities(model, cases, crop, precision)
     return {"auc": _auc(probabilities, targets)}
 
 
-def classification_probabilities(model: TransferModel, cases: Sequence[Case], crop: Sequence[int] | None = None
-                                 ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+def classification_probabilities(model: TransferModel, cases: Sequence[Case], crop: Sequence[int] | None = None,
+                                 precision: str = "auto") -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """The case ids, ``model``'s sigmoid probability of each and their targets (see :func:`evaluate_classification`)."""
     _require_task(model, "classification")
     prepared = _prepare(cases, "evaluation", model.backbone.in_channels, "classification", 1)
@@ -191,9 +208,8 @@ def classification_probabilities(model: TransferModel, cases: Sequence[Case], cr
     probabilities = []
     with _inference(model):
         for batch in _same_shape_batches(prepared, model_input, lambda shape: EVAL_BATCH):
-            with autocast(device):
-                logits = model(torch.stack([model_input(case) for case in batch]).to(device))
-            probabilities.append(torch.sigmoid(logits.float()).reshape(len(batch)).cpu())
+            logits = _logits(model, torch.stack([model_input(case) for case in batch]).to(device), precision)
+            probabilities.append(torch.sigmoid(logits).reshape(len(batch)).cpu())
     return [c.id for c in prepared], torch.cat(probabilities), torch.tensor([c.target for c in prepared])
 
 
@@ -211,9 +227,9 @@ def evaluate_cases(model: TransferModel, cases: Sequence[Case], config: Transfer
     (the paired intervals of Table 1 resample them)."""
     if config.task == "segmentation":
         names = _class_names(class_names, model.head.out_channels)
-        ids, scores = segmentation_case_scores(model, cases, config.crop, config.sw_overlap)
+        ids, scores = segmentation_case_scores(model, cases, config.crop, config.sw_overlap, precision=config.precision)
         return _dice_summary(scores, names), {"ids": ids, "dice": scores.tolist()}
-    ids, probabilities, targets = classification_probabilities(model, cases, config.crop)
+    ids, probabilities, targets = classification_probabilities(model, cases, config.crop, config.precision)
     return {"auc": _auc(probabilities, targets)}, {"ids": ids, "probability": probabilities.tolist(),
                                                     "target": targets.tolist()}
 

@@ -212,7 +212,7 @@ def _optimise(model: TransferModel, sampler: _CropSampler, optimizer: torch.opti
         step_began = time.perf_counter()
         images, targets = sampler.sample(config.batch_size)
         images = images.to(device, memory_format=torch.channels_last_3d)
-        with autocast(device):
+        with autocast(device, config.precision):
             logits = model(images)
         loss = loss_function(logits.float(), targets.to(device))
         if not torch.isfinite(loss):
