@@ -54,7 +54,7 @@ def test_the_lock_satisfies_every_requirement_of_the_project():
 def test_each_add_on_lock_adds_its_extra_to_the_main_lock_without_moving_a_pin():
     # make lab and make test-slow install these on top of requirements.lock (Makefile)
     main = _lock()
-    for extra in ("itk", "lab"):
+    for extra in ("itk", "lab", "submitit"):
         add_on = _lock(f"requirements-{extra}.lock")
         assert not set(add_on) & set(main), f"requirements-{extra}.lock repeats pins of requirements.lock"
         pins = {**main, **add_on}

@@ -14,6 +14,8 @@ from gvsl import pipeline
 from gvsl.cli import main
 from gvsl.data.prepare import prepare
 from gvsl.errors import GVSLInputError
+from gvsl.pipeline.cluster import executor_settings
+from gvsl.pipeline.devices import stage_devices
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD_WIDTHS = "4,8,16,32,64,32,16,8,4"
@@ -119,6 +121,14 @@ PARAMS_ERRORS = [
     ("pretrain.heldout", {"task": "SHC", "split": "test", "pairs": 2}, "heldout", "must not be 'test'"),
     ("pretrain.heldout", {"task": "SHC"}, "heldout", "must be a mapping with keys task, split, pairs"),
     ("pretrain.processes", 0, "processes", "pretrain.processes must be an integer >= 1 or 'auto'"),
+    ("pretrain.devices", ["cuda:99"], "devices", "params.yaml: pretrain.devices: 'cuda:99' is not a visible device"),
+    ("pretrain.device", "cpu", "pretrain", "params.yaml: pretrain.device is replaced by pretrain.devices"),
+    ("transfer.linear.device", "cpu", "transfer", "transfer.linear.device is replaced by transfer.devices"),
+    ("executor.kind", "ray", "executor", "params.yaml: executor.kind must be one of ['local', 'submitit-local', 'slurm']"),
+    ("executor", {"kind": "slurm"}, "executor", "params.yaml: executor.partition: the SLURM partition is required"),
+    ("executor", {"kind": "slurm", "partition": "gpu", "gpus": 2}, "executor", "executor (slurm): unknown settings ['gpus']"),
+    ("executor", {"kind": "slurm", "partition": "gpu", "gpus_per_job": -1}, "executor", "executor.gpus_per_job must be"),
+    ("pipeline.methods", ["scratch", "genesis"], "methods", "params.yaml: pipeline.methods must be distinct methods of"),
     ("prepare.tasks.SHC", {"source": "phantom-ct", "colour": 1}, "prepare", "unknown settings ['colour']"),
     ("prepare.tasks.SHC", {"shape": [8, 8, 8]}, "prepare", "prepare.tasks.SHC: missing 'source'"),
     ("prepare.tasks.SHC", {"source": "phantom-ct", "shape": [4, 4, 4]}, "prepare",
@@ -142,11 +152,18 @@ def test_a_bad_params_value_names_its_key(key, value, stage, message, data, tmp_
         if stage == "pretrain":
             pipeline.pretrain_configs("gvsl", params)
         elif stage == "scratch":
-            pipeline.pretrain_stage("scratch", params, build)
+            params["pipeline"]["methods"] = ["scratch"]
+            pipeline.pretrain_stage(params, build)
         elif stage == "heldout":
             pipeline.pretrain._load_heldout(params["pretrain"]["heldout"], (32, 32, 32), build)
         elif stage == "processes":
             pipeline.layout.process_count(params, "pretrain")
+        elif stage == "methods":
+            pipeline.pretrain_stage(params, build)
+        elif stage == "devices":
+            stage_devices(params, "pretrain")
+        elif stage == "executor":
+            executor_settings(params)
         elif stage == "prepare":
             pipeline.prepare_stage("SHC", params, build)
         else:

@@ -92,8 +92,13 @@ def test_stage_settings_errors_name_the_key(tmp_path):
 def test_dvc_stages_use_the_package_layout():
     stages = load(ROOT / "dvc.yaml")["stages"]
     assert "build/prepared/${key}" in stages["prepare"]["do"]["outs"]
-    # pre-training keeps its folder when it re-runs, so that an interrupted run resumes (tests/test_resume.py)
-    assert {"build/pretrain/${item}": {"persist": True}} in stages["pretrain"]["do"]["outs"]
+    # one pre-training stage runs every (method, seed); it keeps its folder when it re-runs, so that an
+    # interrupted run resumes and finished ones are kept (tests/test_resume.py)
+    assert {"build/pretrain": {"persist": True}} in stages["pretrain"]["outs"]
+    assert {"pipeline.methods", "pretrain", "executor"} <= set(stages["pretrain"]["params"])
+    # each method's transfer depends on its own folder inside that output, not on the other methods'
+    assert "build/pretrain/${item}" in stages["transfer"]["do"]["deps"]
+    assert "executor" in stages["transfer"]["do"]["params"]
     assert {"build/transfer/${item}": {"persist": True}} in stages["transfer"]["do"]["outs"]
     assert str(pipeline.transfer_dir("SHC", "linear", "gvsl")) == "build/transfer/gvsl/SHC-linear"
     assert str(pipeline.pretrain_dir("gvsl")) == "build/pretrain/gvsl"
@@ -107,19 +112,22 @@ TINY = {
     "pipeline": {"tasks": ["SHC", "CCC"], "methods": ["scratch", "rotation", "no_zmatch", "no_fundament", "no_affine", "gvsl"]},
     "prepare": {"seed": 0, "tasks": {
         "pretrain": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 3},
-        "SHC": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 10},
-        "CCC": {"source": "phantom-ct", "shape": [16, 16, 16], "spacing": [20.0, 20.0, 20.0], "subjects": 10}}},
+        # 20: the SHC split's proportions (8/4/40) then leave 2 validation subjects, the held-out pairs' least
+        "SHC": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 20},
+        # 20: 3 validation cases, of both classes (an AUC needs them)
+        "CCC": {"source": "phantom-ct", "shape": [16, 16, 16], "spacing": [20.0, 20.0, 20.0], "subjects": 20}}},
     "model": {"channels": [8, 8, 8, 8, 8, 8, 8, 8, 8]},
     "pretrain": {"seeds": [0, 1], "processes": 2, "iterations": 3, "batch_size": 1, "crop": [16, 16, 16],
                  "crop_jitter": 0, "lr": 1e-4, "lr_schedule": "cosine", "warmup": 1, "checkpoint_every": 2,
                  "log_every": 1, "eval_every": 2, "heldout": {"task": "SHC", "split": "val", "pairs": 2},
-                 "device": "cpu"},
-    "transfer": {"processes": 2,
+                 "devices": ["cpu", "cpu"]},
+    "transfer": {"processes": 2, "devices": ["cpu", "cpu"],
                  "linear": {"seeds": [0, 1], "crop": {"SHC": None, "CCC": None}, "iterations": 6, "val_every": 1,
-                            "stop_on_plateau": True, "min_iterations": 4, "lr": 1e-2, "device": "cpu"},
+                            "stop_on_plateau": True, "min_iterations": 4, "lr": 1e-2},
                  "finetune": {"seeds": [0], "crop": {"SHC": [16, 16, 16], "CCC": None}, "iterations": {"SHC": 3, "CCC": 2},
-                              "val_every": 1, "lr": 1e-3, "class_weighting": "sqrt_inverse", "device": "cpu"}},
+                              "val_every": 1, "lr": 1e-3, "class_weighting": "sqrt_inverse"}},
     "report": {"fig6": {"task": "SHC", "protocol": "finetune"}, "tsne": {"max_per_class": 8, "seed": 0}},
+    "executor": {"kind": "local"},
 }
 
 
@@ -189,7 +197,7 @@ def test_pipeline_reproduces_the_report(tiny_project):
         log = pd.read_csv(tiny_project / "build" / "pretrain" / "gvsl" / f"seed{seed}" / "dvclive" / "plots" / "metrics"
                           / "heldout" / "warped_dice.tsv", sep="\t")
         assert list(log["step"]) == [0, 2, 3]
-    for notebook in ("prepare/SHC", "pretrain/gvsl", "transfer/gvsl", "report"):
+    for notebook in ("prepare/SHC", "pretrain", "transfer/gvsl", "report"):
         assert (tiny_project / "build" / "notebooks" / f"{notebook}.ipynb").is_file()
 
 
@@ -217,7 +225,7 @@ def test_a_change_to_the_network_code_reruns_every_stage_that_runs_it(tiny_proje
         unet.write_text(original)
     transfer = {f"transfer@{m}" for m in TINY["pipeline"]["methods"]}
     assert transfer <= changed
-    assert {f"pretrain@{m}" for m in TINY["pipeline"]["methods"]} <= changed and "report" in changed
+    assert "pretrain" in changed and "report" in changed
 
 
 def test_transfer_keeps_finished_runs_and_redoes_changed_or_unfinished_ones(tiny_project, tmp_path, capfd):

@@ -26,10 +26,10 @@ ITERATIONS, EVERY = 240, 20
 SETTINGS = {
     **TINY,
     "pipeline": {"tasks": ["SHC"], "methods": ["gvsl"]},
-    "pretrain": {**TINY["pretrain"], "seeds": [0], "processes": 1, "iterations": ITERATIONS,
+    "pretrain": {**TINY["pretrain"], "seeds": [0], "processes": 1, "devices": ["cpu"], "iterations": ITERATIONS,
                  "checkpoint_every": EVERY, "eval_every": 120, "warmup": 10},
     # one run after another, so that an interruption finds some finished and some not
-    "transfer": {**TINY["transfer"], "processes": 1, "linear": {**TINY["transfer"]["linear"], "seeds": [0, 1, 2, 3]}},
+    "transfer": {**TINY["transfer"], "processes": 1, "devices": ["cpu"], "linear": {**TINY["transfer"]["linear"], "seeds": [0, 1, 2, 3]}},
 }
 SEED_DIR = Path("build/pretrain/gvsl/seed0")
 
@@ -44,7 +44,7 @@ def _env():
     return env
 
 
-def _repro(project: Path, stage: str = "pretrain@gvsl") -> str:
+def _repro(project: Path, stage: str = "pretrain") -> str:
     done = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", stage], cwd=project,
                           env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -59,7 +59,7 @@ def _checkpoint_iteration(project: Path) -> int:
         return 0
 
 
-def _interrupt(project: Path, how: signal.Signals, stage: str = "pretrain@gvsl", until=None) -> None:
+def _interrupt(project: Path, how: signal.Signals, stage: str = "pretrain", until=None) -> None:
     """Start `dvc repro stage`, and send ``how`` to its process group once ``until()`` holds
     (default: a pre-training checkpoint past the first is written)."""
     until = until or (lambda: _checkpoint_iteration(project) >= 2 * EVERY)
@@ -100,7 +100,7 @@ def test_an_interrupted_repro_resumes_pretraining_bit_for_bit(how, uninterrupted
     assert reached < ITERATIONS, "the run finished before it was interrupted; make it longer"
     output = _repro(project)
     assert f"pretrain gvsl seed 0: resumed from iteration {reached}" in output
-    executed = json.loads((project / "build" / "notebooks" / "pretrain" / "gvsl.ipynb").read_text())
+    executed = json.loads((project / "build" / "notebooks" / "pretrain.ipynb").read_text())
     assert f"resumed from iteration {reached}" in json.dumps(executed["cells"])
     ours, reference = _backbone(project), _backbone(uninterrupted)
     assert ours.keys() == reference.keys()

@@ -1,34 +1,65 @@
-"""A stage's jobs side by side: one thread per CPU job, so results do not depend on the process count."""
+"""A stage's jobs side by side: one worker per device, one thread per CPU job, so results do not depend on
+how many workers there are or which one ran a job."""
+
+import os
+import time
 
 import pytest
 import torch
 
 from gvsl.errors import GVSLInputError
+from gvsl.pipeline.devices import stage_devices
 from gvsl.pipeline.layout import process_count
-from gvsl.pipeline.workers import available_cores, in_processes
+from gvsl.pipeline.workers import available_cores, on_devices, run_jobs
 
 
-def training_step(seed: int) -> tuple[int, bytes]:
-    """A few steps of a small 3-D convolutional network: the reductions whose order threads change."""
+def training_step(seed: int, device: str) -> tuple[int, str, int, bytes]:
+    """A few steps of a small 3-D convolutional network on ``device`` (the reductions whose order threads
+    change), and which worker process ran it."""
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 16, 3, padding=1), torch.nn.GroupNorm(2, 16), torch.nn.LeakyReLU(),
-                              torch.nn.Conv3d(16, 2, 3, padding=1))
+                              torch.nn.Conv3d(16, 2, 3, padding=1)).to(device)
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
-    volume = torch.randn(2, 1, 24, 24, 24)
+    volume = torch.randn(2, 1, 24, 24, 24).to(device)
     for _ in range(3):
         optimiser.zero_grad()
         net(volume).square().mean().backward()
         optimiser.step()
-    return torch.get_num_threads(), b"".join(p.detach().numpy().tobytes() for p in net.parameters())
+    time.sleep(0.2)  # long enough that every worker gets a job
+    return torch.get_num_threads(), device, os.getpid(), b"".join(p.detach().cpu().numpy().tobytes()
+                                                                 for p in net.parameters())
 
 
-def test_cpu_jobs_run_at_one_thread_and_give_the_same_bits_in_one_process_or_several():
-    seeds = [0, 1, 2]
-    alone = in_processes(training_step, seeds, processes=1)
-    side_by_side = in_processes(training_step, seeds, processes=2)
-    assert [threads for threads, _ in alone] == [threads for threads, _ in side_by_side] == [1, 1, 1]
-    assert [bits for _, bits in alone] == [bits for _, bits in side_by_side]
-    assert len({bits for _, bits in alone}) == 3  # the seeds differ, so the test could tell runs apart
+def test_jobs_spread_over_every_device_stand_in_and_give_the_bits_of_one_device():
+    seeds = list(range(6))
+    alone = on_devices(training_step, seeds, ["cpu"])
+    spread = on_devices(training_step, seeds, ["cpu"] * 3)  # three stand-ins of three devices
+    assert len({pid for _, _, pid, _ in alone}) == 1 and alone[0][2] == os.getpid()
+    assert len({pid for _, _, pid, _ in spread}) == 3  # one worker per device, and every one ran jobs
+    assert [threads for threads, *_ in alone] == [threads for threads, *_ in spread] == [1] * 6
+    assert {device for _, device, _, _ in spread} == {"cpu"}
+    assert [bits for *_, bits in alone] == [bits for *_, bits in spread]
+    assert len({bits for *_, bits in alone}) == 6  # the seeds differ, so the test could tell runs apart
+
+
+def test_run_jobs_reads_the_stage_devices_and_the_executor():
+    params = {"pretrain": {"processes": 1, "devices": ["cpu", "cpu"]}, "executor": {"kind": "local"}}
+    results = run_jobs(training_step, [0, 1], params, "pretrain")
+    assert len({pid for _, _, pid, _ in results}) == 2 and os.getpid() not in {pid for _, _, pid, _ in results}
+
+
+def test_devices_auto_is_every_gpu_or_one_cpu_worker_per_process():
+    params = {"pretrain": {"processes": 2, "devices": "auto"}}
+    expected = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else ["cpu"] * 2
+    assert stage_devices(params, "pretrain") == expected
+    assert stage_devices({"transfer": {"processes": 1, "devices": ["cpu", "cpu", "cpu"]}}, "transfer") == ["cpu"] * 3
+
+
+@pytest.mark.parametrize("devices", ["gpu", [], ["tpu"], ["cuda:99"], ["cpu:1"], [0]])
+def test_bad_devices_name_the_key_and_the_valid_values(devices):
+    with pytest.raises(GVSLInputError, match=r"params.yaml: transfer.devices.*auto, or a list of cpu") as raised:
+        stage_devices({"transfer": {"processes": 1, "devices": devices}}, "transfer")
+    assert "\n" not in str(raised.value)
 
 
 def test_processes_auto_is_one_per_available_core():

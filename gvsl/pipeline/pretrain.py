@@ -1,9 +1,10 @@
-"""The pre-training stage: every seed of one method, with its held-out pairs."""
+"""The pre-training stage: every (method, seed) of the pipeline, side by side, with their held-out pairs."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,12 @@ import torch
 
 from gvsl.errors import GVSLInputError
 from gvsl.methods import PRETRAIN_METHODS
-from gvsl.pipeline.layout import BUILD, process_count, prepared_dir, pretrain_dir, pretrain_seeds, setting
-from gvsl.pipeline.workers import in_processes
-from gvsl.runtime import progress_line, resolve_device
+from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir, pretrain_seeds, setting
+from gvsl.pipeline.workers import run_jobs
+from gvsl.runtime import progress_line
 
 #: ``params.pretrain`` keys the stage reads itself (the rest build :class:`gvsl.pretrain.PretrainConfig`)
-_PRETRAIN_STAGE_KEYS = {"seeds", "processes", "heldout", "options"}
+_PRETRAIN_STAGE_KEYS = {"seeds", "processes", "devices", "heldout", "options"}
 
 
 def pretrain_configs(method: str, params: Mapping[str, Any]) -> list[Any]:
@@ -25,8 +26,9 @@ def pretrain_configs(method: str, params: Mapping[str, Any]) -> list[Any]:
     from gvsl.pretrain import PretrainConfig
 
     settings = {k: v for k, v in dict(setting(params, "pretrain")).items() if k not in _PRETRAIN_STAGE_KEYS}
-    if "seed" in settings:
-        raise GVSLInputError("params.yaml: pretrain.seed is replaced by pretrain.seeds (a list)")
+    for old, new in (("seed", "pretrain.seeds (a list)"), ("device", "pretrain.devices (auto or a list)")):
+        if old in settings:
+            raise GVSLInputError(f"params.yaml: pretrain.{old} is replaced by {new}")
     options = dict(setting(params, "pretrain")).get("options") or {}
     if not isinstance(options, Mapping):
         raise GVSLInputError(f"params.yaml: pretrain.options must map methods to their settings, got {options!r}")
@@ -42,56 +44,107 @@ def pretrain_configs(method: str, params: Mapping[str, Any]) -> list[Any]:
         raise GVSLInputError(f"params.yaml: pretrain ({method}): {err}") from None
 
 
-def pretrain_stage(method: str, params: Mapping[str, Any], build: Path = BUILD, progress: bool = False) -> list[Path]:
-    """Pre-train ``method`` once per ``pretrain.seeds``; ``scratch`` only initialises.
+def pretrain_stage(params: Mapping[str, Any], build: Path = BUILD, progress: bool = False) -> dict[str, list[Path]]:
+    """Pre-train every method of ``pipeline.methods`` once per ``pretrain.seeds``; ``scratch`` only initialises.
 
-    Every ``pretrain.eval_every`` iterations each method's loss is measured on the held-out pairs of
-    ``pretrain.heldout`` (a prepared task's split the pre-training never sees), which methods with a
-    Z-matching head also register. Seeds run in ``pretrain.processes`` processes side by side.
+    Every (method, seed) is one job; the jobs run side by side on ``pretrain.devices``
+    (:func:`gvsl.pipeline.workers.run_jobs`), the longest first. A run whose folder holds a finished run
+    with the same settings, data, held-out pairs and code is kept as it is, and an interrupted one
+    resumes from its checkpoint (``resume="if-unchanged"``), so adding a method or a seed trains only
+    that. Every ``pretrain.eval_every`` iterations each method's loss is measured on the held-out pairs
+    of ``pretrain.heldout`` (a prepared task's split the pre-training never sees), which methods with a
+    Z-matching head also register.
 
-    Returns the ``backbone.pt`` paths, one per seed.
+    Returns the ``backbone.pt`` paths of each method, one per seed.
     """
+    methods = _methods(params)
+    _remove_stale_runs(methods, params, build)
+    backbones = {"scratch": _scratch(params, build)} if "scratch" in methods else {}
+    configs = [config for method in methods if method != "scratch" for config in pretrain_configs(method, params)]
+    if configs:
+        heldout = _load_heldout(setting(params, "pretrain", "heldout"), configs[0].crop, build)
+        configs.sort(key=_expected_cost, reverse=True)  # the longest first, so that the workers end evenly
+        paths = run_jobs(_pretrain_job, [(config, build, heldout, progress) for config in configs], params, "pretrain")
+        done = {(config.method, config.seed): path for config, path in zip(configs, paths)}
+        for method in (m for m in methods if m != "scratch"):
+            backbones[method] = [done[method, seed] for seed in pretrain_seeds(params)]
+    return {method: backbones[method] for method in methods}
+
+
+def _methods(params: Mapping[str, Any]) -> list[str]:
+    methods = setting(params, "pipeline", "methods")
+    valid = ["scratch", *PRETRAIN_METHODS]
+    if not isinstance(methods, list) or not set(methods) <= set(valid) or len(set(methods)) != len(methods):
+        raise GVSLInputError(f"params.yaml: pipeline.methods must be distinct methods of {valid}; got {methods!r}")
+    return methods
+
+
+def _remove_stale_runs(methods: list[str], params: Mapping[str, Any], build: Path) -> None:
+    """DVC keeps this stage's output folder between runs (persist), so that an interrupted run resumes
+    from its checkpoint; the folders of methods and seeds no longer asked for must go."""
+    root = Path(build) / "pretrain"
+    seeds = {pretrain_dir("any", build, seed).name for seed in pretrain_seeds(params)}
+    for folder in sorted(p for p in root.glob("*") if p.is_dir()):
+        if folder.name not in methods:
+            shutil.rmtree(folder)
+            continue
+        for stale in sorted(folder.glob("seed*")):
+            if stale.name not in seeds:
+                shutil.rmtree(stale)
+
+
+def _scratch(params: Mapping[str, Any], build: Path) -> list[Path]:
+    """A freshly initialised backbone per pre-training seed: where every method of that seed starts."""
     from gvsl.checkpoint import save_backbone
     from gvsl.nets import UNet3D
     from gvsl.nets.unet import check_channels
     from gvsl.runtime import environment, git_commit
 
-    # DVC keeps this stage's output folder between runs (persist), so that an interrupted run resumes
-    # from its checkpoint; the folders of seeds no longer asked for must go
-    wanted = {pretrain_dir(method, build, seed).name for seed in pretrain_seeds(params)}
-    for stale in sorted(pretrain_dir(method, build).glob("seed*")):
-        if stale.name not in wanted:
-            shutil.rmtree(stale)
-    if method == "scratch":
-        channels = tuple(setting(params, "model", "channels"))
-        check_channels(channels, "params.yaml: model.channels")
-        backbones = []
-        for seed in pretrain_seeds(params):
-            # The pre-training seed: scratch starts exactly where every method of that seed starts.
-            torch.manual_seed(seed)
-            backbones.append(save_backbone(pretrain_dir(method, build, seed) / "backbone.pt", UNet3D(1, channels),
-                                           method="scratch", iterations=0, seed=seed, commit=git_commit(),
-                                           environment=environment()))
-        return backbones
-    configs = pretrain_configs(method, params)
-    processes = process_count(params, "pretrain")
-    heldout = _load_heldout(setting(params, "pretrain", "heldout"), configs[0].crop, build)
-    jobs = [(config, build, heldout, progress) for config in configs]
-    on_cpu = resolve_device(configs[0].device).type == "cpu"
-    return in_processes(_pretrain_seed, jobs, processes, single_threaded=on_cpu)
+    channels = tuple(setting(params, "model", "channels"))
+    check_channels(channels, "params.yaml: model.channels")
+    backbones = []
+    for seed in pretrain_seeds(params):
+        torch.manual_seed(seed)
+        backbone, path = UNet3D(1, channels), pretrain_dir("scratch", build, seed) / "backbone.pt"
+        if not _same_weights(path, backbone):  # an unchanged file keeps its provenance, and its transfer stage
+            save_backbone(path, backbone, method="scratch", iterations=0, seed=seed, commit=git_commit(),
+                          environment=environment())
+        backbones.append(path)
+    return backbones
 
 
-def _pretrain_seed(job: tuple[Any, Path, Any, bool]) -> Path:
+def _same_weights(path: Path, backbone: torch.nn.Module) -> bool:
+    from gvsl.checkpoint import load_file
+
+    try:
+        saved = load_file(path)["state_dict"]
+    except (GVSLInputError, KeyError, OSError):
+        return False
+    fresh = backbone.state_dict()
+    return saved.keys() == fresh.keys() and all(torch.equal(saved[key], fresh[key]) for key in fresh)
+
+
+def _expected_cost(config: Any) -> tuple[bool, bool, int]:
+    """How long a run takes, roughly: methods with a Z-matching head (GVSL-like: two backbone passes, the
+    heads, a 9³ NCC) before those that restore through the decoder, before encoder-only ones; then iterations."""
+    method = PRETRAIN_METHODS[config.method]
+    return method.registers, method.uses_decoder, config.iterations
+
+
+def _pretrain_job(job: tuple[Any, Path, Any, bool], device: str) -> Path:
     config, build, heldout, progress = job
     from gvsl.pretrain import RESUME_IF_UNCHANGED, pretrain_prepared
 
+    config = replace(config, device=device)
     out = pretrain_dir(config.method, build, config.seed)
-    progress_line(f"pretrain {config.method} seed {config.seed}: {config.iterations} iterations")
-    # an interrupted run of these very settings, data and code continues; anything else starts afresh
+    progress_line(f"pretrain {config.method} seed {config.seed}: {config.iterations} iterations on {device}")
+    # an interrupted run of these very settings, data and code continues, a finished one is kept; anything
+    # else starts afresh
     result = pretrain_prepared(prepared_dir("pretrain", build), out, config, resume=RESUME_IF_UNCHANGED,
                                progress=progress, heldout=heldout)
-    progress_line(f"pretrain {config.method} seed {config.seed}: done in {result.seconds:.0f} s "
-                  f"({result.steps_per_second:.2f} steps/s)")
+    if result.seconds:
+        progress_line(f"pretrain {config.method} seed {config.seed}: done in {result.seconds:.0f} s "
+                      f"({result.steps_per_second:.2f} steps/s)")
     return result.backbone
 
 

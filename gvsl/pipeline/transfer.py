@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from gvsl.errors import GVSLInputError
-from gvsl.pipeline.layout import BUILD, process_count, prepared_dir, pretrain_dir, pretrain_seeds, setting, transfer_dir
-from gvsl.pipeline.workers import in_processes
-from gvsl.runtime import progress_line, resolve_device
+from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir, pretrain_seeds, setting, transfer_dir
+from gvsl.pipeline.workers import run_jobs
+from gvsl.runtime import progress_line
 from gvsl.table1 import METHODS, PROTOCOLS, TASKS
 
 def transfer_seed(pretrain_seed: int, listed: int, seeds: list[int]) -> int:
@@ -62,6 +62,9 @@ def transfer_jobs(method: str, params: Mapping[str, Any], build: Path = BUILD) -
             if not all(isinstance(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
                 raise GVSLInputError(f"params.yaml: transfer.{protocol}.seeds must be distinct integers >= 0, "
                                      f"got {seeds!r}")
+            if "device" in settings:
+                raise GVSLInputError(f"params.yaml: transfer.{protocol}.device is replaced by transfer.devices "
+                                     "(auto or a list)")
             crop = setting(params, "transfer", protocol, "crop", task)
             settings.pop("crop")
             if isinstance(settings.get("iterations"), Mapping):  # a cap per task
@@ -146,7 +149,8 @@ def _with_inputs(jobs: list[TransferJob]) -> list[TransferJob]:
 
 def _run_inputs(job: TransferJob) -> dict[str, Any]:
     """The job's inputs with what the process running it adds: the thread count, which fixes the order
-    of CPU float reductions, and the package versions and device (:func:`gvsl.runtime.environment`)."""
+    of CPU float reductions, and the package versions and device (:func:`gvsl.runtime.environment`: ``cpu``
+    or ``cuda:0``, a worker's only visible GPU, whichever GPU of the node that is)."""
     from gvsl.runtime import environment, resolve_device
 
     return {**job.inputs, "threads": torch.get_num_threads(),
@@ -177,8 +181,10 @@ def _remove_stale_runs(method: str, jobs: list[TransferJob], build: Path) -> Non
             shutil.rmtree(run)
 
 
-def _run_transfer_job(job: TransferJob) -> dict[str, Any]:
+def _run_transfer_job(job: TransferJob, device: str) -> dict[str, Any]:
     from gvsl.transfer import transfer_prepared
+
+    job = replace(job, config=replace(job.config, device=device))  # the worker's device (gvsl.pipeline.workers)
 
     if (finished := _finished_run(job)) is not None:
         progress_line(f"transfer {job.name}: kept from an earlier run with the same settings, backbone, data and code")
@@ -197,8 +203,8 @@ def _run_transfer_job(job: TransferJob) -> dict[str, Any]:
 def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) -> list[dict[str, Any]]:
     """Run every Table 1 cell of ``method`` (see :func:`transfer_jobs`); write one ``summary.json`` per cell.
 
-    Runs go to ``params.transfer.processes`` processes side by side, at an equal share of the CPU
-    threads each. A summary's ``test``, ``val_curves``, ``converged`` and ``per_case`` list one entry
+    Runs go side by side to ``params.transfer.devices``, one run per device at a time
+    (:func:`gvsl.pipeline.workers.run_jobs`; on the CPU ``transfer.processes`` workers at one thread each). A summary's ``test``, ``val_curves``, ``converged`` and ``per_case`` list one entry
     per run, in the order of ``runs`` (``[pre-training seed, transfer seed]`` pairs); ``mean`` and
     ``sd`` are over all runs; ``converged`` is true when every run's validation curve plateaued
     (:class:`gvsl.transfer.PlateauRule`); ``seconds`` is the runs' training time added up.
@@ -210,11 +216,9 @@ def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) 
     """
     jobs = _with_inputs(transfer_jobs(method, params, build))
     _remove_stale_runs(method, jobs, build)
-    processes = process_count(params, "transfer")
-    progress_line(f"transfer {method}: {len(jobs)} runs in {processes} process(es)")
+    progress_line(f"transfer {method}: {len(jobs)} runs")
     began = time.perf_counter()
-    on_cpu = all(resolve_device(job.config.device).type == "cpu" for job in jobs)
-    records = in_processes(_run_transfer_job, jobs, processes, single_threaded=on_cpu)
+    records = run_jobs(_run_transfer_job, jobs, params, "transfer")
     seconds = time.perf_counter() - began
     summaries = []
     cells = sorted({(job.task, job.protocol) for job in jobs}, key=lambda cell: (TASKS.index(cell[0]), cell[1]))

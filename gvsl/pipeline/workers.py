@@ -1,16 +1,26 @@
-"""Running a stage's jobs in processes side by side: on the CPU each job at one thread, whatever their number."""
+"""Running a stage's independent jobs: one worker per device, one job per device at a time.
+
+On the CPU each job runs at one thread, whatever the number of workers: the thread count fixes the
+order of CPU float reductions, so results are bit-identical however the jobs are spread. A GPU worker
+sees its GPU alone (``CUDA_VISIBLE_DEVICES``), so every job runs on ``cuda:0`` of its worker and records
+the same device name wherever it ran. ``executor.kind`` other than ``local`` hands the jobs to a cluster
+engine instead (:mod:`gvsl.pipeline.cluster`).
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import torch
 
-__all__ = ["available_cores", "in_processes"]
+__all__ = ["available_cores", "job_device", "on_devices", "run_jobs"]
+
+#: a job function: ``function(job, device)``, ``device`` being the name the job must run on
+JobFunction = Callable[[Any, str], Any]
 
 
 def available_cores() -> int:
@@ -18,32 +28,51 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def in_processes(function: Callable[[Any], Any], jobs: Sequence[Any], processes: int,
-                 single_threaded: bool = True) -> list[Any]:
-    """``[function(job) for job in jobs]`` in up to ``processes`` processes side by side.
+def job_device(device: str) -> str:
+    """The name a job uses for a worker's ``device``: ``cpu``, or ``cuda:0`` (the worker's only visible GPU)."""
+    return "cpu" if device == "cpu" else "cuda:0"
 
-    With ``single_threaded`` (jobs that compute on the CPU) every job runs at one thread, in a worker
-    or in this process: the thread count fixes the order of CPU float reductions, so one thread per
-    job makes its results bit-identical whatever ``processes`` is, and narrow 3-D convolutions scale
-    poorly past one thread anyway. Otherwise (jobs on a GPU) the workers share the CPU threads, which
-    feed the device.
+
+def run_jobs(function: JobFunction, jobs: Sequence[Any], params: Mapping[str, Any], group: str) -> list[Any]:
+    """``[function(job, device) for job in jobs]`` on ``params.<group>.devices`` (:mod:`gvsl.pipeline.devices`),
+    by the engine of ``params.executor`` (local processes unless it says otherwise)."""
+    from gvsl.pipeline.cluster import executor_settings
+    from gvsl.pipeline.devices import stage_devices
+
+    devices = stage_devices(params, group)
+    settings = executor_settings(params)
+    if settings["kind"] == "local":
+        return on_devices(function, jobs, devices)
+    from gvsl.pipeline.cluster import on_cluster
+
+    return on_cluster(function, jobs, settings, devices)
+
+
+def on_devices(function: JobFunction, jobs: Sequence[Any], devices: Sequence[str]) -> list[Any]:
+    """``[function(job, device) for job in jobs]``, one worker process per entry of ``devices`` (at most one per
+    job), each taking the next job when its last one is done.
+
+    A lone CPU worker is this process. CPU workers are forked: they inherit the imported modules instead of
+    importing torch, MONAI and the kit again (about 10 s per stage here), and a process that never starts an
+    OpenMP team is safe to fork. GPU workers are spawned (CUDA is not fork-safe) and share the CPU threads.
     """
-    processes = min(processes, len(jobs))
-    threads = 1 if single_threaded else max(1, torch.get_num_threads() // processes)
-    if processes == 1:
+    devices = list(devices)[:max(1, len(jobs))]
+    if devices == ["cpu"]:
         before = torch.get_num_threads()
-        torch.set_num_threads(threads)
+        torch.set_num_threads(1)
         try:
-            return [function(job) for job in jobs]
+            return [function(job, "cpu") for job in jobs]
         finally:
             torch.set_num_threads(before)
-    # Single-threaded workers are forked: they inherit the imported modules instead of importing torch,
-    # MONAI and the kit again (about 10 s per stage here), and a process that never starts an OpenMP
-    # team is safe to fork. Multi-threaded workers are spawned, as OpenMP is not fork-safe.
-    context = multiprocessing.get_context("fork" if threads == 1 else "spawn")
-    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(threads,))
+    gpus = sum(device != "cpu" for device in devices)
+    gpu_threads = max(1, available_cores() // max(1, gpus))
+    context = multiprocessing.get_context("spawn" if gpus else "fork")
+    free = context.SimpleQueue()  # each worker takes one device from it when it starts, and keeps it
+    for device in devices:
+        free.put(device)
+    pool = ProcessPoolExecutor(len(devices), mp_context=context, initializer=_start_worker, initargs=(free, gpu_threads))
     try:
-        results = list(pool.map(function, jobs))
+        results = list(pool.map(_call, [function] * len(jobs), jobs))
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # the first failure ends the stage; queued jobs never start
         raise
@@ -51,8 +80,20 @@ def in_processes(function: Callable[[Any], Any], jobs: Sequence[Any], processes:
     return results
 
 
-def _start_worker(threads: int) -> None:
+#: the device this worker process holds (set by :func:`_start_worker`)
+_DEVICE = "cpu"
+
+
+def _start_worker(free: Any, gpu_threads: int) -> None:
     from gvsl.stage import die_with_parent
 
-    torch.set_num_threads(threads)
+    global _DEVICE
+    _DEVICE = free.get()
+    # before anything initialises CUDA in this process: the worker sees its own GPU, or none
+    os.environ["CUDA_VISIBLE_DEVICES"] = "" if _DEVICE == "cpu" else _DEVICE.split(":")[1]
+    torch.set_num_threads(1 if _DEVICE == "cpu" else gpu_threads)
     die_with_parent()  # a worker must not go on training after its stage was interrupted
+
+
+def _call(function: JobFunction, job: Any) -> Any:
+    return function(job, job_device(_DEVICE))

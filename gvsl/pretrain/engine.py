@@ -29,7 +29,8 @@ from gvsl.pretrain.config import PretrainConfig, lr_factor
 from gvsl.pretrain.heldout import PRETEXT_NAME, HeldoutEvaluation
 from gvsl.pretrain.resume import CHECKPOINT_FORMAT, CHECKPOINT_NAME, restore, should_resume, truncate_log
 from gvsl.runtime import (
-    DistributedContext, autocast, channels_last, code_digest, environment, git_commit, progress_line, setup_distributed)
+    DistributedContext, autocast, channels_last, code_digest, environment, eta, git_commit, progress_line,
+    setup_distributed)
 
 __all__ = ["BACKBONE_NAME", "PretrainResult", "pretrain", "pretrain_prepared"]
 
@@ -69,6 +70,8 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     start: int
+    #: when training began (time.perf_counter), for the progress lines' ETA
+    began: float = 0.0
 
     @property
     def checkpoint_path(self) -> Path:
@@ -92,7 +95,8 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
             an uninterrupted one (same device and seed). Without a checkpoint the run starts afresh.
             ``"if-unchanged"`` (what the pipeline's stages use): continue only from a checkpoint
             written with this run's settings, data, held-out pairs and ``gvsl`` code; any other
-            content of ``out`` is removed and the run starts afresh.
+            content of ``out`` is removed and the run starts afresh. A run that had finished (its
+            checkpoint at ``config.iterations``, its ``backbone.pt`` written) is kept as it is.
         ids: names of the volumes for error messages.
         provenance: recorded in ``backbone.pt`` (data source, profile…).
         progress: show a progress bar (main process only).
@@ -106,13 +110,18 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
     """
     out = Path(out)
     run = _open_run(volumes, out, config, resume, ids, heldout)
+    if run.start == config.iterations and (out / BACKBONE_NAME).is_file():
+        # a finished run of these very settings, data and code: its files stay as they are
+        if run.ctx.is_main:
+            progress_line(f"{run.name}: kept, finished earlier with the same settings, data, held-out pairs and code")
+        return PretrainResult(out, out / BACKBONE_NAME, run.checkpoint_path, config.iterations, {}, 0.0, float("nan"))
     live = _open_log(run) if run.ctx.is_main else None
     evaluation = (HeldoutEvaluation(live, run.method, run.model, heldout, config.batch_size, run.device,
                                     out / PRETEXT_NAME, resumed=bool(run.start), precision=config.precision)
                   if heldout is not None and run.ctx.is_main else None)
     bar = tqdm(total=config.iterations, initial=run.start, disable=not (progress and run.ctx.is_main), desc=run.name,
                dynamic_ncols=True)
-    began = time.perf_counter()
+    began = run.began = time.perf_counter()
     final_terms = _train(run, live, evaluation, bar, progress)
     bar.close()
     seconds = time.perf_counter() - began
@@ -231,7 +240,8 @@ def _checkpoint(run: _Run, done: int, terms: LossTerms, progress: bool) -> None:
         _save_state(run.checkpoint_path, run.model, run.optimizer, done, run.config, run.inputs, states)
         if not progress:  # no bar: one line per checkpoint block instead
             progress_line(f"{run.name}: iteration {done}/{run.config.iterations}, "
-                          + ", ".join(f"{term} {value:.4f}" for term, value in terms.as_floats().items()))
+                          + ", ".join(f"{term} {value:.4f}" for term, value in terms.as_floats().items())
+                          + f", {eta(done - run.start, run.config.iterations - run.start, time.perf_counter() - run.began)}")
 
 
 def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int,

@@ -96,7 +96,7 @@ def restore(checkpoint_path: Path, model: torch.nn.Module, generator: torch.Gene
                              f"resumed with {ctx.world_size}")
     generator.set_state(state["generators"][ctx.rank])
     torch.set_rng_state(state["torch_rng"])
-    if ctx.is_main:
+    if ctx.is_main and start < config.iterations:
         progress_line(f"{name}: resumed from iteration {start}")
     return start, state
 
