@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env lock repro repro-paper rehearse-paper check-report browser lab test test-slow bench clean-env
+.PHONY: env lock repro repro-paper rehearse-paper check-report browser lab test test-slow bench gpu-check plan clean-env
 
 # The environment is rebuilt exactly from requirements.lock (every package pinned); `make lock`
 # regenerates the lock from pyproject.toml after a dependency changes there.
@@ -25,6 +25,14 @@ $(ITK_STAMP): $(STAMP) requirements-itk.lock
 	$(BIN)/python -m pip install --quiet -r requirements-itk.lock
 	$(BIN)/python -m pip check
 	touch $(ITK_STAMP)
+
+# submitit, the optional extra that runs a stage's jobs on SLURM (params.yaml: executor), pinned in
+# requirements-submitit.lock; the embedded default never imports it
+SUBMITIT_STAMP := $(VENV)/.submitit-installed
+$(SUBMITIT_STAMP): $(STAMP) requirements-submitit.lock
+	$(BIN)/python -m pip install --quiet -r requirements-submitit.lock
+	$(BIN)/python -m pip check
+	touch $(SUBMITIT_STAMP)
 
 # JupyterLab, the optional extra behind `make lab`, in an environment of its own: requirements-lab.lock, with
 # requirements.lock's versions of what the two share. Installed beside the kit, its server's dependencies
@@ -75,12 +83,22 @@ lab: $(STAMP) $(LAB_STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
 
-# the heavy checks: whole pipeline runs, kill-and-resume, the paper rehearsal, the report in Chromium
-test-slow: $(ITK_STAMP) $(LAB_STAMP) browser
+# the heavy checks: whole pipeline runs (one through submitit's local cluster), kill-and-resume, the paper
+# rehearsal, the report in Chromium
+test-slow: $(ITK_STAMP) $(SUBMITIT_STAMP) $(LAB_STAMP) browser
 	$(BIN)/python -m pytest -m slow -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pretrain.py
+
+# the CUDA path on one GPU in one table (at most 8 minutes on an H100; README "Benchmarks"); without CUDA it
+# says it skipped and exits 0. GPU_CHECK_ARGS=--record writes its rows into gvsl plan's timings table
+gpu-check: $(STAMP)
+	timeout 480 $(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# what the current params.yaml will cost (PLAN_ARGS, e.g. "--params profiles/paper.yaml --devices 8 --device-kind h100")
+plan: $(STAMP)
+	$(BIN)/python -m gvsl plan $(PLAN_ARGS)
 
 clean-env:
 	rm -rf $(VENV) $(LAB_VENV)

@@ -9,6 +9,12 @@ optimizer state, activations, plus the interpreter and torch themselves).
 
     python benchmarks/bench_pretrain.py                  # paper width, 64³, batch 2, CPU (+ CUDA if present)
     python benchmarks/bench_pretrain.py --size 32 --channels 8,16,32,64,128,64,32,16,8 --json
+    python benchmarks/bench_pretrain.py --size 32 --threads 1 --record   # a row of gvsl plan's table
+
+``--record`` writes the measurement (seconds per step, GFLOP per step, matmul rate, the best layout) as a
+row of ``gvsl/plan_timings.yaml`` for this machine's device kind (``cpu``, or the GPU's, e.g. ``h100``), and
+caches the FLOP and activation counts of the widths there (:mod:`gvsl.plan`). On the CPU, measure at one
+thread (``--threads 1``): the pipeline runs one single-threaded job per core.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from gvsl.losses import GVSLLoss
 from gvsl.nets import GVSL, PAPER_CHANNELS
+from gvsl.runtime import autocast
 
 
 def matmul_flops_per_second(device: torch.device, dtype=torch.float32, n: int = 2048, seconds: float = 2.0) -> float:
@@ -48,7 +55,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build_step(channels, size: int, batch: int, device: torch.device, channels_last: bool):
+def build_step(channels, size: int, batch: int, device: torch.device, channels_last: bool, precision: str = "auto"):
     torch.manual_seed(0)
     model = GVSL(channels=channels).to(device)
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -58,10 +65,8 @@ def build_step(channels, size: int, batch: int, device: torch.device, channels_l
     view_a = torch.rand(batch, 1, size, size, size, device=device).to(memory_format=fmt)
     image_b = torch.rand(batch, 1, size, size, size, device=device).to(memory_format=fmt)
     target = torch.rand(batch, 1, size, size, size, device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
     def step():
-        with autocast:
+        with autocast(device, precision):
             terms = criterion(model(view_a, image_b), target)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
@@ -97,7 +102,7 @@ def bench_device(device: torch.device, args) -> dict:
     peak = matmul_flops_per_second(device)
     flops = None
     for channels_last in layouts:
-        step = build_step(channels, args.size, args.batch_size, device, channels_last)
+        step = build_step(channels, args.size, args.batch_size, device, channels_last, args.precision)
         if flops is None:
             flops = count_step_flops(step)
         if device.type == "cuda":
@@ -124,7 +129,14 @@ def main() -> None:
     parser.add_argument("--channels-last", choices=["off", "on", "both"], default="both")
     parser.add_argument("--augment-size", type=int, default=128, help="volume side for the augmentation timing (0: skip)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="auto: bf16 autocast on CUDA, fp32 on the CPU (gvsl.runtime.autocast)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
+    parser.add_argument("--record", action="store_true",
+                        help="write the result into gvsl plan's timings table for this device kind")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     report = {"size": args.size, "batch_size": args.batch_size, "channels": args.channels,
               "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.processor()}
@@ -149,6 +161,41 @@ def main() -> None:
                   + (f", process peak RSS {r['peak_rss_gib']:.2f} GiB" if "peak_rss_gib" in r else ""))
     if args.json:
         print(json.dumps(report))
+    if args.record:
+        record(report, args)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def record(report: dict, args) -> None:
+    """This run as a row of gvsl plan's timings table (the GPU's where one ran, else the CPU's)."""
+    from gvsl.plan import TIMINGS, cache_costs, load_timings, record_row, this_device_kind
+
+    kind, _ = this_device_kind()
+    result = report.get("cuda") if kind != "cpu" else report["cpu"]
+    precision = args.precision if args.precision != "auto" else ("fp32" if kind == "cpu" else "bf16")
+    label = (torch.cuda.get_device_name(0) if kind != "cpu"
+             else f"{_cpu_name()} core (one job per core, {report['threads']} thread(s) each)")
+    row = {"method": "gvsl", "channels": [int(c) for c in args.channels.split(",")], "size": args.size,
+           "batch": args.batch_size, "precision": precision, "step_gflop": round(result["step_gflop"], 1),
+           "step_seconds": round(result["step_seconds"], 4), "matmul_gflops": round(result["matmul_gflops"], 1),
+           "threads": int(report["threads"]), "torch": str(report["torch"]),
+           "layout": min(result["layouts"], key=lambda k: result["layouts"][k]["step_seconds"])}
+    if result.get("peak_memory_gib"):
+        row["peak_memory_gib"] = round(result["peak_memory_gib"], 2)
+    record_row(kind, row, label=label)
+    if ",".join(str(c) for c in row["channels"]) not in load_timings()["costs"]:
+        cache_costs(row["channels"])
+    print(f"recorded in {TIMINGS} as a {kind} row")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("gvsl.pretrain", "pre-train GVSL or one of its ablations"),
     "transfer": ("gvsl.transfer", "train and test a transfer protocol (linear or fine-tune)"),
     "export": ("gvsl.export", "write a pre-trained backbone as a MONAI Bundle"),
+    "plan": ("gvsl.plan", "estimate jobs, device-hours, memory and wall time of a pipeline run before it starts"),
 }
 
 

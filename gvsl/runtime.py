@@ -20,7 +20,8 @@ import torch.distributed as dist
 from gvsl.errors import GVSLInputError
 
 __all__ = ["PRECISIONS", "DistributedContext", "autocast", "channels_last", "check_precision", "code_digest",
-           "cpu_bf16_supported", "environment", "files_digest", "full_precision", "git_commit", "progress_line",
+           "RunProgress", "cpu_bf16_supported", "environment", "eta", "files_digest", "format_duration", "full_precision",
+           "git_commit", "progress_line",
            "resolve_device", "setup_distributed"]
 
 #: the ``precision`` settings of pre-training and transfer: ``auto`` is bf16 autocast on CUDA and fp32 elsewhere
@@ -41,6 +42,58 @@ def progress_line(message: str) -> None:
     print(message, file=terminal, flush=True)
     if sys.stdout is not terminal and multiprocessing.parent_process() is None:
         print(message, file=sys.stdout, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` as ``42 s``, ``12 min``, ``3 h 05 min`` or ``2 d 04 h``."""
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return "unknown"
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    hours, minutes = divmod(int(round(seconds / 60)), 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours:02d} h"
+
+
+def eta(done: float, total: float, elapsed: float) -> str:
+    """``ETA <duration>`` for the rest of ``total`` at the rate of the ``done`` units that took ``elapsed``
+    seconds (``ETA unknown`` before the first)."""
+    if done <= 0 or elapsed <= 0:
+        return "ETA unknown"
+    return f"ETA {format_duration(elapsed / done * max(0.0, total - done))}"
+
+
+class RunProgress:
+    """``k of n runs done`` lines with an ETA, for a stage whose independent runs finish one by one.
+
+    ``progress = RunProgress("transfer gvsl", len(jobs))``, then ``progress.finished(job.name)`` as each run
+    ends (in the process that collects them) prints ``transfer gvsl: 5 of 24 runs done (SHC-linear…),
+    3 min elapsed, ETA 11 min``. Runs that took no time (``kept=True``: reused from an earlier run) are
+    counted done but left out of the rate.
+    """
+
+    def __init__(self, label: str, total: int, clock=None):
+        import time
+
+        self.label, self.total = label, int(total)
+        self._clock = clock or time.perf_counter
+        self._began = self._clock()
+        self.done = self.kept = 0
+
+    def finished(self, name: str = "", kept: bool = False) -> str:
+        self.done += 1
+        self.kept += bool(kept)
+        elapsed = self._clock() - self._began
+        trained, left = self.done - self.kept, self.total - self.done
+        line = (f"{self.label}: {self.done} of {self.total} runs done" + (f" ({name})" if name else "")
+                + f", {format_duration(elapsed)} elapsed, " + (eta(trained, trained + left, elapsed) if left else "finished"))
+        progress_line(line)
+        return line
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
