@@ -258,3 +258,21 @@ def test_transfer_keeps_finished_runs_and_redoes_changed_or_unfinished_ones(tiny
     assert sum(": test " in line for line in lines) == 4  # SHC and CCC linear, two pre-training seeds
     # each pre-training seed's run has its own transfer seed (gvsl.pipeline.transfer.transfer_seed)
     assert sorted(p.name for p in cell.iterdir() if p.is_dir()) == ["p0-t0", "p1-t1"]
+
+
+def test_pretraining_keeps_finished_runs_and_trains_only_what_is_missing(tiny_project, tmp_path, capfd):
+    """The one pre-training stage re-runs whenever a method or a pretrain setting changes; the runs it had
+    finished with the same inputs stay as they are (files untouched), so their transfer stages do not run."""
+    build = tmp_path / "build"
+    shutil.copytree(tiny_project / "build", build)
+    before = {p: p.stat().st_mtime_ns for p in (build / "pretrain").rglob("*") if p.is_file()}
+    shutil.rmtree(build / "pretrain" / "gvsl" / "seed1")  # a method's run that is missing (new seed, new method)
+    capfd.readouterr()
+    pipeline.pretrain_stage(TINY, build=build)
+    lines = capfd.readouterr().out.splitlines()
+    kept = sorted(line.split(":")[0] for line in lines if ": kept, finished earlier" in line)
+    assert len(kept) == 5 * 2 - 1 and "pretrain gvsl seed 1" not in kept
+    assert any(line.startswith("pretrain gvsl seed 1: done in") for line in lines)
+    after = {p: p.stat().st_mtime_ns for p in (build / "pretrain").rglob("*") if p.is_file()}
+    assert {p: t for p, t in after.items() if "gvsl/seed1" not in str(p)} == {
+        p: t for p, t in before.items() if "gvsl/seed1" not in str(p)}
