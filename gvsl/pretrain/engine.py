@@ -110,8 +110,10 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
     """
     out = Path(out)
     run = _open_run(volumes, out, config, resume, ids, heldout)
-    if run.start == config.iterations and (out / BACKBONE_NAME).is_file():
-        # a finished run of these very settings, data and code: its files stay as they are
+    records_heldout = heldout is not None and run.method.registers
+    if (run.start == config.iterations and (out / BACKBONE_NAME).is_file()
+            and (not records_heldout or (out / PRETEXT_NAME).is_file())):
+        # a finished run of these very settings, data and code, its outputs complete: its files stay as they are
         if run.ctx.is_main:
             progress_line(f"{run.name}: kept, finished earlier with the same settings, data, held-out pairs and code")
         return PretrainResult(out, out / BACKBONE_NAME, run.checkpoint_path, config.iterations, {}, 0.0, float("nan"))
