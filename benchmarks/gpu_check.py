@@ -36,12 +36,11 @@ from pathlib import Path
 
 import torch
 
-PAPER_WIDTHS = (32, 64, 128, 256, 512, 256, 128, 64, 32)
+from gvsl.nets import PAPER_CHANNELS as PAPER_WIDTHS
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+# the timing helpers are the CPU benchmark's (this folder); the script is run as a file, not a package
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pretrain import _sync, count_step_flops, matmul_flops_per_second, time_step  # noqa: E402
 
 
 def _reset_memory(device: torch.device) -> None:
@@ -52,35 +51,6 @@ def _reset_memory(device: torch.device) -> None:
 
 def _peak_gib(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
-
-
-def matmul_rate(device: torch.device, n: int, seconds: float) -> float:
-    """Best sustained bf16 matmul rate (FLOP/s) of n×n products over about ``seconds``."""
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    a @ b
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(8):
-            a @ b
-        _sync(device)
-        best = max(best, 8 * 2 * n**3 / (time.perf_counter() - start))
-    return best
-
-
-def timed(step, device: torch.device, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def gvsl_inputs(size: int, batch: int, seed: int = 0):
@@ -125,14 +95,6 @@ def pretrain_step(method, inputs, device: torch.device, precision: str, channels
         losses.append(terms.total.detach())
 
     return step, model, losses
-
-
-def count_flop(step) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        step()
-    return float(counter.get_total_flops())
 
 
 def transfer_step(size: int, device: torch.device, precision: str, channels=PAPER_WIDTHS, classes: int = 8):
@@ -222,8 +184,8 @@ def run_checks(args) -> tuple[list[dict], dict]:
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "date": datetime.date.today().isoformat(), "torch": str(torch.__version__), "size": size,
             "widths": ",".join(map(str, widths))}
-    info["matmul_bf16_gflops"] = matmul_rate(device, 8192 if device.type == "cuda" else 256,
-                                             2.0 if not args.quick else 0.2) / 1e9
+    info["matmul_bf16_gflops"] = matmul_flops_per_second(
+        device, torch.bfloat16, 8192 if device.type == "cuda" else 256, 2.0 if not args.quick else 0.2) / 1e9
     peak = info["matmul_bf16_gflops"] * 1e9
     repeats, warmup = (2, 1) if args.quick else (5, 2)
     method, bank, inputs = gvsl_inputs(size, batch)
@@ -251,8 +213,8 @@ def run_checks(args) -> tuple[list[dict], dict]:
             _reset_memory(device)
             step, model, losses = pretrain_step(method, inputs, device, precision, channels_last, compiled, widths)
             if flop is None:
-                flop = count_flop(step)
-            seconds = timed(step, device, repeats, warmup + (1 if compiled else 0))
+                flop = float(count_step_flops(step))
+            seconds = time_step(step, device, repeats, warmup + (1 if compiled else 0))
             finite = all(torch.isfinite(loss).item() for loss in losses)
             add(f"pretrain {size}³", precision, layout, "yes" if compiled else "no", seconds, flop, _peak_gib(device),
                 "" if finite else "NON-FINITE loss")
@@ -265,15 +227,15 @@ def run_checks(args) -> tuple[list[dict], dict]:
     transfer_size = args.transfer_size
     _reset_memory(device)
     step = transfer_step(transfer_size, device, "bf16", widths)
-    transfer_flop = count_flop(step)
-    add(f"transfer fine-tune {transfer_size}³", "bf16", "channels-last", "no", timed(step, device, repeats, warmup),
+    transfer_flop = float(count_step_flops(step))
+    add(f"transfer fine-tune {transfer_size}³", "bf16", "channels-last", "no", time_step(step, device, repeats, warmup),
         transfer_flop, _peak_gib(device), "batch 1, 8 classes")
     del step
 
     _reset_memory(device)
     step, leave = ddp_step(method, inputs, device, "bf16", widths)
     try:
-        seconds = timed(step, device, repeats, warmup)
+        seconds = time_step(step, device, repeats, warmup)
     finally:
         leave()
     add(f"DDP {'NCCL' if device.type == 'cuda' else 'gloo'} world 1", "bf16", "channels-last", "no", seconds, flop,
