@@ -159,7 +159,7 @@ def ddp_step(method, inputs, device: torch.device, precision: str, channels=PAPE
     return step, dist.destroy_process_group
 
 
-def engine_steps(bank, size: int, steps: int, device: torch.device, channels=PAPER_WIDTHS) -> tuple[float, str]:
+def engine_steps(bank, size: int, steps: int, device: torch.device, channels=PAPER_WIDTHS) -> tuple[float, str, bool]:
     """``steps`` bf16 iterations of the pre-training engine; (seconds per step, what was checked)."""
     from gvsl.checkpoint import load_file
     from gvsl.pretrain import PretrainConfig, pretrain

@@ -237,6 +237,8 @@ class JobEstimate:
     seconds: float
     memory_gib: float
     memory_measured: bool = False
+    #: the DVC stage the job runs in, where one row of the plan covers several (transfer: one per method)
+    dvc_stage: str = ""
 
 
 @dataclass
@@ -252,11 +254,15 @@ class StageEstimate:
         return sum(job.seconds for job in self.jobs) / 3600
 
     def wall_hours(self, devices: int) -> float:
-        """Longest first onto the least loaded of ``devices``."""
-        loads = [0.0] * max(1, devices)
-        for seconds in sorted((job.seconds for job in self.jobs), reverse=True):
-            loads[loads.index(min(loads))] += seconds
-        return max(loads) / 3600
+        """Each DVC stage's jobs longest first onto the least loaded of ``devices``; DVC runs the stages one after
+        another, so their wall times add up."""
+        total = 0.0
+        for dvc_stage in dict.fromkeys(job.dvc_stage for job in self.jobs):
+            loads = [0.0] * max(1, devices)
+            for seconds in sorted((job.seconds for job in self.jobs if job.dvc_stage == dvc_stage), reverse=True):
+                loads[loads.index(min(loads))] += seconds
+            total += max(loads)
+        return total / 3600
 
     @property
     def memory_gib(self) -> float:
@@ -399,7 +405,7 @@ def make_plan(params: Mapping[str, Any], devices: int, kind: str, table: Mapping
                 for pretrain_seed in seeds:
                     for seed in listed:
                         transfer.jobs.append(JobEstimate(f"{task}-{protocol}-{method} p{pretrain_seed} t{seed}",
-                                                         run[0], run[1]))
+                                                         run[0], run[1], dvc_stage=f"transfer@{method}"))
     prepare_tasks = setting(params, "prepare", "tasks")
     if not isinstance(prepare_tasks, Mapping):
         raise GVSLInputError("params.yaml: prepare.tasks must map tasks to their sources")

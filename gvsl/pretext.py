@@ -221,7 +221,8 @@ def misaligned_pairs(pairs: HeldOutPairs, seed: int = 0) -> tuple[HeldOutPairs, 
         return torch.as_tensor(rng.uniform(-bound, bound, size=size), dtype=torch.float32)
 
     scale = 1 + draw(MISALIGNMENT["scale"], (n, 1)).expand(n, 3)
-    translation = draw(MISALIGNMENT["translation"], (n, 3)) * torch.tensor(shape, dtype=torch.float32)
+    # affine_from_parameters takes (x, y, z) = (W, H, D) translations
+    translation = draw(MISALIGNMENT["translation"], (n, 3)) * torch.tensor(shape[::-1], dtype=torch.float32)
     moves = affine_from_parameters(draw(MISALIGNMENT["rotation"], (n, 3)), scale, translation, torch.zeros(n, 6))
     moving = warp_affine(fixed, moves)
     labels = None if pairs.fixed_labels is None else pairs.fixed_labels[index]

@@ -66,3 +66,13 @@ def test_processes_auto_is_one_per_available_core():
     assert process_count({"pretrain": {"processes": "auto"}}, "pretrain") == available_cores() >= 1
     with pytest.raises(GVSLInputError, match="pretrain.processes must be an integer >= 1 or 'auto'"):
         process_count({"pretrain": {"processes": "all"}}, "pretrain")
+
+
+def test_a_gpu_worker_is_pinned_to_the_gpu_its_index_names_in_the_inherited_visible_list(monkeypatch):
+    from gvsl.pipeline.workers import visible_gpu
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_gpu("cuda:1") == "1"
+    # a node or scheduler that lends GPUs 4 and 5: cuda:1 of this process is physical GPU 5
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4, 5")
+    assert (visible_gpu("cuda:0"), visible_gpu("cuda:1")) == ("4", "5")

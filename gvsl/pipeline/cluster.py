@@ -102,10 +102,10 @@ def on_cluster(function: Any, jobs: Sequence[Any], settings: Mapping[str, Any], 
 
 def _configure(executor: Any, settings: Mapping[str, Any], slot: str | None) -> str:
     """Set the executor up for the next job on ``slot``; returns the device name that job uses."""
-    from gvsl.pipeline.workers import job_device
+    from gvsl.pipeline.workers import job_device, visible_gpu
 
     if slot is not None:  # submitit-local: the job sees this device alone
-        gpus = () if slot == "cpu" else (int(slot.split(":")[1]),)
+        gpus = () if slot == "cpu" else (int(visible_gpu(slot)),)
         executor.update_parameters(timeout_min=settings["timeout_min"], gpus_per_node=len(gpus), visible_gpus=gpus)
         return job_device(slot)
     memory = {"mem": f"{settings['mem_gb']}G"} if settings["mem_gb"] else {}

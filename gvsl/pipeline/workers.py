@@ -28,6 +28,15 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def visible_gpu(device: str) -> str:
+    """The ``CUDA_VISIBLE_DEVICES`` entry that makes ``device`` (``cuda:i``, an index among this process's visible
+    GPUs) a worker's only GPU: entry i of this process's own ``CUDA_VISIBLE_DEVICES`` where it is set (shared nodes
+    and schedulers restrict it), else i."""
+    index = int(device.split(":")[1])
+    inherited = [entry.strip() for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry.strip()]
+    return inherited[index] if index < len(inherited) else str(index)
+
+
 def job_device(device: str) -> str:
     """The name a job uses for a worker's ``device``: ``cpu``, or ``cuda:0`` (the worker's only visible GPU)."""
     return "cpu" if device == "cpu" else "cuda:0"
@@ -90,7 +99,7 @@ def _start_worker(free: Any, gpu_threads: int) -> None:
     global _DEVICE
     _DEVICE = free.get()
     # before anything initialises CUDA in this process: the worker sees its own GPU, or none
-    os.environ["CUDA_VISIBLE_DEVICES"] = "" if _DEVICE == "cpu" else _DEVICE.split(":")[1]
+    os.environ["CUDA_VISIBLE_DEVICES"] = "" if _DEVICE == "cpu" else visible_gpu(_DEVICE)
     torch.set_num_threads(1 if _DEVICE == "cpu" else gpu_threads)
     die_with_parent()  # a worker must not go on training after its stage was interrupted
 

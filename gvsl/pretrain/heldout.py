@@ -46,7 +46,9 @@ class HeldoutEvaluation:
     """One run's held-out evaluation (main process only), logged to its DVCLive ``live``.
 
     A resumed run keeps the first registration of the run it continues (``pretext.json`` at
-    ``pretext_path``, written before that run's first iteration).
+    ``pretext_path``, written before that run's first iteration). The held-out loss runs at the training
+    precision (it is the training loss on other subjects); the registrations are scored without autocast, in
+    fp32, so that their Dice does not depend on the device's precision.
     """
 
     def __init__(self, live: Any, method: PretrainMethod, model: torch.nn.Module, heldout: HeldOutPairs,
