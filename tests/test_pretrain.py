@@ -291,3 +291,16 @@ def test_two_process_gloo_ddp_run_writes_one_backbone(tmp_path):
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert files == ["backbone.pt", "checkpoint.pt", "dvclive", "pretext.json"]
     assert len(load_file(tmp_path / "run" / "checkpoint.pt")["generators"]) == 2
+
+
+def test_a_run_killed_while_dvclive_wrote_its_summary_resumes(tmp_path, interrupted_pretrain):
+    """A kill during DVCLive's rewrite of metrics.json leaves it empty; resuming must not trip over it."""
+    data = volumes()
+    full = pretrain(data, tmp_path / "full", config(), progress=False)
+    interrupted_pretrain(2, data, tmp_path / "cut", config(), progress=False)
+    (tmp_path / "cut" / "dvclive" / "metrics.json").write_text("")
+    (tmp_path / "cut" / "dvclive" / "params.yaml").write_text("pretrain: {method: gv")
+    resumed = pretrain(data, tmp_path / "cut", config(), resume=True, progress=False)
+    a, b = load_file(full.checkpoint)["model"], load_file(resumed.checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "cut" / "dvclive" / "metrics.json").read_text())["step"] == 3

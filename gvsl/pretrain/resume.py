@@ -113,7 +113,22 @@ def _check_schedule(path: Path, saved: Mapping[str, Any], config: PretrainConfig
 
 def truncate_log(live_dir: Path, first_step: int) -> None:
     """Drop rows a resumed run will log again: training rows from iteration ``first_step`` on, held-out
-    rows after ``first_step`` iterations (a held-out row's step counts the iterations done before it)."""
+    rows after ``first_step`` iterations (a held-out row's step counts the iterations done before it).
+
+    DVCLive rewrites its summaries (``metrics.json``, ``params.yaml``) at every step, so a run killed while
+    writing one leaves it empty or cut, and DVCLive's resume then fails to parse it. Such a summary is
+    removed: the run logs every value again and sets each step itself."""
+    import json
+
+    import yaml
+
+    for summary, parse in (("metrics.json", json.loads), ("params.yaml", yaml.safe_load)):
+        path = live_dir / summary
+        try:
+            if path.is_file() and not isinstance(parse(path.read_text(encoding="utf-8")), dict):
+                raise ValueError("not a mapping")
+        except (ValueError, yaml.YAMLError, UnicodeDecodeError):
+            path.unlink()
     metrics = live_dir / "plots" / "metrics"
     for tsv in metrics.rglob("*.tsv"):
         table = pd.read_csv(tsv, sep="\t")
