@@ -39,9 +39,14 @@ def progress_line(message: str) -> None:
     notebook as well. Elsewhere the two are the same stream.
     """
     terminal = sys.__stdout__ or sys.stdout
-    print(message, file=terminal, flush=True)
+    streams = [terminal]
     if sys.stdout is not terminal and multiprocessing.parent_process() is None:
-        print(message, file=sys.stdout, flush=True)
+        streams.append(sys.stdout)
+    # one write per line: workers share the terminal, and print() writes the text and its newline separately,
+    # so lines of two processes could run into one another
+    for stream in streams:
+        stream.write(f"{message}\n")
+        stream.flush()
 
 
 def format_duration(seconds: float) -> str:
