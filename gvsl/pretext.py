@@ -37,7 +37,7 @@ from gvsl.losses import local_ncc_loss
 from gvsl.nets import GVSL
 
 __all__ = ["HeldOutPairs", "MisalignmentScores", "PretextScores", "evaluate_misalignment", "evaluate_pretext",
-           "heldout_pairs", "misaligned_pairs"]
+           "heldout_pairs", "misaligned_pairs", "score_registration"]
 
 
 @dataclass
@@ -149,6 +149,29 @@ def _mean_dice(warped_labels: torch.Tensor, fixed_labels: torch.Tensor, num_clas
     return torch.nanmean(dice, dim=1)
 
 
+def score_registration(pairs: HeldOutPairs, warped: torch.Tensor, ddf: torch.Tensor,
+                       affine: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per-pair scores of one registration of ``pairs`` (on the device of ``warped``): the NCC loss of the
+    warped and of the unwarped moving image, and with labels the Dice for no warp, the affine part alone
+    (when ``affine`` is given) and the whole field ``ddf``. The :class:`PretextScores` fields."""
+    device = warped.device
+    fixed, moving = pairs.fixed.to(device), pairs.moving.to(device)
+    warped = warped.float()
+    scores = {"ncc": torch.stack([local_ncc_loss(w[None], f[None]) for w, f in zip(warped, fixed)]),
+              "identity_ncc": torch.stack([local_ncc_loss(m[None], f[None]) for m, f in zip(moving, fixed)])}
+    if pairs.labelled:
+        fixed_labels = pairs.fixed_labels.to(device)
+        moving_labels = pairs.moving_labels.to(device).float()
+        scores["identity_dice"] = _mean_dice(moving_labels, fixed_labels, pairs.num_classes)
+        scores["warped_dice"] = _mean_dice(warp(moving_labels, ddf.float(), "nearest"), fixed_labels,
+                                           pairs.num_classes)
+        if affine is not None:
+            affine_ddf = affine_to_ddf(affine.float(), fixed.shape[2:])
+            scores["affine_dice"] = _mean_dice(warp(moving_labels, affine_ddf, "nearest"), fixed_labels,
+                                               pairs.num_classes)
+    return scores
+
+
 @torch.no_grad()
 def evaluate_pretext(model: GVSL, pairs: HeldOutPairs, batch_size: int = 4) -> PretextScores:
     """Register every held-out pair with ``model`` (fixed = clean image A, moving = image B).
@@ -167,28 +190,12 @@ def evaluate_pretext(model: GVSL, pairs: HeldOutPairs, batch_size: int = 4) -> P
     was_training = model.training
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {}
-
-    def add(name: str, value: torch.Tensor) -> None:
-        parts.setdefault(name, []).append(value.cpu())
-
     try:
         for start in range(0, len(pairs), batch_size):
-            chunk = slice(start, start + batch_size)
-            fixed, moving = pairs.fixed[chunk].to(device), pairs.moving[chunk].to(device)
-            out = model(fixed, moving)
-            warped = out.warped.float()
-            add("ncc", torch.stack([local_ncc_loss(w[None], f[None]) for w, f in zip(warped, fixed)]))
-            add("identity_ncc", torch.stack([local_ncc_loss(m[None], f[None]) for m, f in zip(moving, fixed)]))
-            if pairs.labelled:
-                fixed_labels = pairs.fixed_labels[chunk].to(device)
-                moving_labels = pairs.moving_labels[chunk].to(device).float()
-                add("identity_dice", _mean_dice(moving_labels, fixed_labels, pairs.num_classes))
-                ddf = out.ddf.float()
-                add("warped_dice", _mean_dice(warp(moving_labels, ddf, "nearest"), fixed_labels, pairs.num_classes))
-                if out.affine is not None:
-                    affine_ddf = affine_to_ddf(out.affine.float(), fixed.shape[2:])
-                    add("affine_dice", _mean_dice(warp(moving_labels, affine_ddf, "nearest"), fixed_labels,
-                                                  pairs.num_classes))
+            chunk = pairs.subset(slice(start, start + batch_size))
+            out = model(chunk.fixed.to(device), chunk.moving.to(device))
+            for name, value in score_registration(chunk, out.warped, out.ddf, out.affine).items():
+                parts.setdefault(name, []).append(value.cpu())
     finally:
         model.train(was_training)
     # every fixed subject has foreground (heldout_pairs checks), so no Dice is NaN
