@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env lock repro repro-paper rehearse-paper check-report browser lab test test-slow bench gpu-check plan clean-env
+.PHONY: env lock lint repro repro-paper rehearse-paper check-report browser lab test test-slow bench gpu-check plan clean-env
 
 # The environment is rebuilt exactly from requirements.lock (every package pinned); `make lock`
 # regenerates the lock from pyproject.toml after a dependency changes there.
@@ -79,6 +79,11 @@ check-report: browser
 # Jupyter refuses to start without --allow-root, so it is added there.
 lab: $(STAMP) $(LAB_STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(LAB_VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# ruff's lint rules and formatting ([tool.ruff] in pyproject.toml); `ruff format` and `ruff check --fix` apply them
+lint: $(STAMP)
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -36,8 +36,10 @@ def fixed_views(bank: VolumeBank, config: PretrainConfig, batches: int, seed: in
     """``batches`` training batches drawn as the engine draws them, from a generator of their own."""
     generator = torch.Generator().manual_seed(seed)
     appearance, spatial = AppearanceTransform(**config.appearance), RandSpatialTransform(**config.spatial)
-    return [make_views(*bank.sample_pairs(config.batch_size, config.crop, generator), appearance, spatial, generator)
-            for _ in range(batches)]
+    return [
+        make_views(*bank.sample_pairs(config.batch_size, config.crop, generator), appearance, spatial, generator)
+        for _ in range(batches)
+    ]
 
 
 def gradient_norms(checkpoint: Path, views) -> dict[str, float]:
@@ -52,8 +54,9 @@ def gradient_norms(checkpoint: Path, views) -> dict[str, float]:
             if not term.requires_grad:
                 continue
             grads = torch.autograd.grad(term, parameters, retain_graph=True, allow_unused=True)
-            flat = torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten()
-                              for g, p in zip(grads, parameters)])
+            flat = torch.cat(
+                [torch.zeros_like(p).flatten() if g is None else g.flatten() for g, p in zip(grads, parameters)]
+            )
             totals.setdefault(name, []).append(flat / len(views))
     flat = {name: torch.stack(parts).sum(0) for name, parts in totals.items()}
     norms = {f"{name}_norm": float(g.norm()) for name, g in flat.items()}
@@ -84,17 +87,28 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as out:
         for index, iteration in enumerate(args.at):
-            config = PretrainConfig(variant=args.variant, iterations=max(iteration, 1), batch_size=2,
-                                    crop=(args.crop,) * 3, channels=tuple(int(c) for c in args.channels.split(",")),
-                                    lr=args.lr, seed=args.seed, checkpoint_every=max(iteration, 1), device="cpu")
+            config = PretrainConfig(
+                variant=args.variant,
+                iterations=max(iteration, 1),
+                batch_size=2,
+                crop=(args.crop,) * 3,
+                channels=tuple(int(c) for c in args.channels.split(",")),
+                lr=args.lr,
+                seed=args.seed,
+                checkpoint_every=max(iteration, 1),
+                device="cpu",
+            )
             if index == 0:
                 views = fixed_views(bank, config, args.batches, seed=10_000 + args.seed)
             if iteration == 0:
                 # iteration 0 is the model pretrain() starts from (same seed, same constructor)
                 torch.manual_seed(config.seed)
                 model = GVSL.variant(config.variant, channels=config.channels)
-                state = {"format": PRETRAIN_STATE_FORMAT, "model_config": model.config.to_dict(),
-                         "model": model.state_dict()}
+                state = {
+                    "format": PRETRAIN_STATE_FORMAT,
+                    "model_config": model.config.to_dict(),
+                    "model": model.state_dict(),
+                }
                 norms = gradient_norms(state, views)
             else:
                 pretrain(bank, out, config, resume=True, progress=False)
@@ -102,8 +116,11 @@ def main() -> None:
             rows.append({"iteration": iteration, **norms})
             print(f"iteration {iteration:5d}: " + "  ".join(f"{k} {v:.3g}" for k, v in norms.items()), flush=True)
     if args.json:
-        print(json.dumps({"variant": args.variant, "lr": args.lr, "channels": args.channels, "crop": args.crop,
-                          "rows": rows}))
+        print(
+            json.dumps(
+                {"variant": args.variant, "lr": args.lr, "channels": args.channels, "crop": args.crop, "rows": rows}
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import statistics
 import time
 
 import torch
-
 from bench_pretrain import matmul_flops_per_second
+
 from gvsl.nets import UNet3D
 
 DEFAULT_CHANNELS = "8,16,32,64,128,64,32,16,8"
@@ -41,8 +41,9 @@ def seconds_per_sample(model: torch.nn.Module, size: int, batch: int, memory_for
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32, help="cubic volume side in voxels (default 32)")
-    parser.add_argument("--channels", default=DEFAULT_CHANNELS,
-                        help="nine backbone widths (default: the default profile's)")
+    parser.add_argument(
+        "--channels", default=DEFAULT_CHANNELS, help="nine backbone widths (default: the default profile's)"
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
@@ -52,16 +53,23 @@ def main() -> None:
 
     channels = tuple(int(c) for c in args.channels.split(","))
     model = UNet3D(1, channels).eval()
-    report = {"size": args.size, "channels": args.channels, "threads": torch.get_num_threads(),
-              "matmul_gflops": matmul_flops_per_second(torch.device("cpu")) / 1e9, "ms_per_sample": {}}
+    report = {
+        "size": args.size,
+        "channels": args.channels,
+        "threads": torch.get_num_threads(),
+        "matmul_gflops": matmul_flops_per_second(torch.device("cpu")) / 1e9,
+        "ms_per_sample": {},
+    }
     for name, memory_format in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last_3d)):
         model = model.to(memory_format=memory_format)
         for batch in args.batches:
             ms = 1e3 * seconds_per_sample(model, args.size, batch, memory_format, args.repeats)
             report["ms_per_sample"][f"{name}_batch{batch}"] = ms
             print(f"{name:13s} batch {batch}: {ms:6.1f} ms per sample")
-    print(f"{args.size}³, widths {args.channels}, {report['threads']} thread(s), "
-          f"matmul {report['matmul_gflops']:.0f} GFLOP/s")
+    print(
+        f"{args.size}³, widths {args.channels}, {report['threads']} thread(s), "
+        f"matmul {report['matmul_gflops']:.0f} GFLOP/s"
+    )
     if args.json:
         print(json.dumps(report))
 

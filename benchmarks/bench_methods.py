@@ -49,17 +49,33 @@ def main() -> None:
     bank = bank_from(args.data)
     rows = {}
     for key in args.methods:
-        config = PretrainConfig(method=key, iterations=args.steps, batch_size=args.batch_size, crop=(args.crop,) * 3,
-                                channels=tuple(int(c) for c in args.channels.split(",")), lr=1e-3,
-                                checkpoint_every=args.steps, device="cpu")
+        config = PretrainConfig(
+            method=key,
+            iterations=args.steps,
+            batch_size=args.batch_size,
+            crop=(args.crop,) * 3,
+            channels=tuple(int(c) for c in args.channels.split(",")),
+            lr=1e-3,
+            checkpoint_every=args.steps,
+            device="cpu",
+        )
         with tempfile.TemporaryDirectory() as out:
             result = pretrain(bank, out, config, progress=False)
         seconds = 1 / result.steps_per_second
         rows[key] = {"step_seconds": round(seconds, 4), "run_seconds": round(seconds * args.iterations, 1)}
         print(f"{key:15s} {seconds:.3f} s/step  {seconds * args.iterations:6.0f} s for {args.iterations} iterations")
     if args.json:
-        print(json.dumps({"threads": args.threads, "crop": args.crop, "batch_size": args.batch_size,
-                          "channels": args.channels, "methods": rows}))
+        print(
+            json.dumps(
+                {
+                    "threads": args.threads,
+                    "crop": args.crop,
+                    "batch_size": args.batch_size,
+                    "channels": args.channels,
+                    "methods": rows,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

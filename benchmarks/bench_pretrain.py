@@ -65,6 +65,7 @@ def build_step(channels, size: int, batch: int, device: torch.device, channels_l
     view_a = torch.rand(batch, 1, size, size, size, device=device).to(memory_format=fmt)
     image_b = torch.rand(batch, 1, size, size, size, device=device).to(memory_format=fmt)
     target = torch.rand(batch, 1, size, size, size, device=device)
+
     def step():
         with autocast(device, precision):
             terms = criterion(model(view_a, image_b), target)
@@ -116,8 +117,14 @@ def bench_device(device: torch.device, args) -> dict:
     memory = {}
     if device.type == "cpu":
         memory["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    return {"device": str(device), "matmul_gflops": peak / 1e9, "step_gflop": flops / 1e9, **best, **memory,
-            "layouts": results}
+    return {
+        "device": str(device),
+        "matmul_gflops": peak / 1e9,
+        "step_gflop": flops / 1e9,
+        **best,
+        **memory,
+        "layouts": results,
+    }
 
 
 def main() -> None:
@@ -127,22 +134,40 @@ def main() -> None:
     parser.add_argument("--channels", default=",".join(map(str, PAPER_CHANNELS)), help="nine backbone widths")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--channels-last", choices=["off", "on", "both"], default="both")
-    parser.add_argument("--augment-size", type=int, default=128, help="volume side for the augmentation timing (0: skip)")
+    parser.add_argument(
+        "--augment-size", type=int, default=128, help="volume side for the augmentation timing (0: skip)"
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="auto: bf16 autocast on CUDA, fp32 on the CPU (gvsl.runtime.autocast)")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="auto: bf16 autocast on CUDA, fp32 on the CPU (gvsl.runtime.autocast)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
-    parser.add_argument("--record", action="store_true",
-                        help="write the result into gvsl plan's timings table for this device kind")
+    parser.add_argument(
+        "--record", action="store_true", help="write the result into gvsl plan's timings table for this device kind"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    report = {"size": args.size, "batch_size": args.batch_size, "channels": args.channels,
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.processor()}
+    report = {
+        "size": args.size,
+        "batch_size": args.batch_size,
+        "channels": args.channels,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor(),
+    }
     cpu = bench_device(torch.device("cpu"), args)
-    report.update(step_seconds=cpu["step_seconds"], mfu=cpu["mfu"], step_gflop=cpu["step_gflop"],
-                  matmul_gflops=cpu["matmul_gflops"], cpu=cpu)
+    report.update(
+        step_seconds=cpu["step_seconds"],
+        mfu=cpu["mfu"],
+        step_gflop=cpu["step_gflop"],
+        matmul_gflops=cpu["matmul_gflops"],
+        cpu=cpu,
+    )
     if torch.cuda.is_available():
         report["cuda"] = bench_device(torch.device("cuda"), args)
     if args.augment_size:
@@ -155,10 +180,14 @@ def main() -> None:
         if name in report:
             r = report[name]
             for layout, v in r["layouts"].items():
-                print(f"{name:4s} {layout:13s} step {v['step_seconds']:.3f} s  MFU {v['mfu']:.2f}"
-                      + (f"  peak {v['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in v else ""))
-            print(f"{name:4s} {r['step_gflop']:.0f} GFLOP/step, matmul {r['matmul_gflops']:.0f} GFLOP/s"
-                  + (f", process peak RSS {r['peak_rss_gib']:.2f} GiB" if "peak_rss_gib" in r else ""))
+                print(
+                    f"{name:4s} {layout:13s} step {v['step_seconds']:.3f} s  MFU {v['mfu']:.2f}"
+                    + (f"  peak {v['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in v else "")
+                )
+            print(
+                f"{name:4s} {r['step_gflop']:.0f} GFLOP/step, matmul {r['matmul_gflops']:.0f} GFLOP/s"
+                + (f", process peak RSS {r['peak_rss_gib']:.2f} GiB" if "peak_rss_gib" in r else "")
+            )
     if args.json:
         print(json.dumps(report))
     if args.record:
@@ -183,13 +212,24 @@ def record(report: dict, args) -> None:
     kind, _ = this_device_kind()
     result = report.get("cuda") if kind != "cpu" else report["cpu"]
     precision = args.precision if args.precision != "auto" else ("fp32" if kind == "cpu" else "bf16")
-    label = (torch.cuda.get_device_name(0) if kind != "cpu"
-             else f"{_cpu_name()} core (one job per core, {report['threads']} thread(s) each)")
-    row = {"method": "gvsl", "channels": [int(c) for c in args.channels.split(",")], "size": args.size,
-           "batch": args.batch_size, "precision": precision, "step_gflop": round(result["step_gflop"], 1),
-           "step_seconds": round(result["step_seconds"], 4), "matmul_gflops": round(result["matmul_gflops"], 1),
-           "threads": int(report["threads"]), "torch": str(report["torch"]),
-           "layout": min(result["layouts"], key=lambda k: result["layouts"][k]["step_seconds"])}
+    label = (
+        torch.cuda.get_device_name(0)
+        if kind != "cpu"
+        else f"{_cpu_name()} core (one job per core, {report['threads']} thread(s) each)"
+    )
+    row = {
+        "method": "gvsl",
+        "channels": [int(c) for c in args.channels.split(",")],
+        "size": args.size,
+        "batch": args.batch_size,
+        "precision": precision,
+        "step_gflop": round(result["step_gflop"], 1),
+        "step_seconds": round(result["step_seconds"], 4),
+        "matmul_gflops": round(result["matmul_gflops"], 1),
+        "threads": int(report["threads"]),
+        "torch": str(report["torch"]),
+        "layout": min(result["layouts"], key=lambda k: result["layouts"][k]["step_seconds"]),
+    }
     if result.get("peak_memory_gib"):
         row["peak_memory_gib"] = round(result["peak_memory_gib"], 2)
     record_row(kind, row, label=label)

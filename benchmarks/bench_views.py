@@ -29,14 +29,19 @@ def main() -> None:
     if args.repeats < 1 or min(args.sizes) < 1:
         parser.error(f"--repeats and --sizes must be >= 1, got {args.repeats} and {args.sizes}")
 
-    report: dict[str, object] = {"threads": torch.get_num_threads(), "torch": torch.__version__,
-                                 "machine": platform.processor() or platform.machine()}
+    report: dict[str, object] = {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         for size in args.sizes:
             timings = time_augmentation(size=size, repeats=args.repeats, device=device)
-            print(f"{device:>4} {size:>4}³: spatial (3 volumes) {timings[f'spatial_seconds_{size}']:.3f} s, "
-                  f"appearance (1 volume) {timings[f'appearance_seconds_{size}']:.3f} s")
+            print(
+                f"{device:>4} {size:>4}³: spatial (3 volumes) {timings[f'spatial_seconds_{size}']:.3f} s, "
+                f"appearance (1 volume) {timings[f'appearance_seconds_{size}']:.3f} s"
+            )
             # CPU numbers carry the plain names the pre-training benchmark and README quote.
             prefix = "" if device == "cpu" else f"{device}_"
             report.update({prefix + name: seconds for name, seconds in timings.items()})

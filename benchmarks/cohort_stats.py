@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _settings(task: str, params: dict) -> dict:
     spec = dict(params["prepare"]["tasks"][task])
     source = spec.pop("source")
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()
-                if k in ("shape", "spacing", "roi_mm")}
+    settings = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k in ("shape", "spacing", "roi_mm")
+    }
     return {"source": source, "seed": int(params["prepare"].get("seed", 0)), **settings}
 
 
@@ -84,19 +85,24 @@ def heart_stats(root: Path, crop: tuple[int, ...], pairs: int) -> None:
     print("    per structure: " + ", ".join(f"{n} {100 * d:.0f}" for n, d in zip(names, per)))
     cropped = [_centre_crop(label, crop) for label in labels]
     mean, sd, _ = _pair_dice(cropped, len(names), pairs)
-    print(f"    within the {crop} pre-training crop (held-out registration's view): "
-          f"{100 * mean:.1f} ± {100 * sd:.1f} %")
+    print(
+        f"    within the {crop} pre-training crop (held-out registration's view): {100 * mean:.1f} ± {100 * sd:.1f} %"
+    )
     print("(b) per-case centroid within the ROI: SD over cases (voxels / mm, per axis)")
     rows = []
     for k, name in enumerate(names, start=1):
         centroids = np.array([np.argwhere(label == k).mean(axis=0) for label in labels if (label == k).any()])
         sd = centroids.std(axis=0)
         rows.append(np.linalg.norm(sd))
-        print(f"    {name:18s} mean {np.round(centroids.mean(axis=0), 1)} vox, SD {np.round(sd, 2)} vox "
-              f"= {np.round(sd * spacing, 1)} mm")
+        print(
+            f"    {name:18s} mean {np.round(centroids.mean(axis=0), 1)} vox, SD {np.round(sd, 2)} vox "
+            f"= {np.round(sd * spacing, 1)} mm"
+        )
     overall = np.array([np.argwhere(label > 0).mean(axis=0) for label in labels])
-    print(f"    all labels         SD {np.round(overall.std(axis=0), 2)} vox = "
-          f"{np.round(overall.std(axis=0) * spacing, 1)} mm; mean over structures of |SD| {np.mean(rows):.2f} vox")
+    print(
+        f"    all labels         SD {np.round(overall.std(axis=0), 2)} vox = "
+        f"{np.round(overall.std(axis=0) * spacing, 1)} mm; mean over structures of |SD| {np.mean(rows):.2f} vox"
+    )
 
 
 def _nearest_mean(features: np.ndarray, target: np.ndarray, test_features: np.ndarray, classes: int) -> np.ndarray:

@@ -30,15 +30,28 @@ def main(argv=None) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     heldout = params["pretrain"]["heldout"]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT / "build" / "prepared" / heldout["task"],
-                        help="prepared dataset whose split holds the held-out subjects")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT / "build" / "prepared" / heldout["task"],
+        help="prepared dataset whose split holds the held-out subjects",
+    )
     parser.add_argument("--split", default=heldout["split"])
     parser.add_argument("--pairs", type=int, default=heldout["pairs"])
     parser.add_argument("--crop", type=int, nargs=3, default=params["pretrain"]["crop"])
-    parser.add_argument("--steps", type=int, default=InstanceSettings.affine_steps,
-                        help="Adam steps of the affine and of the displacement, each")
-    parser.add_argument("--runs", type=Path, nargs="*", default=[],
-                        help="pre-training run folders whose held-out scores to print beside the ceiling")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=InstanceSettings.affine_steps,
+        help="Adam steps of the affine and of the displacement, each",
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="pre-training run folders whose held-out scores to print beside the ceiling",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
 
@@ -46,14 +59,20 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     scores = register_instances(pairs, InstanceSettings(affine_steps=args.steps, deformable_steps=args.steps))
     seconds = time.perf_counter() - start
-    print(f"{len(pairs)} held-out pairs of {args.data.name}/{args.split}, crop {tuple(args.crop)}; "
-          f"optimised in {seconds:.0f} s at 2 threads\n")
+    print(
+        f"{len(pairs)} held-out pairs of {args.data.name}/{args.split}, crop {tuple(args.crop)}; "
+        f"optimised in {seconds:.0f} s at 2 threads\n"
+    )
     print(f"{'registration':40s} {'Dice %':>7s} {'NCC loss':>9s}")
-    print(f"{'none (identity)':40s} {100 * float(scores.identity_dice.mean()):7.1f} "
-          f"{float(scores.identity_ncc.mean()):9.3f}")
+    print(
+        f"{'none (identity)':40s} {100 * float(scores.identity_dice.mean()):7.1f} "
+        f"{float(scores.identity_ncc.mean()):9.3f}"
+    )
     print(f"{'optimised affine':40s} {100 * float(scores.affine_dice.mean()):7.1f} {'':>9s}")
-    print(f"{'optimised affine + displacement':40s} {100 * float(scores.warped_dice.mean()):7.1f} "
-          f"{float(scores.ncc.mean()):9.3f}")
+    print(
+        f"{'optimised affine + displacement':40s} {100 * float(scores.warped_dice.mean()):7.1f} "
+        f"{float(scores.ncc.mean()):9.3f}"
+    )
     for run in args.runs:
         pretext = json.loads((run / "pretext.json").read_text())
         last = pretext["last"]["mean"]

@@ -76,15 +76,18 @@ def load_file(path: str | os.PathLike) -> dict[str, Any]:
 
 def save_model(path: str | os.PathLike, model: GVSL, **extra: Any) -> Path:
     """Save a :class:`GVSL` with its config; ``extra`` (optimizer state, iteration, RNG…) rides along."""
-    return atomic_save({"format": MODEL_FORMAT, "config": model.config.to_dict(),
-                        "state_dict": model.state_dict(), **extra}, path)
+    return atomic_save(
+        {"format": MODEL_FORMAT, "config": model.config.to_dict(), "state_dict": model.state_dict(), **extra}, path
+    )
 
 
 def load_model(source: str | os.PathLike | Mapping[str, Any]) -> GVSL:
     """Rebuild a :class:`GVSL` from a file written by :func:`save_model` (or its loaded dict)."""
     ckpt = load_file(source) if not isinstance(source, Mapping) else dict(source)
     if ckpt.get("format") != MODEL_FORMAT:
-        raise GVSLInputError(f"{_describe(source)}: expecting a {MODEL_FORMAT!r} checkpoint, got format {ckpt.get('format')!r}")
+        raise GVSLInputError(
+            f"{_describe(source)}: expecting a {MODEL_FORMAT!r} checkpoint, got format {ckpt.get('format')!r}"
+        )
     model = GVSL.from_config(GVSLConfig.from_dict(ckpt["config"]))
     _load_strict(model, ckpt["state_dict"], _describe(source))
     return model
@@ -94,8 +97,10 @@ def load_pretrained_gvsl(source: str | os.PathLike | Mapping[str, Any]) -> GVSL:
     """The whole :class:`GVSL` (backbone and heads) of a pre-training ``checkpoint.pt``."""
     ckpt = load_file(source) if not isinstance(source, Mapping) else dict(source)
     if ckpt.get("format") != PRETRAIN_STATE_FORMAT:
-        raise GVSLInputError(f"{_describe(source)}: expecting a pre-training checkpoint ({PRETRAIN_STATE_FORMAT!r}), "
-                             f"got format {ckpt.get('format')!r}")
+        raise GVSLInputError(
+            f"{_describe(source)}: expecting a pre-training checkpoint ({PRETRAIN_STATE_FORMAT!r}), "
+            f"got format {ckpt.get('format')!r}"
+        )
     model = GVSL.from_config(GVSLConfig.from_dict(ckpt["model_config"]))
     _load_strict(model, ckpt["model"], _describe(source))
     return model
@@ -103,9 +108,16 @@ def load_pretrained_gvsl(source: str | os.PathLike | Mapping[str, Any]) -> GVSL:
 
 def save_backbone(path: str | os.PathLike, backbone: UNet3D, **metadata: Any) -> Path:
     """Save the pretrained backbone with its constructor arguments and provenance ``metadata``."""
-    return atomic_save({"format": BACKBONE_FORMAT, "in_channels": backbone.in_channels,
-                        "channels": list(backbone.channels), "state_dict": backbone.state_dict(),
-                        "metadata": metadata}, path)
+    return atomic_save(
+        {
+            "format": BACKBONE_FORMAT,
+            "in_channels": backbone.in_channels,
+            "channels": list(backbone.channels),
+            "state_dict": backbone.state_dict(),
+            "metadata": metadata,
+        },
+        path,
+    )
 
 
 def load_backbone(source: str | os.PathLike | Mapping[str, Any]) -> UNet3D:
@@ -191,13 +203,17 @@ def load_official(source: str | os.PathLike | Mapping[str, Any]) -> GVSL:
     so predicted translations differ. A file with backbone weights only loads with :func:`load_backbone`.
     """
     mapped, in_channels, channels = _map_official(source)
-    has = {head: any(k.startswith(head + ".") for k in mapped)
-           for head in ("affine_head", "deformable_head", "restoration_head")}
+    has = {
+        head: any(k.startswith(head + ".") for k in mapped)
+        for head in ("affine_head", "deformable_head", "restoration_head")
+    }
     if not any(has.values()):
-        raise GVSLInputError(f"{_describe(source)}: holds backbone weights "
-                             "only; load it with gvsl.checkpoint.load_backbone")
-    local_head = next(mapped[k].shape[0] for k in ("deformable_head.block.0.weight", "restoration_head.0.weight")
-                      if k in mapped)
+        raise GVSLInputError(
+            f"{_describe(source)}: holds backbone weights only; load it with gvsl.checkpoint.load_backbone"
+        )
+    local_head = next(
+        mapped[k].shape[0] for k in ("deformable_head.block.0.weight", "restoration_head.0.weight") if k in mapped
+    )
     model = GVSL(
         in_channels=in_channels,
         channels=channels,

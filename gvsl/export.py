@@ -34,12 +34,15 @@ from gvsl.errors import GVSLInputError
 __all__ = ["add_arguments", "export_bundle", "run"]
 
 #: the schema of MONAI's bundle metadata (what ``verify_metadata`` checks against)
-METADATA_SCHEMA = ("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
-                   "meta_schema_20240725.json")
+METADATA_SCHEMA = (
+    "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+)
 BUNDLE_VERSION = "0.1.0"
 _ROOT = Path(__file__).resolve().parent.parent
-_PAPER = ("He, Yang, Chen, Ge, Zhu, Coatrieux, Shu, Li: Geometric Visual Similarity Learning in 3D Medical "
-          "Image Self-supervised Pre-training, CVPR 2023")
+_PAPER = (
+    "He, Yang, Chen, Ge, Zhu, Coatrieux, Shu, Li: Geometric Visual Similarity Learning in 3D Medical "
+    "Image Self-supervised Pre-training, CVPR 2023"
+)
 
 
 def _dataset_info(backbone_file: Path, metadata: dict[str, Any], data: str | Path | None):
@@ -48,11 +51,15 @@ def _dataset_info(backbone_file: Path, metadata: dict[str, Any], data: str | Pat
 
     folder = data if data is not None else metadata.get("dataset")
     if folder is None:
-        raise GVSLInputError(f"{backbone_file}: records no training data (a scratch backbone?); pass --data, the "
-                             "prepared dataset whose intensity window and spacing the bundle should declare")
+        raise GVSLInputError(
+            f"{backbone_file}: records no training data (a scratch backbone?); pass --data, the "
+            "prepared dataset whose intensity window and spacing the bundle should declare"
+        )
     if not Path(folder).is_dir():
-        raise GVSLInputError(f"{backbone_file} was trained on {folder}, which is not here; pass --data, a prepared "
-                             "dataset with the same window and spacing")
+        raise GVSLInputError(
+            f"{backbone_file} was trained on {folder}, which is not here; pass --data, a prepared "
+            "dataset with the same window and spacing"
+        )
     return load_prepared(folder).info
 
 
@@ -89,9 +96,11 @@ def _metadata(backbone, metadata: dict[str, Any], info) -> dict[str, Any]:
         "required_packages_version": {"gvsl-kit": __version__},
         "name": f"GVSL-pretrained 3D U-Net ({method})",
         "task": f"Self-supervised pre-trained 3D {modality} feature extractor ({method})",
-        "description": (f"The 3D U-Net backbone of GVSL pre-trained with the {method!r} method of gvsl-kit. "
-                        "Input: one image channel; output: dense local features f^l, one vector per voxel, for "
-                        "transfer to segmentation or classification heads."),
+        "description": (
+            f"The 3D U-Net backbone of GVSL pre-trained with the {method!r} method of gvsl-kit. "
+            "Input: one image channel; output: dense local features f^l, one vector per voxel, for "
+            "transfer to segmentation or classification heads."
+        ),
         "authors": "gvsl-kit contributors (the method: " + _PAPER + ")",
         "copyright": "Copyright (c) gvsl-kit contributors; released under the Apache License 2.0",
         "data_source": f"prepared dataset {metadata.get('dataset', 'unrecorded')} (source {info.source!r})",
@@ -99,23 +108,43 @@ def _metadata(backbone, metadata: dict[str, Any], info) -> dict[str, Any]:
         "intended_use": "research: initialisation and feature extraction for 3D medical image analysis",
         "references": [_PAPER],
         "network_data_format": {
-            "inputs": {"image": {
-                "type": "image", "format": "magnitude", "modality": modality, "num_channels": backbone.in_channels,
-                "spatial_shape": spatial, "dtype": "float32", "value_range": [0, 1], "is_patch_data": False,
-                "channel_def": {"0": "image"},
-                "intensity_window": window,
-                "spacing_mm": list(info.spacing),
-            }},
-            "outputs": {"pred": {
-                "type": "feature", "format": "embedding", "num_channels": features, "spatial_shape": spatial,
-                "dtype": "float32", "value_range": [], "is_patch_data": False,
-                "channel_def": {str(i): f"feature {i}" for i in range(features)},
-            }},
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "magnitude",
+                    "modality": modality,
+                    "num_channels": backbone.in_channels,
+                    "spatial_shape": spatial,
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": False,
+                    "channel_def": {"0": "image"},
+                    "intensity_window": window,
+                    "spacing_mm": list(info.spacing),
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "feature",
+                    "format": "embedding",
+                    "num_channels": features,
+                    "spatial_shape": spatial,
+                    "dtype": "float32",
+                    "value_range": [],
+                    "is_patch_data": False,
+                    "channel_def": {str(i): f"feature {i}" for i in range(features)},
+                }
+            },
         },
         "gvsl_provenance": {
-            "method": method, "iterations": metadata.get("iterations"), "seed": seed,
-            "pretrain": metadata.get("pretrain"), "dataset": metadata.get("dataset"),
-            "dataset_source": info.source, "commit": metadata.get("commit"), "channels": list(backbone.channels),
+            "method": method,
+            "iterations": metadata.get("iterations"),
+            "seed": seed,
+            "pretrain": metadata.get("pretrain"),
+            "dataset": metadata.get("dataset"),
+            "dataset_source": info.source,
+            "commit": metadata.get("commit"),
+            "channels": list(backbone.channels),
             "python_version": platform.python_version(),
         },
     }
@@ -125,8 +154,11 @@ def _inference_config(backbone) -> dict[str, Any]:
     return {
         "imports": ["$import gvsl.nets"],
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
-        "network_def": {"_target_": "gvsl.nets.LocalFeatureUNet", "in_channels": backbone.in_channels,
-                        "channels": list(backbone.channels)},
+        "network_def": {
+            "_target_": "gvsl.nets.LocalFeatureUNet",
+            "in_channels": backbone.in_channels,
+            "channels": list(backbone.channels),
+        },
         "network": "$@network_def.to(@device)",
     }
 
@@ -134,32 +166,46 @@ def _inference_config(backbone) -> dict[str, Any]:
 def _readme(meta: dict[str, Any]) -> str:
     provenance = meta["gvsl_provenance"]
     image = meta["network_data_format"]["inputs"]["image"]
-    return "\n".join([
-        f"# {meta['name']}", "", meta["description"], "",
-        "## Input", "",
-        f"- {image['num_channels']} channel, {image['modality']}, float32 in [0, 1]: intensity window "
-        f"`{json.dumps(image['intensity_window'])}`",
-        f"- voxel spacing {image['spacing_mm']} mm; any size (padded internally to a multiple of 16)", "",
-        "## Output", "",
-        f"- {meta['network_data_format']['outputs']['pred']['num_channels']} feature channels per voxel, "
-        "the same spatial size as the input", "",
-        "## Use", "",
-        "```python",
-        "import torch",
-        "from monai.bundle import ConfigParser",
-        "",
-        "parser = ConfigParser()",
-        "parser.read_config('configs/inference.json')",
-        "network = parser.get_parsed_content('network_def')",
-        "network.load_state_dict(torch.load('models/model.pt', map_location='cpu', weights_only=True))",
-        "features = network.eval()(torch.rand(1, 1, 32, 32, 32))  # (1, C, 32, 32, 32)",
-        "```", "",
-        "## Provenance", "",
-        f"- method `{provenance['method']}`, {provenance['iterations']} iterations, seed {provenance['seed']}",
-        f"- data: {provenance['dataset']} (source `{provenance['dataset_source']}`)",
-        f"- gvsl-kit commit {provenance['commit']}", "",
-        f"Method: {_PAPER}.", "",
-    ])
+    return "\n".join(
+        [
+            f"# {meta['name']}",
+            "",
+            meta["description"],
+            "",
+            "## Input",
+            "",
+            f"- {image['num_channels']} channel, {image['modality']}, float32 in [0, 1]: intensity window "
+            f"`{json.dumps(image['intensity_window'])}`",
+            f"- voxel spacing {image['spacing_mm']} mm; any size (padded internally to a multiple of 16)",
+            "",
+            "## Output",
+            "",
+            f"- {meta['network_data_format']['outputs']['pred']['num_channels']} feature channels per voxel, "
+            "the same spatial size as the input",
+            "",
+            "## Use",
+            "",
+            "```python",
+            "import torch",
+            "from monai.bundle import ConfigParser",
+            "",
+            "parser = ConfigParser()",
+            "parser.read_config('configs/inference.json')",
+            "network = parser.get_parsed_content('network_def')",
+            "network.load_state_dict(torch.load('models/model.pt', map_location='cpu', weights_only=True))",
+            "features = network.eval()(torch.rand(1, 1, 32, 32, 32))  # (1, C, 32, 32, 32)",
+            "```",
+            "",
+            "## Provenance",
+            "",
+            f"- method `{provenance['method']}`, {provenance['iterations']} iterations, seed {provenance['seed']}",
+            f"- data: {provenance['dataset']} (source `{provenance['dataset_source']}`)",
+            f"- gvsl-kit commit {provenance['commit']}",
+            "",
+            f"Method: {_PAPER}.",
+            "",
+        ]
+    )
 
 
 def export_bundle(out: str | Path, backbone_file: str | Path, data: str | Path | None = None) -> Path:
@@ -171,8 +217,10 @@ def export_bundle(out: str | Path, backbone_file: str | Path, data: str | Path |
         raise GVSLInputError(f"--backbone: no file {backbone_file}")
     state = load_file(backbone_file)
     if state.get("format") != BACKBONE_FORMAT:
-        raise GVSLInputError(f"{backbone_file}: expecting a {BACKBONE_FORMAT!r} file (a pre-training run's "
-                             f"backbone.pt), got format {state.get('format')!r}")
+        raise GVSLInputError(
+            f"{backbone_file}: expecting a {BACKBONE_FORMAT!r} file (a pre-training run's "
+            f"backbone.pt), got format {state.get('format')!r}"
+        )
     backbone = load_backbone(state)
     metadata = dict(state.get("metadata") or {})
     info = _dataset_info(backbone_file, metadata, data)
@@ -193,8 +241,11 @@ def export_bundle(out: str | Path, backbone_file: str | Path, data: str | Path |
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", required=True, help="output folder of the bundle (new or empty)")
     parser.add_argument("--backbone", required=True, help="a pre-training run's backbone.pt")
-    parser.add_argument("--data", help="prepared dataset that declares the input's window and spacing "
-                                       "(default: the one the backbone was trained on)")
+    parser.add_argument(
+        "--data",
+        help="prepared dataset that declares the input's window and spacing "
+        "(default: the one the backbone was trained on)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -82,8 +82,12 @@ def affine_from_parameters(
     Returns:
         (B, 3, 4) affine in voxel units and (D, H, W) order (see module docstring).
     """
-    for name, value, n in (("rotation", rotation, 3), ("scale", scale, 3), ("translation", translation, 3),
-                           ("shear", shear, 6)):
+    for name, value, n in (
+        ("rotation", rotation, 3),
+        ("scale", scale, 3),
+        ("translation", translation, 3),
+        ("shear", shear, 6),
+    ):
         if value.ndim != 2 or value.shape[1] != n:
             raise ValueError(f"{name}: expecting shape (B, {n}), got {tuple(value.shape)}")
     batch = rotation.shape[0]

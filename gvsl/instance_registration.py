@@ -64,8 +64,9 @@ def _optimise_affine(fixed: torch.Tensor, moving: torch.Tensor, settings: Instan
     return affine().detach()
 
 
-def _optimise_flow(fixed: torch.Tensor, moving: torch.Tensor, affine: torch.Tensor,
-                   settings: InstanceSettings) -> torch.Tensor:
+def _optimise_flow(
+    fixed: torch.Tensor, moving: torch.Tensor, affine: torch.Tensor, settings: InstanceSettings
+) -> torch.Tensor:
     flow = torch.zeros(len(fixed), 3, *fixed.shape[2:], requires_grad=True)
     optimiser = torch.optim.Adam([flow], lr=settings.deformable_lr)
     for _ in range(settings.deformable_steps):

@@ -104,8 +104,9 @@ class GVSLLoss(nn.Module):
     exactly their terms. The paper weights all three by 1.
     """
 
-    def __init__(self, ncc_weight: float = 1.0, smooth_weight: float = 1.0, mse_weight: float = 1.0,
-                 ncc_window: int = 9):
+    def __init__(
+        self, ncc_weight: float = 1.0, smooth_weight: float = 1.0, mse_weight: float = 1.0, ncc_window: int = 9
+    ):
         super().__init__()
         for name, value in (("ncc_weight", ncc_weight), ("smooth_weight", smooth_weight), ("mse_weight", mse_weight)):
             if value < 0:

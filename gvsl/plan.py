@@ -48,8 +48,21 @@ import yaml
 
 from gvsl.errors import GVSLInputError
 
-__all__ = ["COST_SIZE", "STAGES", "TIMINGS", "JobEstimate", "Plan", "StageEstimate", "count_costs", "format_plan",
-           "load_timings", "make_plan", "padded_voxels", "record_row", "this_device_kind"]
+__all__ = [
+    "COST_SIZE",
+    "STAGES",
+    "TIMINGS",
+    "JobEstimate",
+    "Plan",
+    "StageEstimate",
+    "count_costs",
+    "format_plan",
+    "load_timings",
+    "make_plan",
+    "padded_voxels",
+    "record_row",
+    "this_device_kind",
+]
 
 #: the table of measured (and estimated) step times per device kind, and the cached FLOP/memory counts
 TIMINGS = Path(__file__).with_name("plan_timings.yaml")
@@ -68,6 +81,7 @@ def padded_voxels(shape: Sequence[int]) -> int:
 
 # ---------------------------------------------------------------- the timings table
 
+
 def load_timings(path: str | Path = TIMINGS) -> dict[str, Any]:
     """The timings table: ``devices`` (kind -> rows) and ``costs`` (widths -> counts)."""
     try:
@@ -81,9 +95,11 @@ def load_timings(path: str | Path = TIMINGS) -> dict[str, Any]:
 
 
 def _write_timings(table: Mapping[str, Any], path: Path) -> None:
-    header = ("# gvsl plan's step times per device kind (rows) and FLOP / memory counts per widths (costs).\n"
-              "# Written by benchmarks/bench_pretrain.py --record and benchmarks/gpu_check.py --record;\n"
-              "# rows with source: estimate are not measurements. See gvsl/plan.py.\n")
+    header = (
+        "# gvsl plan's step times per device kind (rows) and FLOP / memory counts per widths (costs).\n"
+        "# Written by benchmarks/bench_pretrain.py --record and benchmarks/gpu_check.py --record;\n"
+        "# rows with source: estimate are not measurements. See gvsl/plan.py.\n"
+    )
     tmp = path.with_suffix(".tmp")
     tmp.write_text(header + yaml.safe_dump(dict(table), sort_keys=False, width=110, default_flow_style=None))
     tmp.replace(path)
@@ -98,8 +114,9 @@ def record_row(kind: str, row: Mapping[str, Any], path: str | Path = TIMINGS, la
     if label:
         entry["label"] = label
     same = ("channels", "size", "batch", "precision")
-    entry["rows"] = [r for r in entry["rows"] if r.get("source") != "estimate"
-                     and any(r.get(k) != row.get(k) for k in same)]
+    entry["rows"] = [
+        r for r in entry["rows"] if r.get("source") != "estimate" and any(r.get(k) != row.get(k) for k in same)
+    ]
     entry["rows"].append({"source": "measured", "date": datetime.date.today().isoformat(), **dict(row)})
     _write_timings(table, path)
 
@@ -117,6 +134,7 @@ def _channels_key(channels: Sequence[int]) -> str:
 
 
 # ---------------------------------------------------------------- counting FLOP and saved activations
+
 
 def count_costs(channels: Sequence[int]) -> dict[str, Any]:
     """Per method: step FLOP per padded voxel (batch 1), activation bytes autograd saves per padded voxel
@@ -172,18 +190,22 @@ def _count_method(key: str, channels: tuple[int, ...]) -> dict[str, float]:
             method.before_step(model, 0, bank, (size,) * 3, generator, optimizer, DistributedContext())
             net_inputs, targets = method.inputs(method.sample(bank, batch, (size,) * 3, generator), generator)
 
+            # measured at once, inside the loop: the names it reads are this iteration's
             def step(region):
                 with region():
-                    terms = method.loss(model(**net_inputs), targets)
+                    terms = method.loss(model(**net_inputs), targets)  # noqa: B023
                 terms.total.backward()
 
             counts[batch, precision] = _measure(step, precision)
     voxels = padded_voxels((size,) * 3)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"flop_per_voxel": counts[1, "fp32"][0] / voxels,
-            # saved weights (and bf16's weight copies) are the same at batch 1 and 2: the difference is one sample's
-            "act_bytes_per_voxel": {p: (counts[2, p][1] - counts[1, p][1]) / voxels for p in ("fp32", "bf16")},
-            "params_trained": trained, "params": sum(p.numel() for p in model.parameters())}
+    return {
+        "flop_per_voxel": counts[1, "fp32"][0] / voxels,
+        # saved weights (and bf16's weight copies) are the same at batch 1 and 2: the difference is one sample's
+        "act_bytes_per_voxel": {p: (counts[2, p][1] - counts[1, p][1]) / voxels for p in ("fp32", "bf16")},
+        "params_trained": trained,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def _count_transfer(channels: tuple[int, ...]) -> dict[str, float]:
@@ -200,9 +222,10 @@ def _count_transfer(channels: tuple[int, ...]) -> dict[str, float]:
     for batch in (1, 2):
         x = torch.rand(batch, 1, size, size, size)
         for precision in ("fp32", "bf16"):
+
             def step(region):
                 with region():
-                    global_f, local_f = backbone(x)
+                    global_f, local_f = backbone(x)  # noqa: B023 (measured at once, inside the loop)
                 (global_f.float().mean() + local_f.float().mean()).backward()
 
             counts[batch, precision] = _measure(step, precision)
@@ -212,11 +235,14 @@ def _count_transfer(channels: tuple[int, ...]) -> dict[str, float]:
             backbone(torch.rand(1, 1, size, size, size))
 
     forward_flop, _ = _measure(forward, "fp32")
-    return {"train_flop_per_voxel": counts[1, "fp32"][0] / voxels, "forward_flop_per_voxel": forward_flop / voxels,
-            "act_bytes_per_voxel": {p: (counts[2, p][1] - counts[1, p][1]) / voxels for p in ("fp32", "bf16")},
-            "params": params,
-            # the widest activation of a forward pass (the last decoder block's input), channels per voxel
-            "widest_channels": channels[0] + channels[-2]}
+    return {
+        "train_flop_per_voxel": counts[1, "fp32"][0] / voxels,
+        "forward_flop_per_voxel": forward_flop / voxels,
+        "act_bytes_per_voxel": {p: (counts[2, p][1] - counts[1, p][1]) / voxels for p in ("fp32", "bf16")},
+        "params": params,
+        # the widest activation of a forward pass (the last decoder block's input), channels per voxel
+        "widest_channels": channels[0] + channels[-2],
+    }
 
 
 def _costs(channels: Sequence[int], table: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
@@ -224,12 +250,15 @@ def _costs(channels: Sequence[int], table: Mapping[str, Any], notes: list[str]) 
     if key not in table["costs"]:
         began = time.perf_counter()
         table["costs"][key] = count_costs(channels)
-        notes.append(f"FLOP and activations of widths {key} counted now ({time.perf_counter() - began:.0f} s; "
-                     f"not cached: benchmarks/bench_pretrain.py --record caches them)")
+        notes.append(
+            f"FLOP and activations of widths {key} counted now ({time.perf_counter() - began:.0f} s; "
+            f"not cached: benchmarks/bench_pretrain.py --record caches them)"
+        )
     return table["costs"][key]
 
 
 # ---------------------------------------------------------------- the plan
+
 
 @dataclass
 class JobEstimate:
@@ -310,8 +339,10 @@ class _Rates:
     def __init__(self, kind: str, table: Mapping[str, Any], precision: str):
         entry = table["devices"].get(kind)
         if not entry or not entry.get("rows"):
-            raise GVSLInputError(f"no step times for device kind {kind!r} in the timings table; known kinds: "
-                                 f"{sorted(table['devices'])} (benchmarks/bench_pretrain.py --record adds this machine's)")
+            raise GVSLInputError(
+                f"no step times for device kind {kind!r} in the timings table; known kinds: "
+                f"{sorted(table['devices'])} (benchmarks/bench_pretrain.py --record adds this machine's)"
+            )
         self.label = entry.get("label", kind)
         rows = entry["rows"]
         self.rows = [r for r in rows if r.get("precision") == precision] or rows
@@ -327,9 +358,15 @@ class _Rates:
 
     def measured_peak(self, channels: Sequence[int], size: Sequence[int], batch: int) -> float | None:
         for row in self.rows:
-            if (row.get("source") == "measured" and row.get("peak_memory_gib") and row.get("method", "gvsl") == "gvsl"
-                    and _channels_key(row["channels"]) == _channels_key(channels)
-                    and list(size) == [row["size"]] * 3 and row["batch"] == batch and row["precision"] == self.precision):
+            if (
+                row.get("source") == "measured"
+                and row.get("peak_memory_gib")
+                and row.get("method", "gvsl") == "gvsl"
+                and _channels_key(row["channels"]) == _channels_key(channels)
+                and list(size) == [row["size"]] * 3
+                and row["batch"] == batch
+                and row["precision"] == self.precision
+            ):
                 return float(row["peak_memory_gib"])
         return None
 
@@ -383,8 +420,9 @@ def make_plan(params: Mapping[str, Any], devices: int, kind: str, table: Mapping
         evaluation = cost["flop_per_voxel"] * voxels * pairs / 3 * (iterations // eval_every + 1)
         seconds = rates.seconds(step, used) * iterations + rates.seconds(max(evaluation, 1.0), used)
         measured = rates.measured_peak(channels, crop, batch) if method == "gvsl" else None
-        memory = measured or _train_memory(cost["params_trained"], cost["params"], cost["act_bytes_per_voxel"],
-                                           voxels * batch, pre_precision)
+        memory = measured or _train_memory(
+            cost["params_trained"], cost["params"], cost["act_bytes_per_voxel"], voxels * batch, pre_precision
+        )
         for seed in seeds:
             pretrain.jobs.append(JobEstimate(f"{method} seed {seed}", seconds, memory, measured is not None))
     if "scratch" in methods:
@@ -399,28 +437,50 @@ def make_plan(params: Mapping[str, Any], devices: int, kind: str, table: Mapping
             listed = setting(params, "transfer", protocol, "seeds")
             if not isinstance(listed, list) or not listed:
                 raise GVSLInputError(f"params.yaml: transfer.{protocol}.seeds must be a non-empty list, got {listed!r}")
-            run = _transfer_run(task, protocol, settings, shapes[task], splits[task], costs["transfer"], kind,
-                                table, used)
+            run = _transfer_run(
+                task, protocol, settings, shapes[task], splits[task], costs["transfer"], kind, table, used
+            )
             for method in methods:
                 for pretrain_seed in seeds:
                     for seed in listed:
-                        transfer.jobs.append(JobEstimate(f"{task}-{protocol}-{method} p{pretrain_seed} t{seed}",
-                                                         run[0], run[1], dvc_stage=f"transfer@{method}"))
+                        transfer.jobs.append(
+                            JobEstimate(
+                                f"{task}-{protocol}-{method} p{pretrain_seed} t{seed}",
+                                run[0],
+                                run[1],
+                                dvc_stage=f"transfer@{method}",
+                            )
+                        )
     prepare_tasks = setting(params, "prepare", "tasks")
     if not isinstance(prepare_tasks, Mapping):
         raise GVSLInputError("params.yaml: prepare.tasks must map tasks to their sources")
-    prepare = StageEstimate("prepare", [JobEstimate(task, 0.0, 0.0) for task in prepare_tasks],
-                            note="CPU: reading, resampling, cropping; not estimated", estimated=False)
-    report = StageEstimate("report", [JobEstimate("report", 0.0, 0.0)],
-                           note="CPU: tables, t-SNE, figures; not estimated", estimated=False)
+    prepare = StageEstimate(
+        "prepare",
+        [JobEstimate(task, 0.0, 0.0) for task in prepare_tasks],
+        note="CPU: reading, resampling, cropping; not estimated",
+        estimated=False,
+    )
+    report = StageEstimate(
+        "report", [JobEstimate("report", 0.0, 0.0)], note="CPU: tables, t-SNE, figures; not estimated", estimated=False
+    )
     rows = [_describe_row(r, kind) for entry in [table["devices"][kind]] for r in entry["rows"] if id(r) in used]
-    return Plan(str(params.get("profile", "unnamed")), kind, rates.label, devices, [prepare, pretrain, transfer, report],
-                rows, notes)
+    return Plan(
+        str(params.get("profile", "unnamed")),
+        kind,
+        rates.label,
+        devices,
+        [prepare, pretrain, transfer, report],
+        rows,
+        notes,
+    )
 
 
 def _int_list(value: Any, key: str, length: int) -> list[int]:
-    if (not isinstance(value, (list, tuple)) or len(value) != length
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != length
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
         raise GVSLInputError(f"params.yaml: {key} must be a list of {length} positive integers, got {value!r}")
     return [int(v) for v in value]
 
@@ -431,8 +491,9 @@ def _positive(value: Any, key: str) -> int:
     return value
 
 
-def _train_memory(trained: int, params: int, act_bytes: Mapping[str, float], samples_voxels: float,
-                  precision: str) -> float:
+def _train_memory(
+    trained: int, params: int, act_bytes: Mapping[str, float], samples_voxels: float, precision: str
+) -> float:
     """Weights, gradients and Adam moments of trained parameters (16 B), frozen ones (4 B), bf16's weight
     copies (2 B), and the saved activations."""
     weights = 16 * trained + 4 * (params - trained) + (2 * params if precision == "bf16" else 0)
@@ -448,9 +509,17 @@ def _windows(shape: Sequence[int], window: Sequence[int]) -> int:
     return count
 
 
-def _transfer_run(task: str, protocol: str, settings: Mapping[str, Any], shape: tuple[int, ...],
-                  splits: tuple[int, int, int], cost: Mapping[str, Any], kind: str, table: Mapping[str, Any],
-                  used: set[int]) -> tuple[float, float]:
+def _transfer_run(
+    task: str,
+    protocol: str,
+    settings: Mapping[str, Any],
+    shape: tuple[int, ...],
+    splits: tuple[int, int, int],
+    cost: Mapping[str, Any],
+    kind: str,
+    table: Mapping[str, Any],
+    used: set[int],
+) -> tuple[float, float]:
     """(seconds, GiB) of one transfer run of ``task``/``protocol``."""
     from gvsl.data import TASK_TYPES
     from gvsl.pipeline.layout import setting
@@ -483,13 +552,18 @@ def _transfer_run(task: str, protocol: str, settings: Mapping[str, Any], shape: 
     else:
         flop_train = forward * voxels * batch * iterations
     flop_eval = forward * windows * (val * evaluations + test)
-    seconds = rates.seconds(max(flop_train / iterations, 1.0), used) * iterations + rates.seconds(max(flop_eval, 1.0), used)
+    seconds = rates.seconds(max(flop_train / iterations, 1.0), used) * iterations + rates.seconds(
+        max(flop_eval, 1.0), used
+    )
     bytes_per = 2 if precision == "bf16" else 4
     # evaluation: EVAL_BATCH windows' widest activation, three of them alive at once
     evaluation = 3 * cost["widest_channels"] * voxels * 4 * bytes_per
     if protocol == "finetune":
-        memory = 16 * cost["params"] + (2 * cost["params"] if precision == "bf16" else 0) + max(
-            cost["act_bytes_per_voxel"][precision] * voxels * batch, evaluation)
+        memory = (
+            16 * cost["params"]
+            + (2 * cost["params"] if precision == "bf16" else 0)
+            + max(cost["act_bytes_per_voxel"][precision] * voxels * batch, evaluation)
+        )
     else:
         memory = 4 * cost["params"] + evaluation
     return seconds, memory / _GIB
@@ -507,12 +581,19 @@ def _prepared_shape(params: Mapping[str, Any], task: str) -> tuple[int, int, int
     if not isinstance(spec, Mapping) or "source" not in spec:
         raise GVSLInputError(f"params.yaml: prepare.tasks.{task} must be a mapping with a source")
     source = spec["source"]
-    kinds = {"phantom-ct": ({"CCC": "phantom-lung", "SAC": "phantom-coronary"}.get(task, "phantom-heart"), (5.0,) * 3),
-             "mni-brain": ("phantom-brain", (4.0,) * 3), "mmwhs": ("heart", PAPER_SPACING),
-             "asoca": ("heart", PAPER_SPACING), "stoic": ("lung", PAPER_SPACING), "candi": ("brain", PAPER_SPACING)}
+    kinds = {
+        "phantom-ct": ({"CCC": "phantom-lung", "SAC": "phantom-coronary"}.get(task, "phantom-heart"), (5.0,) * 3),
+        "mni-brain": ("phantom-brain", (4.0,) * 3),
+        "mmwhs": ("heart", PAPER_SPACING),
+        "asoca": ("heart", PAPER_SPACING),
+        "stoic": ("lung", PAPER_SPACING),
+        "candi": ("brain", PAPER_SPACING),
+    }
     if source not in kinds:
-        raise GVSLInputError(f"params.yaml: prepare.tasks.{task}.source {source!r}: gvsl plan knows no prepared "
-                             f"shape for it; known: {sorted(kinds)}")
+        raise GVSLInputError(
+            f"params.yaml: prepare.tasks.{task}.source {source!r}: gvsl plan knows no prepared "
+            f"shape for it; known: {sorted(kinds)}"
+        )
     roi_kind, spacing = kinds[source]
     spacing = spec.get("spacing") or spacing
     roi = spec.get("roi_mm") or ROI_MM[roi_kind]
@@ -535,10 +616,12 @@ def _split_counts(params: Mapping[str, Any], task: str) -> tuple[int, int, int]:
 
 
 def _describe_row(row: Mapping[str, Any], kind: str) -> str:
-    what = (f"{kind}: {row['source']}"
-            + (f" {row['date']}" if row.get("date") else "")
-            + f", whole GVSL widths {_channels_key(row['channels'])}, {row['size']}³, batch {row['batch']}, "
-            f"{row['precision']}: {row['step_seconds']:.3g} s/step, {row['step_gflop']:.0f} GFLOP/step")
+    what = (
+        f"{kind}: {row['source']}"
+        + (f" {row['date']}" if row.get("date") else "")
+        + f", whole GVSL widths {_channels_key(row['channels'])}, {row['size']}³, batch {row['batch']}, "
+        f"{row['precision']}: {row['step_seconds']:.3g} s/step, {row['step_gflop']:.0f} GFLOP/step"
+    )
     if row.get("threads"):
         what += f", {row['threads']} thread(s)"
     if row.get("note"):
@@ -555,23 +638,30 @@ def _hours(hours: float) -> str:
 
 
 def format_plan(plan: Plan) -> str:
-    lines = [f"gvsl plan: profile {plan.profile} on {plan.devices} × {plan.kind_label} ({plan.kind}), jobs spread one "
-             f"per device, longest first",
-             "",
-             f"{'stage':<9} {'jobs':>5} {'device-hours':>13} {'memory/job':>11} {'wall time':>16}  note"]
+    lines = [
+        f"gvsl plan: profile {plan.profile} on {plan.devices} × {plan.kind_label} ({plan.kind}), jobs spread one "
+        f"per device, longest first",
+        "",
+        f"{'stage':<9} {'jobs':>5} {'device-hours':>13} {'memory/job':>11} {'wall time':>16}  note",
+    ]
     for stage in plan.stages:
         if stage.estimated:
             memory = f"{stage.memory_gib:.1f} GiB" + ("" if any(j.memory_measured for j in stage.jobs) else "*")
-            lines.append(f"{stage.stage:<9} {len(stage.jobs):>5} {stage.device_hours:>13.1f} {memory:>11} "
-                         f"{_hours(stage.wall_hours(plan.devices)):>16}  {stage.note}")
+            lines.append(
+                f"{stage.stage:<9} {len(stage.jobs):>5} {stage.device_hours:>13.1f} {memory:>11} "
+                f"{_hours(stage.wall_hours(plan.devices)):>16}  {stage.note}"
+            )
         else:
             lines.append(f"{stage.stage:<9} {len(stage.jobs):>5} {'-':>13} {'-':>11} {'-':>16}  {stage.note}")
-    lines += [f"{'total':<9} {sum(len(s.jobs) for s in plan.stages):>5} {plan.device_hours:>13.1f} {'':>11} "
-              f"{_hours(plan.wall_hours):>16}  (pretrain + transfer)", "",
-              "Step times: the nearest measured configuration's seconds per step, scaled by FLOP (voxels × width²,",
-              "counted on each method's real step); the data pipeline and Python overhead are not counted.",
-              "Transfer runs at their iteration cap; validation and test passes included. * memory: estimated",
-              "(weights, gradients, Adam state, saved activations; a floor). From the timings table:"]
+    lines += [
+        f"{'total':<9} {sum(len(s.jobs) for s in plan.stages):>5} {plan.device_hours:>13.1f} {'':>11} "
+        f"{_hours(plan.wall_hours):>16}  (pretrain + transfer)",
+        "",
+        "Step times: the nearest measured configuration's seconds per step, scaled by FLOP (voxels × width²,",
+        "counted on each method's real step); the data pipeline and Python overhead are not counted.",
+        "Transfer runs at their iteration cap; validation and test passes included. * memory: estimated",
+        "(weights, gradients, Adam state, saved activations; a floor). From the timings table:",
+    ]
     lines += [f"  {row}" for row in plan.rows]
     if any("estimate" in row for row in plan.rows):
         lines.append("  ESTIMATE, not a measurement: run `make gpu-check` on that device to record one.")
@@ -581,13 +671,22 @@ def format_plan(plan: Plan) -> str:
 
 # ---------------------------------------------------------------- the command
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml", help="the pipeline's settings (default params.yaml; "
-                        "e.g. profiles/paper.yaml)")
-    parser.add_argument("--devices", type=int, default=None,
-                        help="devices that run jobs side by side (default: this machine's GPUs, else its CPU cores)")
-    parser.add_argument("--device-kind", default=None,
-                        help="a kind of the timings table, e.g. cpu or h100 (default: this machine's)")
+    parser.add_argument(
+        "--params",
+        default="params.yaml",
+        help="the pipeline's settings (default params.yaml; e.g. profiles/paper.yaml)",
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="devices that run jobs side by side (default: this machine's GPUs, else its CPU cores)",
+    )
+    parser.add_argument(
+        "--device-kind", default=None, help="a kind of the timings table, e.g. cpu or h100 (default: this machine's)"
+    )
     parser.add_argument("--timings", default=str(TIMINGS), help="the timings table (default: the package's)")
 
 

@@ -36,8 +36,16 @@ from gvsl.geometry import affine_from_parameters, affine_to_ddf, warp, warp_affi
 from gvsl.losses import local_ncc_loss
 from gvsl.nets import GVSL
 
-__all__ = ["HeldOutPairs", "MisalignmentScores", "PretextScores", "evaluate_misalignment", "evaluate_pretext",
-           "heldout_pairs", "misaligned_pairs", "score_registration"]
+__all__ = [
+    "HeldOutPairs",
+    "MisalignmentScores",
+    "PretextScores",
+    "evaluate_misalignment",
+    "evaluate_pretext",
+    "heldout_pairs",
+    "misaligned_pairs",
+    "score_registration",
+]
 
 
 @dataclass
@@ -67,13 +75,23 @@ class HeldOutPairs:
 
     def subset(self, index: slice) -> HeldOutPairs:
         """The pairs ``index`` selects (a slice), sharing storage."""
-        take = (lambda t: None if t is None else t[index])
-        return HeldOutPairs(self.fixed[index], self.moving[index], take(self.fixed_labels), take(self.moving_labels),
-                            self.num_classes, self.ids[index])
+
+        def take(t):
+            return None if t is None else t[index]
+
+        return HeldOutPairs(
+            self.fixed[index],
+            self.moving[index],
+            take(self.fixed_labels),
+            take(self.moving_labels),
+            self.num_classes,
+            self.ids[index],
+        )
 
 
-def heldout_pairs(cases: Sequence[Case], crop: Sequence[int], pairs: int | None = None, seed: int = 0,
-                  num_classes: int | None = None) -> HeldOutPairs:
+def heldout_pairs(
+    cases: Sequence[Case], crop: Sequence[int], pairs: int | None = None, seed: int = 0, num_classes: int | None = None
+) -> HeldOutPairs:
     """Draw ``pairs`` ordered pairs of different cases, seeded; all of them (in ``itertools.permutations``
     order) when ``pairs`` is None or at least their number.
 
@@ -101,8 +119,7 @@ def heldout_pairs(cases: Sequence[Case], crop: Sequence[int], pairs: int | None 
     resize = ResizeWithPadOrCrop(tuple(int(c) for c in crop))
     images = [torch.as_tensor(resize(np.asarray(c.image, np.float32)[None])) for c in cases]
     labelled = all(c.label is not None for c in cases)
-    labels = ([torch.as_tensor(resize(np.asarray(c.label, np.int64)[None])).long() for c in cases]
-              if labelled else None)
+    labels = [torch.as_tensor(resize(np.asarray(c.label, np.int64)[None])).long() for c in cases] if labelled else None
     if labels:
         for c, label in zip(cases, labels):
             if not bool((label > 0).any()):
@@ -144,31 +161,38 @@ class PretextScores:
 
 def _mean_dice(warped_labels: torch.Tensor, fixed_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Per pair: Dice averaged over the foreground classes present in the fixed subject."""
-    dice = compute_dice(one_hot(warped_labels, num_classes), one_hot(fixed_labels, num_classes),
-                        include_background=False, ignore_empty=True)
+    dice = compute_dice(
+        one_hot(warped_labels, num_classes),
+        one_hot(fixed_labels, num_classes),
+        include_background=False,
+        ignore_empty=True,
+    )
     return torch.nanmean(dice, dim=1)
 
 
-def score_registration(pairs: HeldOutPairs, warped: torch.Tensor, ddf: torch.Tensor,
-                       affine: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def score_registration(
+    pairs: HeldOutPairs, warped: torch.Tensor, ddf: torch.Tensor, affine: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Per-pair scores of one registration of ``pairs`` (on the device of ``warped``): the NCC loss of the
     warped and of the unwarped moving image, and with labels the Dice for no warp, the affine part alone
     (when ``affine`` is given) and the whole field ``ddf``. The :class:`PretextScores` fields."""
     device = warped.device
     fixed, moving = pairs.fixed.to(device), pairs.moving.to(device)
     warped = warped.float()
-    scores = {"ncc": torch.stack([local_ncc_loss(w[None], f[None]) for w, f in zip(warped, fixed)]),
-              "identity_ncc": torch.stack([local_ncc_loss(m[None], f[None]) for m, f in zip(moving, fixed)])}
+    scores = {
+        "ncc": torch.stack([local_ncc_loss(w[None], f[None]) for w, f in zip(warped, fixed)]),
+        "identity_ncc": torch.stack([local_ncc_loss(m[None], f[None]) for m, f in zip(moving, fixed)]),
+    }
     if pairs.labelled:
         fixed_labels = pairs.fixed_labels.to(device)
         moving_labels = pairs.moving_labels.to(device).float()
         scores["identity_dice"] = _mean_dice(moving_labels, fixed_labels, pairs.num_classes)
-        scores["warped_dice"] = _mean_dice(warp(moving_labels, ddf.float(), "nearest"), fixed_labels,
-                                           pairs.num_classes)
+        scores["warped_dice"] = _mean_dice(warp(moving_labels, ddf.float(), "nearest"), fixed_labels, pairs.num_classes)
         if affine is not None:
             affine_ddf = affine_to_ddf(affine.float(), fixed.shape[2:])
-            scores["affine_dice"] = _mean_dice(warp(moving_labels, affine_ddf, "nearest"), fixed_labels,
-                                               pairs.num_classes)
+            scores["affine_dice"] = _mean_dice(
+                warp(moving_labels, affine_ddf, "nearest"), fixed_labels, pairs.num_classes
+            )
     return scores
 
 
@@ -234,8 +258,14 @@ def misaligned_pairs(pairs: HeldOutPairs, seed: int = 0) -> tuple[HeldOutPairs, 
     moving = warp_affine(fixed, moves)
     labels = None if pairs.fixed_labels is None else pairs.fixed_labels[index]
     moved_labels = None if labels is None else warp_affine(labels.float(), moves, "nearest").long()
-    known = HeldOutPairs(fixed, moving, labels, moved_labels, pairs.num_classes,
-                         [(pairs.ids[i][0], f"{pairs.ids[i][0]} moved") for i in first.values()])
+    known = HeldOutPairs(
+        fixed,
+        moving,
+        labels,
+        moved_labels,
+        pairs.num_classes,
+        [(pairs.ids[i][0], f"{pairs.ids[i][0]} moved") for i in first.values()],
+    )
     return known, _invert(moves)
 
 
@@ -274,18 +304,25 @@ class MisalignmentScores:
 
     def summary(self) -> dict[str, float]:
         """Means over pairs, and the translation correlation, for logging."""
-        means = {name: float(value.mean()) for name, value in vars(self).items()
-                 if value is not None and not name.endswith("translation")}
-        return {**means, "recovered": float(self.recovered.mean()),
-                "translation_correlation": self.translation_correlation()}
+        means = {
+            name: float(value.mean())
+            for name, value in vars(self).items()
+            if value is not None and not name.endswith("translation")
+        }
+        return {
+            **means,
+            "recovered": float(self.recovered.mean()),
+            "translation_correlation": self.translation_correlation(),
+        }
 
     def per_pair(self) -> dict[str, list]:
         return {name: value.tolist() for name, value in vars(self).items() if value is not None}
 
 
 @torch.no_grad()
-def evaluate_misalignment(model: GVSL, known: HeldOutPairs, undo: torch.Tensor,
-                          batch_size: int = 4) -> MisalignmentScores:
+def evaluate_misalignment(
+    model: GVSL, known: HeldOutPairs, undo: torch.Tensor, batch_size: int = 4
+) -> MisalignmentScores:
     """How well ``model``'s affine head undoes known misalignments (from :func:`misaligned_pairs`).
 
     Raises:
@@ -304,7 +341,7 @@ def evaluate_misalignment(model: GVSL, known: HeldOutPairs, undo: torch.Tensor,
             predicted = model(fixed, moving).affine.float()
             true_ddf = affine_to_ddf(undo[chunk].to(device), fixed.shape[2:])
             affine_ddf = affine_to_ddf(predicted, fixed.shape[2:])
-            region = (known.fixed_labels[chunk] > 0 if known.labelled else torch.ones_like(fixed, dtype=torch.bool))
+            region = known.fixed_labels[chunk] > 0 if known.labelled else torch.ones_like(fixed, dtype=torch.bool)
             region = region.to(device)[:, 0]
             for name, ddf in (("error_identity", torch.zeros_like(true_ddf)), ("error_affine", affine_ddf)):
                 distance = (ddf - true_ddf).norm(dim=1)
@@ -315,9 +352,11 @@ def evaluate_misalignment(model: GVSL, known: HeldOutPairs, undo: torch.Tensor,
                 moved_labels = known.moving_labels[chunk].to(device).float()
                 fixed_labels = known.fixed_labels[chunk].to(device)
                 parts.setdefault("identity_dice", []).append(
-                    _mean_dice(moved_labels, fixed_labels, known.num_classes).cpu())
+                    _mean_dice(moved_labels, fixed_labels, known.num_classes).cpu()
+                )
                 parts.setdefault("affine_dice", []).append(
-                    _mean_dice(warp(moved_labels, affine_ddf, "nearest"), fixed_labels, known.num_classes).cpu())
+                    _mean_dice(warp(moved_labels, affine_ddf, "nearest"), fixed_labels, known.num_classes).cpu()
+                )
     finally:
         model.train(was_training)
     return MisalignmentScores(**{name: torch.cat(values) for name, values in parts.items()})

@@ -49,14 +49,25 @@ OVERLAY = Path("profiles/paper-rehearsal.yaml")
 SHRINKABLE = (
     "prepare.tasks.*.spacing",
     "model.channels",
-    "pretrain.iterations", "pretrain.crop", "pretrain.checkpoint_every", "pretrain.log_every",
-    "pretrain.eval_every", "pretrain.heldout.pairs",
-    "transfer.*.seeds", "transfer.*.crop.*", "transfer.*.iterations", "transfer.*.iterations.*",
-    "transfer.*.val_every", "transfer.*.min_iterations",
+    "pretrain.iterations",
+    "pretrain.crop",
+    "pretrain.checkpoint_every",
+    "pretrain.log_every",
+    "pretrain.eval_every",
+    "pretrain.heldout.pairs",
+    "transfer.*.seeds",
+    "transfer.*.crop.*",
+    "transfer.*.iterations",
+    "transfer.*.iterations.*",
+    "transfer.*.val_every",
+    "transfer.*.min_iterations",
 )
 #: what the README tells a paper-profile user to run to point data/ at their datasets ({data}: that folder)
-README_DATA_COMMANDS = (("rm", "-rf", "data"), ("dvc", "import-url", "--force", "{data}", "data"),
-                        ("dvc", "unfreeze", "data.dvc"))
+README_DATA_COMMANDS = (
+    ("rm", "-rf", "data"),
+    ("dvc", "import-url", "--force", "{data}", "data"),
+    ("dvc", "unfreeze", "data.dvc"),
+)
 _MARKER = "gvsl-rehearsal.json"
 
 
@@ -84,8 +95,11 @@ def _merged(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, An
 def changed_settings(paper: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Dotted path -> (paper's value, ``params``'s value) of every setting in which the two differ."""
     before, after = _leaves(paper), _leaves(params)
-    return {path: (before.get(path), after.get(path)) for path in sorted(before.keys() | after.keys())
-            if before.get(path) != after.get(path)}
+    return {
+        path: (before.get(path), after.get(path))
+        for path in sorted(before.keys() | after.keys())
+        if before.get(path) != after.get(path)
+    }
 
 
 def _matches(path: str, pattern: str) -> bool:
@@ -101,7 +115,7 @@ def _shrinks(path: str, before: Any, after: Any) -> bool:
     if before is None and path.startswith("prepare.tasks."):
         return True  # the paper profile leaves the voxel size at its default, 1 mm
     if path.endswith(".seeds"):  # fewer runs: the first of the paper's seeds
-        return isinstance(after, list) and 0 < len(after) <= len(before) and after == before[:len(after)]
+        return isinstance(after, list) and 0 < len(after) <= len(before) and after == before[: len(after)]
     if isinstance(before, bool) or type(before) is not type(after):
         return False
     return not isinstance(before, list) or len(before) == len(after)
@@ -111,11 +125,14 @@ def rehearsal_params(project: Path) -> dict[str, Any]:
     """``profiles/paper.yaml`` with the overlay merged in, refused if it changes more than :data:`SHRINKABLE`."""
     paper = yaml.safe_load((project / PAPER).read_text())
     params = _merged(paper, yaml.safe_load((project / OVERLAY).read_text()) or {})
-    other = [path for path, (before, after) in changed_settings(paper, params).items()
-             if not _shrinks(path, before, after)]
+    other = [
+        path for path, (before, after) in changed_settings(paper, params).items() if not _shrinks(path, before, after)
+    ]
     if other:
-        raise GVSLInputError(f"{OVERLAY}: changes {other}, which are not sizes, iterations or widths of the "
-                             f"paper profile of the same kind (allowed: {', '.join(SHRINKABLE)})")
+        raise GVSLInputError(
+            f"{OVERLAY}: changes {other}, which are not sizes, iterations or widths of the "
+            f"paper profile of the same kind (allowed: {', '.join(SHRINKABLE)})"
+        )
     return params
 
 
@@ -137,10 +154,18 @@ def with_precision(params: Mapping[str, Any], precision: str | None) -> dict[str
 def _project_files(source: Path) -> list[str]:
     """What a fresh clone holds, with uncommitted edits (tracked, or untracked and not ignored), but
     ``results/``: the copy must make its own, not show the committed ones."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=source,
-                            check=True, capture_output=True, text=True).stdout
-    return sorted(name for name in set(listed.split("\0"))
-                  if name and not name.startswith("results/") and (source / name).is_file())
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=source,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return sorted(
+        name
+        for name in set(listed.split("\0"))
+        if name and not name.startswith("results/") and (source / name).is_file()
+    )
 
 
 def copy_project(source: Path, dest: Path, params: Mapping[str, Any] | None = None) -> Path:
@@ -154,8 +179,9 @@ def copy_project(source: Path, dest: Path, params: Mapping[str, Any] | None = No
     if params is not None:
         (dest / "params.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=False))
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "a copy of the project"]):
-        subprocess.run(["git", "-c", "user.name=gvsl", "-c", "user.email=gvsl@localhost", *command],
-                       cwd=dest, check=True)
+        subprocess.run(
+            ["git", "-c", "user.name=gvsl", "-c", "user.email=gvsl@localhost", *command], cwd=dest, check=True
+        )
     return dest
 
 
@@ -172,8 +198,7 @@ def _run(command: Sequence[str], cwd: Path) -> None:
         process.wait()
         raise
     if returncode:
-        raise GVSLInputError(f"rehearsal: `{' '.join(command)}` failed with exit status {returncode} "
-                             f"(in {cwd})")
+        raise GVSLInputError(f"rehearsal: `{' '.join(command)}` failed with exit status {returncode} (in {cwd})")
 
 
 def write_datasets(params: Mapping[str, Any], folder: Path) -> None:
@@ -183,8 +208,9 @@ def write_datasets(params: Mapping[str, Any], folder: Path) -> None:
     for task, settings in params["prepare"]["tasks"].items():
         root = Path(settings["root"])
         if root.parts[0] != "data":
-            raise GVSLInputError(f"prepare.tasks.{task}.root: {root} is not under data/, where the paper profile "
-                                 f"reads its datasets")
+            raise GVSLInputError(
+                f"prepare.tasks.{task}.root: {root} is not under data/, where the paper profile reads its datasets"
+            )
         write_fixture(settings["source"], folder.joinpath(*root.parts[1:]), seed=params["prepare"]["seed"])
 
 
@@ -193,8 +219,9 @@ def check_outputs(project: Path, params: Mapping[str, Any]) -> dict[str, Any]:
     table = pd.read_csv(project / "results" / "table1.csv")
     from gvsl.table1 import PROTOCOLS
 
-    expected = {(m, t, p) for m in params["pipeline"]["methods"] for t in params["pipeline"]["tasks"]
-                for p in PROTOCOLS}
+    expected = {
+        (m, t, p) for m in params["pipeline"]["methods"] for t in params["pipeline"]["tasks"] for p in PROTOCOLS
+    }
     found = set(zip(table["method"], table["task"], table["protocol"]))
     if expected - found:
         raise GVSLInputError(f"rehearsal: Table 1 lacks the cells {sorted(expected - found)}")
@@ -204,8 +231,9 @@ def check_outputs(project: Path, params: Mapping[str, Any]) -> dict[str, Any]:
     for task, settings in params["prepare"]["tasks"].items():
         info = json.loads((project / "build" / "prepared" / task / "dataset.json").read_text())
         if info["source"] != settings["source"]:
-            raise GVSLInputError(f"rehearsal: build/prepared/{task} came from {info['source']}, "
-                                 f"not {settings['source']}")
+            raise GVSLInputError(
+                f"rehearsal: build/prepared/{task} came from {info['source']}, not {settings['source']}"
+            )
         sources[task] = info["source"]
     return {"cells": len(found), "methods": sorted(set(table["method"])), "sources": sources}
 
@@ -236,10 +264,15 @@ def rehearse(dest: str | Path, source: str | Path | None = None, precision: str 
         for command in README_DATA_COMMANDS:
             _run([part.format(data=dest / "datasets") for part in command], project)
         _run(["dvc", "repro"], project)
-        summary = {"status": "passed", **check_outputs(project, params),
-                   "seconds": round(time.monotonic() - start, 1),
-                   "changed_from_paper": {path: list(values) for path, values in
-                                          changed_settings(yaml.safe_load((source / PAPER).read_text()), params).items()}}
+        summary = {
+            "status": "passed",
+            **check_outputs(project, params),
+            "seconds": round(time.monotonic() - start, 1),
+            "changed_from_paper": {
+                path: list(values)
+                for path, values in changed_settings(yaml.safe_load((source / PAPER).read_text()), params).items()
+            },
+        }
     except GVSLInputError as err:
         marker.write_text(json.dumps({"status": "failed", "error": str(err), "source": str(source)}, indent=2))
         raise
@@ -249,26 +282,37 @@ def rehearse(dest: str | Path, source: str | Path | None = None, precision: str 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gvsl.rehearsal", description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", type=Path, default=Path("build/rehearsal"),
-                        help="folder for the project copy, the stand-in datasets and the summary "
-                             "(default: build/rehearsal; an earlier rehearsal there is replaced)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"),
-                        help="train and evaluate at this precision instead of the paper profile's auto (fp32 on "
-                             "the CPU); bf16 is native on CPUs with AVX512-BF16 or AMX")
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        default=Path("build/rehearsal"),
+        help="folder for the project copy, the stand-in datasets and the summary "
+        "(default: build/rehearsal; an earlier rehearsal there is replaced)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="train and evaluate at this precision instead of the paper profile's auto (fp32 on "
+        "the CPU); bf16 is native on CPUs with AVX512-BF16 or AMX",
+    )
     args = parser.parse_args(argv)
     if args.precision == "bf16":
         from gvsl.runtime import cpu_bf16_supported
 
         if not cpu_bf16_supported():
-            print("rehearse-paper: this CPU has no native bf16 (avx512_bf16 or amx_bf16): PyTorch emulates it, "
-                  "slower", file=sys.stderr)
+            print(
+                "rehearse-paper: this CPU has no native bf16 (avx512_bf16 or amx_bf16): PyTorch emulates it, slower",
+                file=sys.stderr,
+            )
     try:
         summary = rehearse(args.dest, precision=args.precision)
     except GVSLInputError as err:
         print(f"rehearse-paper: error: {err}", file=sys.stderr)
         return 2
-    print(f"rehearse-paper: {summary['cells']} Table 1 cells of {len(summary['methods'])} methods from "
-          f"{', '.join(f'{t}={s}' for t, s in summary['sources'].items())} in {summary['seconds']:.0f} s")
+    print(
+        f"rehearse-paper: {summary['cells']} Table 1 cells of {len(summary['methods'])} methods from "
+        f"{', '.join(f'{t}={s}' for t, s in summary['sources'].items())} in {summary['seconds']:.0f} s"
+    )
     return 0
 
 

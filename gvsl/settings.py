@@ -14,7 +14,8 @@ T = TypeVar("T")
 
 
 def from_mapping(cls: type[T], values: Mapping[str, Any], where: str) -> T:
-    """``cls(**values)``, refusing keys that are not fields of the dataclass ``cls`` (a typo is an error, not a default)."""
+    """``cls(**values)``, refusing keys that are not fields of the dataclass ``cls`` (a typo is an error, not a
+    default)."""
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - fields
     if unknown:

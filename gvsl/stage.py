@@ -12,7 +12,8 @@ environment's Python kernel, as papermill's command line would run it, with two 
 
 A failing cell ends the command with the cell's traceback and exit status 1; the executed notebook
 is still written, up to the failing cell. An interrupted stage (Ctrl-C or SIGTERM: exit status 128 +
-the signal; or the runner killed) takes its kernel and the kernel's worker processes with it: jupyter_client starts kernels in a session of
+the signal; or the runner killed) takes its kernel and the kernel's worker processes with it: jupyter_client starts
+kernels in a session of
 their own, out of reach of the terminal's Ctrl-C, and a kernel left behind would go on training and
 writing the stage's outputs.
 """
@@ -67,8 +68,9 @@ def _kernel_manager_class(socket_folder: str, started: list):
     return IPCKernelManager
 
 
-def run_stage(notebook: str | Path, output: str | Path, params: Mapping[str, Any],
-              overrides: Mapping[str, str] | None = None) -> None:
+def run_stage(
+    notebook: str | Path, output: str | Path, params: Mapping[str, Any], overrides: Mapping[str, str] | None = None
+) -> None:
     """Execute ``notebook`` into ``output`` with ``params`` (and ``overrides``) as its parameters."""
     import papermill
 
@@ -79,17 +81,25 @@ def run_stage(notebook: str | Path, output: str | Path, params: Mapping[str, Any
         # At once, and for good: papermill would notice a Ctrl-C only once the running cell had
         # finished, and then wait on the dead kernel. The executed notebook is not written.
         _kill_kernels(started)
-        print(f"gvsl.stage: {notebook} interrupted ({signal.Signals(signum).name}); its kernel was stopped",
-              file=sys.stderr, flush=True)
+        print(
+            f"gvsl.stage: {notebook} interrupted ({signal.Signals(signum).name}); its kernel was stopped",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(128 + signum)
 
     handled = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
     previous = {signum: signal.signal(signum, interrupt) for signum in handled}
     with tempfile.TemporaryDirectory(prefix="gvsl-kernel-") as sockets:
         try:
-            papermill.execute_notebook(str(notebook), str(output), parameters={**params, **(overrides or {})},
-                                       progress_bar=False, kernel_manager_class=_kernel_manager_class(sockets, started),
-                                       extra_arguments=[_KERNEL_START])
+            papermill.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters={**params, **(overrides or {})},
+                progress_bar=False,
+                kernel_manager_class=_kernel_manager_class(sockets, started),
+                extra_arguments=[_KERNEL_START],
+            )
         except BaseException:
             _kill_kernels(started)
             raise
@@ -113,10 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gvsl.stage", description=__doc__.splitlines()[0])
     parser.add_argument("notebook")
     parser.add_argument("output")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="a string parameter after params.yaml's groups (repeatable)")
-    parser.add_argument("-f", "--parameters-file", default="params.yaml",
-                        help="YAML file of parameters (default: params.yaml)")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a string parameter after params.yaml's groups (repeatable)",
+    )
+    parser.add_argument(
+        "-f", "--parameters-file", default="params.yaml", help="YAML file of parameters (default: params.yaml)"
+    )
     args = parser.parse_args(argv)
     import logging
 

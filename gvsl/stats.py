@@ -20,7 +20,8 @@ Satterthwaite degrees of freedom was tried and covered worse when the noise domi
 collapse). The interval is Student's t with the Welch–Satterthwaite degrees of freedom of the two terms.
 ``tests/test_stats.py`` simulates the model at five seeds and 8, 20 and 40 test cases, seed-, case-, noise-
 dominated and balanced, through :func:`gvsl.report.table.gain_interval` itself: coverage 94.0–96.2 % at a nominal
-95 % (98.7–99.2 % when the seed × case noise dominates); CCC's AUC at 24 cases 97.4 %. With fewer than :data:`MIN_SEEDS` seeds there is no interval (the spread between seeds cannot be estimated
+95 % (98.7–99.2 % when the seed × case noise dominates); CCC's AUC at 24 cases 97.4 %. With fewer than
+:data:`MIN_SEEDS` seeds there is no interval (the spread between seeds cannot be estimated
 well from fewer; a percentile bootstrap over two runs covered 56–85 %).
 
 Seeds are the unit: several transfer runs of one pre-training seed (the paper profile's transfer seeds) are
@@ -42,8 +43,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _scipy_stats
 
-__all__ = ["MIN_SEEDS", "Interval", "holm", "holm_levels", "jackknife_gains", "paired_gain_interval",
-           "seed_case_interval", "weighted_auc", "weighted_mean_dice"]
+__all__ = [
+    "MIN_SEEDS",
+    "Interval",
+    "holm",
+    "holm_levels",
+    "jackknife_gains",
+    "paired_gain_interval",
+    "seed_case_interval",
+    "weighted_auc",
+    "weighted_mean_dice",
+]
 
 #: the fewest seeds (independent runs of a cell, each with its own pre-training and transfer seed) that give an
 #: interval; with fewer, a gain is reported as a mean without interval and no claim rests on it
@@ -114,8 +124,9 @@ def _jackknife_variance(deleted: np.ndarray, groups: Sequence[np.ndarray]) -> np
     return total
 
 
-def seed_case_interval(full: np.ndarray, deleted: np.ndarray, groups: Sequence[np.ndarray] | None = None,
-                       level: float = 0.95) -> Interval:
+def seed_case_interval(
+    full: np.ndarray, deleted: np.ndarray, groups: Sequence[np.ndarray] | None = None, level: float = 0.95
+) -> Interval:
     """The interval of the mean over seeds of a per-seed statistic, from its jackknife over cases.
 
     Args:
@@ -151,8 +162,8 @@ def seed_case_interval(full: np.ndarray, deleted: np.ndarray, groups: Sequence[n
     variance = seed_variance + case_variance
     if variance <= 0:
         return Interval(estimate, 0.0, math.inf, seeds, level)
-    terms = seed_variance ** 2 / (seeds - 1) + (case_variance ** 2 / case_df if case_df else 0.0)
-    return Interval(estimate, math.sqrt(variance), variance ** 2 / terms, seeds, level)
+    terms = seed_variance**2 / (seeds - 1) + (case_variance**2 / case_df if case_df else 0.0)
+    return Interval(estimate, math.sqrt(variance), variance**2 / terms, seeds, level)
 
 
 def weighted_mean_dice(dice: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -195,9 +206,12 @@ def weighted_auc(probability: np.ndarray, target: np.ndarray, weights: np.ndarra
         return np.einsum("rp,pn,rn->r", wp, wins, wn) / (wp.sum(axis=1) * wn.sum(axis=1))
 
 
-def jackknife_gains(method: Sequence[np.ndarray], baseline: Sequence[np.ndarray],
-                    score: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                    seeds: Sequence[int] | None = None) -> tuple[list[int], np.ndarray, np.ndarray]:
+def jackknife_gains(
+    method: Sequence[np.ndarray],
+    baseline: Sequence[np.ndarray],
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    seeds: Sequence[int] | None = None,
+) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Per seed, the gain on every test case and with each case left out.
 
     Args:
@@ -209,15 +223,17 @@ def jackknife_gains(method: Sequence[np.ndarray], baseline: Sequence[np.ndarray]
             (None: every pair is its own seed).
 
     Returns:
-        the seeds (sorted), ``full`` (S,) and ``deleted`` (S, cases) in their order. A run whose score is undefined (NaN)
+        the seeds (sorted), ``full`` (S,) and ``deleted`` (S, cases) in their order. A run whose score is undefined
+        (NaN)
         is left out; a seed left with no run is dropped.
 
     Raises:
         ValueError: unpaired or unequal runs, or no run with a defined gain.
     """
     if len(method) != len(baseline) or not method:
-        raise ValueError(f"expecting the same non-zero number of method and baseline runs, got "
-                         f"{len(method)} and {len(baseline)}")
+        raise ValueError(
+            f"expecting the same non-zero number of method and baseline runs, got {len(method)} and {len(baseline)}"
+        )
     cases = len(method[0])
     if any(len(run) != cases for run in (*method, *baseline)):
         raise ValueError("every run must be scored on the same cases")
@@ -241,9 +257,14 @@ def jackknife_gains(method: Sequence[np.ndarray], baseline: Sequence[np.ndarray]
     return labels, np.array(full), np.array(deleted)
 
 
-def paired_gain_interval(method: Sequence[np.ndarray], baseline: Sequence[np.ndarray],
-                         score: Callable[[np.ndarray, np.ndarray], np.ndarray], strata: np.ndarray | None = None,
-                         seeds: Sequence[int] | None = None, level: float = 0.95) -> Interval:
+def paired_gain_interval(
+    method: Sequence[np.ndarray],
+    baseline: Sequence[np.ndarray],
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    strata: np.ndarray | None = None,
+    seeds: Sequence[int] | None = None,
+    level: float = 0.95,
+) -> Interval:
     """Gain of ``method`` over ``baseline`` (mean over seeds of the paired score difference) and its interval.
 
     Args:

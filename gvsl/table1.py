@@ -13,8 +13,18 @@ import math
 from gvsl.data import TASK_TYPES
 from gvsl.methods import GVSL_METHODS, METHOD_TITLES, PRETRAIN_METHODS, TABLE1_METHODS
 
-__all__ = ["ABLATIONS", "FIGURE_NAMES", "METHODS", "METHOD_NAMES", "PAPER_TABLE1", "PROTOCOLS", "PROTOCOL_NAMES",
-           "REGISTERING", "TASKS", "TASK_METRICS"]
+__all__ = [
+    "ABLATIONS",
+    "FIGURE_NAMES",
+    "METHODS",
+    "METHOD_NAMES",
+    "PAPER_TABLE1",
+    "PROTOCOLS",
+    "PROTOCOL_NAMES",
+    "REGISTERING",
+    "TASKS",
+    "TASK_METRICS",
+]
 
 #: the downstream tasks, in the paper's column order
 TASKS = ("SHC", "SAC", "CCC", "SBM")
@@ -32,8 +42,13 @@ ABLATIONS = tuple(key for key in GVSL_METHODS if key != "gvsl")
 #: the rows with a Z-matching head, which register held-out pairs (Fig. 8)
 REGISTERING = tuple(key for key, method in PRETRAIN_METHODS.items() if method.registers)
 #: how the figures name the initialisations they compare, by what each one learns
-FIGURE_NAMES = {"scratch": "scratch", "no_zmatch": "restoration only", "no_fundament": "Z-matching only",
-                "no_affine": "w/o affine head", "gvsl": "whole GVSL"}
+FIGURE_NAMES = {
+    "scratch": "scratch",
+    "no_zmatch": "restoration only",
+    "no_fundament": "Z-matching only",
+    "no_affine": "w/o affine head",
+    "gvsl": "whole GVSL",
+}
 
 # He et al., CVPR 2023, Table 1 (percent): method -> protocol -> (SHC, SAC, CCC, SBM). The kit records
 # the rows of Scratch, Models Genesis, Rotation, SimCLR, the ablations and GVSL; the paper's rows of the
@@ -50,5 +65,9 @@ _PAPER = {
     "gvsl": {"linear": (68.4, 28.7, 60.8, 79.9), "finetune": (91.2, 81.3, 82.2, 90.0)},
 }
 #: (method, protocol, task) -> the paper's value in percent (NaN where the kit does not record it)
-PAPER_TABLE1 = {(m, p, t): _PAPER[m][p][i] if m in _PAPER else math.nan
-                for m in METHODS for p in PROTOCOLS for i, t in enumerate(TASKS)}
+PAPER_TABLE1 = {
+    (m, p, t): _PAPER[m][p][i] if m in _PAPER else math.nan
+    for m in METHODS
+    for p in PROTOCOLS
+    for i, t in enumerate(TASKS)
+}

@@ -29,8 +29,17 @@ def _centre_slices(image: np.ndarray, label: np.ndarray | None) -> list[int]:
     return [s // 2 for s in image.shape]
 
 
-def _slice_row(axes, image: np.ndarray, label: np.ndarray | None, centre: Sequence[int], window: Sequence[float],
-               cmap: ListedColormap, classes: int, titles: Sequence[str], outline: np.ndarray | None = None) -> None:
+def _slice_row(
+    axes,
+    image: np.ndarray,
+    label: np.ndarray | None,
+    centre: Sequence[int],
+    window: Sequence[float],
+    cmap: ListedColormap,
+    classes: int,
+    titles: Sequence[str],
+    outline: np.ndarray | None = None,
+) -> None:
     """Sagittal, coronal and axial slices through ``centre`` on three axes: ``image`` in grey within
     ``window``, ``label`` overlaid, the ``outline`` mask contoured."""
     for axis, (ax, title) in enumerate(zip(axes, titles)):
@@ -38,8 +47,15 @@ def _slice_row(axes, image: np.ndarray, label: np.ndarray | None, centre: Sequen
         cut[axis] = centre[axis]
         ax.imshow(image[tuple(cut)].T, cmap="gray", origin="lower", vmin=window[0], vmax=window[1])
         if label is not None:
-            ax.imshow(label[tuple(cut)].T, cmap=cmap, origin="lower", vmin=0, vmax=classes, alpha=0.45,
-                      interpolation="nearest")
+            ax.imshow(
+                label[tuple(cut)].T,
+                cmap=cmap,
+                origin="lower",
+                vmin=0,
+                vmax=classes,
+                alpha=0.45,
+                interpolation="nearest",
+            )
         if outline is not None:
             ax.contour(outline[tuple(cut)].T, [0.5], colors="yellow", origin="lower")
         ax.set_title(title, fontsize=8)
@@ -70,8 +86,16 @@ def cohort_figure(dataset: str | Path, count: int = 3, class_names: Sequence[str
         image = np.asarray(case.image)
         label = None if case.label is None else np.asarray(case.label)
         target = "" if case.target is None else f", target {case.target}"
-        _slice_row(row, image, label, _centre_slices(image, label), (0.0, 1.0), cmap, len(names),
-                   [f"{case_id} {view}{target}" for view in _VIEWS])
+        _slice_row(
+            row,
+            image,
+            label,
+            _centre_slices(image, label),
+            (0.0, 1.0),
+            cmap,
+            len(names),
+            [f"{case_id} {view}{target}" for view in _VIEWS],
+        )
     if label is not None and names:
         _class_legend(fig, cmap, names)
     else:
@@ -80,8 +104,13 @@ def cohort_figure(dataset: str | Path, count: int = 3, class_names: Sequence[str
     return fig
 
 
-def volume_figure(image: np.ndarray, label: np.ndarray | None = None, class_names: Sequence[str] = (),
-                  outline: np.ndarray | None = None, window: Sequence[float] = (0.0, 1.0)) -> plt.Figure:
+def volume_figure(
+    image: np.ndarray,
+    label: np.ndarray | None = None,
+    class_names: Sequence[str] = (),
+    outline: np.ndarray | None = None,
+    window: Sequence[float] = (0.0, 1.0),
+) -> plt.Figure:
     """One volume (a raw generated subject, say): three orthogonal slices through its labelled region's
     centre, in grey within ``window`` (HU for a raw CT), with ``label`` overlaid (classes 1..n named by
     ``class_names``) and the ``outline`` mask contoured; axes as :func:`cohort_figure`'s."""
@@ -89,8 +118,17 @@ def volume_figure(image: np.ndarray, label: np.ndarray | None = None, class_name
     label = None if label is None else np.asarray(label)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     cmap = label_colormap(max(len(class_names), 1))
-    _slice_row(axes, image, label, _centre_slices(image, label), window, cmap, len(class_names), _VIEWS,
-               None if outline is None else np.asarray(outline))
+    _slice_row(
+        axes,
+        image,
+        label,
+        _centre_slices(image, label),
+        window,
+        cmap,
+        len(class_names),
+        _VIEWS,
+        None if outline is None else np.asarray(outline),
+    )
     if label is not None and class_names:
         _class_legend(fig, cmap, class_names)
     else:

@@ -38,11 +38,12 @@ def test_a_broken_page_names_each_problem(tmp_path):
         "<table><tr><td>only</td><td>one row</td></tr></table>"
         "<table style='width:2000px'><tr><th>a</th><th>b</th></tr><tr><td>1</td><td>2</td></tr></table>"
         "<div style='overflow-x:hidden'><p style='margin-left:-300px'>clipped</p></div>"
-        "</body></html>")
+        "</body></html>"
+    )
     problems = check_report(tmp_path / "page.html", width=1000).problems
     assert any("missing.png did not load" in p for p in problems)
     assert not any("present.png" in p for p in problems)
-    assert any('rendered 1×2 cells' in p for p in problems)
+    assert any("rendered 1×2 cells" in p for p in problems)
     assert any(p.startswith('table "ab') and "sticks out of the page column" in p for p in problems)
     assert any("scrolls sideways" in p for p in problems)
     # cut off by a box that hides its overflow is still out of sight, here on the left

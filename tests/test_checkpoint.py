@@ -20,17 +20,23 @@ from gvsl.nets import GVSL, UNet3D
 
 TINY = (8, 16, 16, 16, 16, 16, 16, 8, 8)
 
+
 # --- an independent re-statement of the authors' architecture, with their parameter names -------------
 class _Double(nn.Module):
     def __init__(self, cin, cout):
         super().__init__()
         self.double_conv = nn.Sequential(
-            nn.Conv3d(cin, cout, 3, padding=1), nn.GroupNorm(cout // 8, cout), nn.LeakyReLU(0.2),
-            nn.Conv3d(cout, cout, 3, padding=1), nn.GroupNorm(cout // 8, cout), nn.LeakyReLU(0.2),
+            nn.Conv3d(cin, cout, 3, padding=1),
+            nn.GroupNorm(cout // 8, cout),
+            nn.LeakyReLU(0.2),
+            nn.Conv3d(cout, cout, 3, padding=1),
+            nn.GroupNorm(cout // 8, cout),
+            nn.LeakyReLU(0.2),
         )
 
     def forward(self, x):
         return self.double_conv(x)
+
 
 class AuthorsStyleGVSL(nn.Module):
     """SPEC's description of the authors' network, named as in their state dict."""
@@ -50,8 +56,12 @@ class AuthorsStyleGVSL(nn.Module):
             setattr(self.unet, f"up{i + 1}", up)
         self.f_conv = _Double(2 * chs[4], aff)
         self.sp_conv = _Double(2 * chs[8], head)
-        self.res_conv = nn.Sequential(nn.Conv3d(chs[8], head, 3, padding=1), nn.GroupNorm(head // 4, head),
-                                      nn.LeakyReLU(0.2), nn.Conv3d(head, 1, 1))
+        self.res_conv = nn.Sequential(
+            nn.Conv3d(chs[8], head, 3, padding=1),
+            nn.GroupNorm(head // 4, head),
+            nn.LeakyReLU(0.2),
+            nn.Conv3d(head, 1, 1),
+        )
         self.out_flow = nn.Conv3d(head, 3, 3, padding=1)
         self.fc_rot, self.fc_scl, self.fc_trans = nn.Linear(aff, 3), nn.Linear(aff, 3), nn.Linear(aff, 3)
         self.fc_shear = nn.Linear(aff, 6)
@@ -61,8 +71,9 @@ class AuthorsStyleGVSL(nn.Module):
     def features(self, x):
         size = x.shape[2:]
         pad = [(16 - s % 16) % 16 for s in size]
-        x = F.pad(x, [pad[2] // 2, pad[2] - pad[2] // 2, pad[1] // 2, pad[1] - pad[1] // 2,
-                      pad[0] // 2, pad[0] - pad[0] // 2])
+        x = F.pad(
+            x, [pad[2] // 2, pad[2] - pad[2] // 2, pad[1] // 2, pad[1] - pad[1] // 2, pad[0] // 2, pad[0] - pad[0] // 2]
+        )
         u = self.unet
         x1 = u.inc.double_conv(x)
         x2 = u.down1.maxpool_conv(x1)
@@ -73,8 +84,14 @@ class AuthorsStyleGVSL(nn.Module):
         for up, skip in ((u.up1, x4), (u.up2, x3), (u.up3, x2), (u.up4, x1)):
             h = F.interpolate(h, scale_factor=2, mode="trilinear", align_corners=True)
             h = up.conv.double_conv(torch.cat([skip, h], 1))
-        return x5, h[:, :, pad[0] // 2: pad[0] // 2 + size[0], pad[1] // 2: pad[1] // 2 + size[1],
-                     pad[2] // 2: pad[2] // 2 + size[2]]
+        return x5, h[
+            :,
+            :,
+            pad[0] // 2 : pad[0] // 2 + size[0],
+            pad[1] // 2 : pad[1] // 2 + size[1],
+            pad[2] // 2 : pad[2] // 2 + size[2],
+        ]
+
 
 def _authors_forward_parts(net, x):
     g, loc = net.features(x)
@@ -84,6 +101,7 @@ def _authors_forward_parts(net, x):
     rotation = torch.clamp(net.fc_rot(code), -1, 1) * torch.pi / 9
     return g, loc, restored, rotation
 
+
 def test_official_key_mapping():
     assert official_to_kit_key("unet.inc.double_conv.0.weight") == "backbone.stem.0.weight"
     assert official_to_kit_key("unet.down1.maxpool_conv.1.double_conv.0.weight") == "backbone.down.0.0.weight"
@@ -91,6 +109,7 @@ def test_official_key_mapping():
     assert official_to_kit_key("fc_shear.weight") == "affine_head.shear.weight"
     assert official_to_kit_key("res_conv.3.weight") == "restoration_head.3.weight"
     assert official_to_kit_key("something.else") is None
+
 
 @pytest.mark.parametrize("wrap", ["file", "dict", "dataparallel"])
 def test_load_official_reproduces_authors_features_and_restoration(tmp_path, wrap):
@@ -118,6 +137,7 @@ def test_load_official_reproduces_authors_features_and_restoration(tmp_path, wra
     assert torch.allclose(rot, rot_ref, atol=1e-6)
     assert torch.equal(ours.deformable_head.flow.weight, theirs.out_flow.weight)
 
+
 def test_official_backbone_only_and_errors(tmp_path):
     theirs = AuthorsStyleGVSL(TINY)
     backbone_state = {k: v for k, v in theirs.state_dict().items() if k.startswith("unet.")}
@@ -132,6 +152,7 @@ def test_official_backbone_only_and_errors(tmp_path):
     with pytest.raises(GVSLInputError, match="lacks backbone weight"):
         load_official(partial)
 
+
 def test_model_checkpoint_round_trip_rebuilds_from_file_alone(tmp_path):
     model = GVSL.variant("no_affine", channels=TINY, local_head_channels=8)
     path = save_model(tmp_path / "ckpt" / "model.pt", model, iteration=7)
@@ -142,6 +163,7 @@ def test_model_checkpoint_round_trip_rebuilds_from_file_alone(tmp_path):
         assert n1 == n2 and torch.equal(p1, p2)
     assert list(tmp_path.joinpath("ckpt").iterdir()) == [path]  # no temporary files left behind
 
+
 def test_backbone_round_trip_and_from_model_checkpoint(tmp_path):
     model = GVSL(channels=TINY, affine_channels=16, local_head_channels=8)
     path = save_backbone(tmp_path / "backbone.pt", model.backbone, variant="gvsl", iterations=3)
@@ -149,11 +171,15 @@ def test_backbone_round_trip_and_from_model_checkpoint(tmp_path):
     x = torch.rand(1, 1, 16, 16, 16)
     assert torch.equal(backbone(x)[1], model.backbone(x)[1])
     assert load_file(path)["metadata"] == {"variant": "gvsl", "iterations": 3}
-    assert torch.equal(load_backbone(save_model(tmp_path / "m.pt", model)).stem[0].weight, model.backbone.stem[0].weight)
+    assert torch.equal(
+        load_backbone(save_model(tmp_path / "m.pt", model)).stem[0].weight, model.backbone.stem[0].weight
+    )
+
 
 class _Evil:
     def __reduce__(self):
         return (print, ("executed",))
+
 
 def test_unsafe_truncated_and_missing_files_are_refused(tmp_path):
     evil = tmp_path / "evil.pt"
@@ -170,6 +196,7 @@ def test_unsafe_truncated_and_missing_files_are_refused(tmp_path):
         load_model(tmp_path / "missing.pt")
     with pytest.raises(GVSLInputError, match="expecting a 'gvsl-kit/model/1' checkpoint"):
         load_model(good)
+
 
 def test_architecture_mismatch_is_reported(tmp_path):
     path = save_model(tmp_path / "m.pt", GVSL(channels=TINY, affine_channels=16, local_head_channels=8))

@@ -23,20 +23,64 @@ def _segmentation_dataset(root, task, n=(3, 2, 2), shape=(20, 20, 20), seed=0):
             label[(label == 1) & (grid[0] > centre[0, 0])] = 2
             image = (0.2 + 0.3 * label + 0.05 * rng.standard_normal(shape)).astype(np.float32)
             writer.add(f"{split}{i}", split, image, np.eye(4), label=label)
-    writer.finish(DatasetInfo(task=task, classes=("upper", "lower"), spacing=(1.0, 1.0, 1.0), source="unit-test",
-                              window={"kind": "none"}))
+    writer.finish(
+        DatasetInfo(
+            task=task, classes=("upper", "lower"), spacing=(1.0, 1.0, 1.0), source="unit-test", window={"kind": "none"}
+        )
+    )
     return root
 
 
 def test_pretrain_then_transfer_from_the_command_line(tmp_path, capsys):
     data = _segmentation_dataset(tmp_path / "SHC", "SHC")
-    code = main(["pretrain", "--data", str(data), "--out", str(tmp_path / "pre"), "--iterations", "2",
-                 "--crop", "16", "16", "16", "--channels", CHANNELS, "--device", "cpu", "--checkpoint-every", "1"])
+    code = main(
+        [
+            "pretrain",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "pre"),
+            "--iterations",
+            "2",
+            "--crop",
+            "16",
+            "16",
+            "16",
+            "--channels",
+            CHANNELS,
+            "--device",
+            "cpu",
+            "--checkpoint-every",
+            "1",
+        ]
+    )
     assert code == 0
     assert load_backbone(tmp_path / "pre" / "backbone.pt").channels == parse_channels(CHANNELS)
-    code = main(["transfer", "--data", str(data), "--out", str(tmp_path / "tr"), "--init",
-                 str(tmp_path / "pre" / "backbone.pt"), "--protocol", "linear", "--iterations", "3",
-                 "--val-every", "2", "--crop", "16", "16", "16", "--lr", "1e-2", "--device", "cpu"])
+    code = main(
+        [
+            "transfer",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "tr"),
+            "--init",
+            str(tmp_path / "pre" / "backbone.pt"),
+            "--protocol",
+            "linear",
+            "--iterations",
+            "3",
+            "--val-every",
+            "2",
+            "--crop",
+            "16",
+            "16",
+            "16",
+            "--lr",
+            "1e-2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     metrics = json.loads((tmp_path / "tr" / "metrics.json").read_text())
     assert metrics["task"] == "SHC" and metrics["metric"] == "mean_dice"
@@ -50,10 +94,28 @@ def test_pretrain_then_transfer_from_the_command_line(tmp_path, capsys):
     [
         (["pretrain", "--data", "{missing}", "--out", "{out}", "--iterations", "1"], "not found"),
         (["pretrain", "--data", "{data}", "--out", "{out}", "--channels", "8,16"], "expecting nine widths"),
-        (["pretrain", "--data", "{data}", "--out", "{out}", "--crop", "32", "32", "32", "--channels", CHANNELS,
-          "--iterations", "1"], "is larger than the volume"),
-        (["transfer", "--data", "{data}", "--out", "{out}", "--init", "{missing}", "--protocol", "linear"],
-         "checkpoint file not found"),
+        (
+            [
+                "pretrain",
+                "--data",
+                "{data}",
+                "--out",
+                "{out}",
+                "--crop",
+                "32",
+                "32",
+                "32",
+                "--channels",
+                CHANNELS,
+                "--iterations",
+                "1",
+            ],
+            "is larger than the volume",
+        ),
+        (
+            ["transfer", "--data", "{data}", "--out", "{out}", "--init", "{missing}", "--protocol", "linear"],
+            "checkpoint file not found",
+        ),
     ],
 )
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):

@@ -14,10 +14,12 @@ from tests.test_pipeline import TINY, dvc, make_project
 
 
 def test_the_default_executor_is_local_and_never_imports_submitit():
-    code = ("import sys; from gvsl.pipeline.workers import run_jobs; "
-            "print(run_jobs(lambda job, device: (job, device), [1], "
-            "{'executor': {'kind': 'local'}, 'transfer': {'processes': 1, 'devices': ['cpu']}}, 'transfer'), "
-            "'submitit' in sys.modules)")
+    code = (
+        "import sys; from gvsl.pipeline.workers import run_jobs; "
+        "print(run_jobs(lambda job, device: (job, device), [1], "
+        "{'executor': {'kind': 'local'}, 'transfer': {'processes': 1, 'devices': ['cpu']}}, 'transfer'), "
+        "'submitit' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[(1, 'cpu')] False"
     assert executor_settings({})["kind"] == "local"
@@ -28,8 +30,11 @@ def test_slurm_settings_get_their_defaults():
     assert (settings["gpus_per_job"], settings["cpus_per_job"], settings["max_parallel"]) == (1, 8, "auto")
 
 
-SMALL = {**TINY, "pipeline": {"tasks": ["SHC"], "methods": ["scratch", "no_fundament", "gvsl"]},
-         "transfer": {**TINY["transfer"], "linear": {**TINY["transfer"]["linear"], "seeds": [0]}}}
+SMALL = {
+    **TINY,
+    "pipeline": {"tasks": ["SHC"], "methods": ["scratch", "no_fundament", "gvsl"]},
+    "transfer": {**TINY["transfer"], "linear": {**TINY["transfer"]["linear"], "seeds": [0]}},
+}
 
 
 def _results(project: Path) -> dict:
@@ -38,7 +43,9 @@ def _results(project: Path) -> dict:
     found = {"metrics.json": (project / "results" / "metrics.json").read_bytes()}
     for path in sorted((project / "build" / "transfer").glob("*/*/*/metrics.json")):
         record = json.loads(path.read_text())
-        found[str(path.relative_to(project))] = {k: record[k] for k in ("test", "per_case", "val_curve", "best_iteration")}
+        found[str(path.relative_to(project))] = {
+            k: record[k] for k in ("test", "per_case", "val_curve", "best_iteration")
+        }
     for path in sorted((project / "build" / "pretrain").glob("*/*/backbone.pt")):
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         found[str(path.relative_to(project))] = b"".join(t.numpy().tobytes() for t in state.values())

@@ -4,8 +4,21 @@ import numpy as np
 import pytest
 
 from gvsl.data import load_prepared, prepare
-from gvsl.data.brain import (BRAIN_CLASSES, CEREBELLUM, CLASS_TISSUE, EXTERNAL_CSF, LEFT_GM, LEFT_WM, MAX_ROTATION_DEG,
-                              RIGHT_GM, RIGHT_WM, SHIFT_MM, VENTRICLES, BrainSubject, generate_subject)
+from gvsl.data.brain import (
+    BRAIN_CLASSES,
+    CEREBELLUM,
+    CLASS_TISSUE,
+    EXTERNAL_CSF,
+    LEFT_GM,
+    LEFT_WM,
+    MAX_ROTATION_DEG,
+    RIGHT_GM,
+    RIGHT_WM,
+    SHIFT_MM,
+    VENTRICLES,
+    BrainSubject,
+    generate_subject,
+)
 from gvsl.errors import GVSLInputError
 
 SEEDS = range(5)
@@ -32,8 +45,15 @@ def test_same_seed_same_subject_other_seed_another(subjects):
 
 
 def test_shapes_dtypes_ranges_and_affine(subjects):
-    assert BRAIN_CLASSES == ("ventricles", "external_csf", "left_grey_matter", "right_grey_matter",
-                             "left_white_matter", "right_white_matter", "cerebellum")
+    assert BRAIN_CLASSES == (
+        "ventricles",
+        "external_csf",
+        "left_grey_matter",
+        "right_grey_matter",
+        "left_white_matter",
+        "right_white_matter",
+        "cerebellum",
+    )
     for s in subjects:
         assert s.image.shape == s.label.shape == DEFAULT_SHAPE
         assert s.image.dtype == np.float32 and s.label.dtype == np.uint8
@@ -117,19 +137,22 @@ def test_brain_inside_the_field_of_view_for_many_seeds():
         assert set(np.unique(s.label)) == set(range(len(BRAIN_CLASSES) + 1)), seed
 
 
-@pytest.mark.parametrize("shape, spacing", [
-    ((48, 48), (4.0, 4.0, 4.0)),
-    ((48, 48, 0), (4.0, 4.0, 4.0)),
-    ((48, -1, 40), (4.0, 4.0, 4.0)),
-    ((48, 48.5, 40), (4.0, 4.0, 4.0)),
-    ((1, 1, 1), (4.0, 4.0, 4.0)),
-    (48, (4.0, 4.0, 4.0)),
-    ((48, 48, 40), (4.0, 4.0)),
-    ((48, 48, 40), (4.0, 0.0, 4.0)),
-    ((48, 48, 40), (4.0, 4.0, float("nan"))),
-    ((48, 48, 40), (4.0, "4", 4.0)),
-    ((48, 48, 40), 4.0),
-])
+@pytest.mark.parametrize(
+    "shape, spacing",
+    [
+        ((48, 48), (4.0, 4.0, 4.0)),
+        ((48, 48, 0), (4.0, 4.0, 4.0)),
+        ((48, -1, 40), (4.0, 4.0, 4.0)),
+        ((48, 48.5, 40), (4.0, 4.0, 4.0)),
+        ((1, 1, 1), (4.0, 4.0, 4.0)),
+        (48, (4.0, 4.0, 4.0)),
+        ((48, 48, 40), (4.0, 4.0)),
+        ((48, 48, 40), (4.0, 0.0, 4.0)),
+        ((48, 48, 40), (4.0, 4.0, float("nan"))),
+        ((48, 48, 40), (4.0, "4", 4.0)),
+        ((48, 48, 40), 4.0),
+    ],
+)
 def test_bad_shape_or_spacing(shape, spacing):
     with pytest.raises(GVSLInputError, match="mni-brain: (shape|spacing)"):
         generate_subject(0, shape=shape, spacing=spacing)

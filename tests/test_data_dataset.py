@@ -17,8 +17,15 @@ def write_segmentation(root, splits=("train", "train", "val", "test")):
         label = np.zeros((4, 5, 6), np.uint8)
         label[1, 2, 3] = i % 8
         writer.add(f"c{i}", split, image, AFFINE, label=label, seed=100 + i)
-    writer.finish(DatasetInfo(task="SHC", classes=[f"k{i}" for i in range(7)], spacing=(2, 2, 2),
-                              source="test", window={"kind": "ct", "offset": 1024.0}))
+    writer.finish(
+        DatasetInfo(
+            task="SHC",
+            classes=[f"k{i}" for i in range(7)],
+            spacing=(2, 2, 2),
+            source="test",
+            window={"kind": "ct", "offset": 1024.0},
+        )
+    )
     return root
 
 
@@ -60,14 +67,17 @@ def _edit_manifest(root, edit):
     manifest.to_csv(root / "manifest.csv", index=False)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m.loc.__setitem__((1, "split"), "dev"), r"unknown split names \['dev'\]"),
-    (lambda m: m.loc.__setitem__((2, "split"), "train"), r"split 'val' is empty"),
-    (lambda m: m.loc.__setitem__((1, "label"), ""), r"case c1: a segmentation case needs a label"),
-    (lambda m: m.loc.__setitem__((1, "target"), "1"), r"case c1: a segmentation case must not have a target"),
-    (lambda m: m.loc.__setitem__((3, "id"), "c0"), r"duplicate case id 'c0'"),
-    (lambda m: m.pop("split"), r"missing columns \['split'\]"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.loc.__setitem__((1, "split"), "dev"), r"unknown split names \['dev'\]"),
+        (lambda m: m.loc.__setitem__((2, "split"), "train"), r"split 'val' is empty"),
+        (lambda m: m.loc.__setitem__((1, "label"), ""), r"case c1: a segmentation case needs a label"),
+        (lambda m: m.loc.__setitem__((1, "target"), "1"), r"case c1: a segmentation case must not have a target"),
+        (lambda m: m.loc.__setitem__((3, "id"), "c0"), r"duplicate case id 'c0'"),
+        (lambda m: m.pop("split"), r"missing columns \['split'\]"),
+    ],
+)
 def test_manifest_validation(tmp_path, edit, message):
     root = write_segmentation(tmp_path / "ds")
     _edit_manifest(root, edit)

@@ -61,8 +61,10 @@ def test_missing_and_unknown_files(tmp_path):
 
 def test_label_checks(tmp_path):
     image = read_volume(save_nifti(tmp_path / "img.nii.gz", np.zeros((4, 4, 4), np.float32)))
-    label = read_volume(save_nifti(tmp_path / "lab.nii.gz", np.array([0, 205, 421, 999] * 16).reshape(4, 4, 4)
-                                   .astype(np.int16)), kind="label")
+    label = read_volume(
+        save_nifti(tmp_path / "lab.nii.gz", np.array([0, 205, 421, 999] * 16).reshape(4, 4, 4).astype(np.int16)),
+        kind="label",
+    )
     check_same_grid(image, label)
     with pytest.raises(GVSLInputError, match=r"lab\.nii\.gz: unexpected label values 421, 999"):
         check_label_values(label, [0, 205, 420])
@@ -72,8 +74,9 @@ def test_label_checks(tmp_path):
         check_same_grid(image, small)
     half_voxel_shift = np.eye(4)
     half_voxel_shift[0, 3] = 0.5
-    shifted = read_volume(save_nifti(tmp_path / "shift.nii.gz", np.zeros((4, 4, 4), np.uint8), half_voxel_shift),
-                          kind="label")
+    shifted = read_volume(
+        save_nifti(tmp_path / "shift.nii.gz", np.zeros((4, 4, 4), np.uint8), half_voxel_shift), kind="label"
+    )
     with pytest.raises(GVSLInputError, match=r"shift\.nii\.gz: label affine differs"):
         check_same_grid(image, shifted)
 
@@ -82,8 +85,10 @@ def test_float_labels_must_be_integers(tmp_path):
     path = save_nifti(tmp_path / "f.nii.gz", np.full((3, 3, 3), 0.5, np.float32))
     with pytest.raises(GVSLInputError, match="f.nii.gz: label volume holds non-integer values"):
         read_volume(path, kind="label")
-    assert read_volume(save_nifti(tmp_path / "g.nii.gz", np.full((3, 3, 3), 205.0, np.float32)),
-                       kind="label").array.dtype == np.int64
+    assert (
+        read_volume(save_nifti(tmp_path / "g.nii.gz", np.full((3, 3, 3), 205.0, np.float32)), kind="label").array.dtype
+        == np.int64
+    )
 
 
 @pytest.mark.parametrize("with_origin", [True, False])
@@ -108,16 +113,18 @@ def test_nrrd_agrees_with_nifti_in_world_space(tmp_path):
     ras = np.array([[0.0, -0.8, 0.0, 5.0], [0.9, 0.0, 0.0, -3.0], [0.0, 0.0, 2.0, 7.0], [0, 0, 0, 1.0]])
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ras
     array = np.zeros((3, 4, 5), np.int16)
-    nrrd.write(str(tmp_path / "a.nrrd"), array, {"space": "LPS", "space directions": lps[:3, :3].T,
-                                                 "space origin": lps[:3, 3]})
+    nrrd.write(
+        str(tmp_path / "a.nrrd"), array, {"space": "LPS", "space directions": lps[:3, :3].T, "space origin": lps[:3, 3]}
+    )
     np.testing.assert_allclose(read_volume(tmp_path / "a.nrrd").affine, ras)
 
 
 def test_mha_without_itk_says_how_to_install(tmp_path, monkeypatch):
     (tmp_path / "scan.mha").write_bytes(b"ObjectType = Image\n")
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(io.importlib.util, "find_spec",
-                        lambda name, *args: None if name == "itk" else real_find_spec(name, *args))
+    monkeypatch.setattr(
+        io.importlib.util, "find_spec", lambda name, *args: None if name == "itk" else real_find_spec(name, *args)
+    )
     expected = r"scan\.mha: reading \.mha needs ITK.*pip install 'gvsl-kit\[itk\]'"
     with pytest.raises(GVSLInputError, match=expected):
         read_volume(tmp_path / "scan.mha")

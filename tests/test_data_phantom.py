@@ -7,8 +7,22 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from gvsl.data.phantom import (AO, BODY_ROLL_DEG, BODY_SCALE, BODY_SHIFT_MM, BODY_TILT_DEG, HEART_CLASSES, LA, LV,
-                                MYO, PA, RA, RV, body_pose, generate_subject)
+from gvsl.data.phantom import (
+    AO,
+    BODY_ROLL_DEG,
+    BODY_SCALE,
+    BODY_SHIFT_MM,
+    BODY_TILT_DEG,
+    HEART_CLASSES,
+    LA,
+    LV,
+    MYO,
+    PA,
+    RA,
+    RV,
+    body_pose,
+    generate_subject,
+)
 from gvsl.data.phantom_heart import CHAMBER_SCALE, HeartShape
 from gvsl.data.preprocess import crop_or_pad
 from gvsl.data.sources.preprocessing import ROI_CENTRE_MM, ROI_MM, fixed_roi
@@ -28,8 +42,11 @@ def centroid(mask: np.ndarray) -> np.ndarray:
 
 
 def test_same_seed_same_subject_and_seeds_differ():
-    a, b, c = generate_subject(3, shape=(40, 40, 40)), generate_subject(3, shape=(40, 40, 40)), generate_subject(
-        4, shape=(40, 40, 40))
+    a, b, c = (
+        generate_subject(3, shape=(40, 40, 40)),
+        generate_subject(3, shape=(40, 40, 40)),
+        generate_subject(4, shape=(40, 40, 40)),
+    )
     np.testing.assert_array_equal(a.image_hu, b.image_hu)
     np.testing.assert_array_equal(a.heart, b.heart)
     assert not np.array_equal(a.heart, c.heart)
@@ -63,7 +80,7 @@ def test_topology_is_the_same_in_every_subject(subjects):
         assert np.mean(subject.heart[shell] == MYO) > 0.6
         # each structure is one connected piece
         for k in (MYO, LA, LV, RA, RV, AO):
-            labels, count = ndimage.label(subject.heart == k)
+            labels, _count = ndimage.label(subject.heart == k)
             sizes = np.bincount(labels.ravel())[1:]
             assert sizes.max() >= 0.95 * sizes.sum(), (k, sizes)
 
@@ -134,7 +151,7 @@ def test_heart_and_lungs_inside_the_field_of_view_for_many_seeds(fov_mm, spacing
                 assert not np.take(mask, [0, -1], axis=axis).any(), (seed, axis)
         lungs = s.image_hu < -500
         lungs[[0, -1]] = lungs[:, [0, -1]] = False  # air outside the body at the borders
-        assert lungs[: n // 2].sum() > 20 and lungs[n // 2:].sum() > 20, seed  # both lungs in view
+        assert lungs[: n // 2].sum() > 20 and lungs[n // 2 :].sum() > 20, seed  # both lungs in view
         if fov_mm == 320.0:  # the chest CT's view holds the lungs whole
             assert not any(b.start == 0 or b.stop == n for b in s.lung_box), seed
 
@@ -155,12 +172,19 @@ def test_label_free_roi_holds_every_heart(kind, spacing):
 
 def test_roi_cost_and_heart_moves_inside_it():
     assert fixed_roi((64,) * 3, (5.0,) * 3, ROI_MM["phantom-heart"], ROI_CENTRE_MM["phantom-heart"])[1] == (40,) * 3
-    assert np.prod(fixed_roi((80,) * 3, (3.0,) * 3, ROI_MM["phantom-coronary"],
-                             ROI_CENTRE_MM["phantom-coronary"])[1]) <= 1.2 * 48 ** 3
+    assert (
+        np.prod(fixed_roi((80,) * 3, (3.0,) * 3, ROI_MM["phantom-coronary"], ROI_CENTRE_MM["phantom-coronary"])[1])
+        <= 1.2 * 48**3
+    )
     roi = fixed_roi((32,) * 3, (10.0,) * 3, ROI_MM["phantom-heart"], ROI_CENTRE_MM["phantom-heart"])
-    centroids = np.array([ndimage.center_of_mass(crop_or_pad(
-        generate_subject(seed, shape=(32,) * 3, spacing=(10.0,) * 3).heart > 0, np.eye(4), roi)[0])
-        for seed in range(20)])
+    centroids = np.array(
+        [
+            ndimage.center_of_mass(
+                crop_or_pad(generate_subject(seed, shape=(32,) * 3, spacing=(10.0,) * 3).heart > 0, np.eye(4), roi)[0]
+            )
+            for seed in range(20)
+        ]
+    )
     assert centroids.std(axis=0).min() * 10.0 > 5.0  # mm: position in the ROI is no longer a constant
 
 
@@ -179,9 +203,16 @@ def test_opacity_is_the_ccc_signal_and_negatives_carry_confounders():
     assert np.mean(lung_means[False]) > 0.0
 
 
-@pytest.mark.parametrize("shape, spacing", [((64, 64), (5, 5, 5)), ((4, 64, 64), (5, 5, 5)),
-                                            ((64, 64, 64), (5, 0, 5)), ((64, 64, 64), (5, float("nan"), 5)),
-                                            (("a", 2, 3), (5, 5, 5))])
+@pytest.mark.parametrize(
+    "shape, spacing",
+    [
+        ((64, 64), (5, 5, 5)),
+        ((4, 64, 64), (5, 5, 5)),
+        ((64, 64, 64), (5, 0, 5)),
+        ((64, 64, 64), (5, float("nan"), 5)),
+        (("a", 2, 3), (5, 5, 5)),
+    ],
+)
 def test_bad_shape_or_spacing_is_a_clear_error(shape, spacing):
     with pytest.raises(GVSLInputError, match="phantom-ct"):
         generate_subject(0, shape=shape, spacing=spacing)

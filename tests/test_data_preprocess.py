@@ -15,10 +15,7 @@ from gvsl.data.preprocess import (
 from gvsl.errors import GVSLInputError
 
 # A non-RAS grid: axis 0 runs along world +z, axis 1 along world -x, axis 2 along world -y, anisotropic.
-OBLIQUE_AFFINE = np.array([[0.0, -0.7, 0.0, 12.0],
-                           [0.0, 0.0, -1.6, 30.0],
-                           [0.7, 0.0, 0.0, -8.0],
-                           [0.0, 0.0, 0.0, 1.0]])
+OBLIQUE_AFFINE = np.array([[0.0, -0.7, 0.0, 12.0], [0.0, 0.0, -1.6, 30.0], [0.7, 0.0, 0.0, -8.0], [0.0, 0.0, 0.0, 1.0]])
 
 
 def world_coordinates(shape, affine):

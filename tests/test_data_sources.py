@@ -18,10 +18,7 @@ from gvsl.data.sources import PHANTOM_COUNTS, assign_splits, scale_counts, subje
 from gvsl.errors import GVSLInputError
 
 # Non-RAS, anisotropic grid (0.7 × 0.7 × 1.6 mm): axis 0 along world +z, axis 1 along -x, axis 2 along -y.
-MMWHS_AFFINE = np.array([[0.0, -0.7, 0.0, 12.0],
-                         [0.0, 0.0, -1.6, 30.0],
-                         [0.7, 0.0, 0.0, -8.0],
-                         [0.0, 0.0, 0.0, 1.0]])
+MMWHS_AFFINE = np.array([[0.0, -0.7, 0.0, 12.0], [0.0, 0.0, -1.6, 30.0], [0.7, 0.0, 0.0, -8.0], [0.0, 0.0, 0.0, 1.0]])
 HU_GRADIENT = np.array([6.0, -4.0, 3.0])  # HU per mm along world x, y, z
 
 
@@ -72,7 +69,7 @@ def test_mmwhs_world_position_spacing_and_intensity(mmwhs_root, tmp_path):
     # RAS canonical 1 mm grid
     np.testing.assert_allclose(case.affine[:3, :3], np.eye(3), atol=1e-6)
     # the blob sits at the same world position as in the source file
-    src_hu, src_label = write_mmwhs_case(tmp_path / "ref", "x")
+    _src_hu, src_label = write_mmwhs_case(tmp_path / "ref", "x")
     src_centre = world_coordinates(src_label.shape, MMWHS_AFFINE)[src_label == 500].mean(0)
     out_world = world_coordinates(case.label.shape, case.affine)
     assert set(np.unique(case.label)) == {0, 3}
@@ -89,8 +86,9 @@ def test_mmwhs_splits_are_seeded_and_stored(mmwhs_root, tmp_path):
     with pytest.warns(UserWarning):
         b = load_prepared(prepare("mmwhs", tmp_path / "b", mmwhs_root, seed=3, roi_mm=(32, 32, 32)))
     pd.testing.assert_frame_equal(a.manifest, b.manifest)
-    assert (tmp_path / "a" / "images" / "ct_train_1001.nii.gz").read_bytes() == \
-        (tmp_path / "b" / "images" / "ct_train_1001.nii.gz").read_bytes()
+    assert (tmp_path / "a" / "images" / "ct_train_1001.nii.gz").read_bytes() == (
+        tmp_path / "b" / "images" / "ct_train_1001.nii.gz"
+    ).read_bytes()
     ids = [f"case{i:02d}" for i in range(60)]
     first = assign_splits(ids, (15, 5, 40), seed=0)
     assert first == assign_splits(list(reversed(ids)), (15, 5, 40), seed=0)
@@ -176,18 +174,23 @@ def thorax_hu(shape, seed):
     body = ((x - shape[0] / 2) / (0.42 * shape[0])) ** 2 + ((y - shape[1] / 2) / (0.38 * shape[1])) ** 2 <= 1
     hu[body] = 40.0
     for cx in (0.3, 0.7):
-        hu[((x - cx * shape[0]) / (0.13 * shape[0])) ** 2 + ((y - shape[1] / 2) / (0.2 * shape[1])) ** 2
-           + ((z - shape[2] / 2) / (0.35 * shape[2])) ** 2 <= 1] = -850.0
+        hu[
+            ((x - cx * shape[0]) / (0.13 * shape[0])) ** 2
+            + ((y - shape[1] / 2) / (0.2 * shape[1])) ** 2
+            + ((z - shape[2] / 2) / (0.35 * shape[2])) ** 2
+            <= 1
+        ] = -850.0
     if seed % 2:
-        hu[int(0.28 * shape[0]):int(0.32 * shape[0]), shape[1] // 2 - 2:shape[1] // 2 + 2, shape[2] // 2] = -300.0
+        hu[int(0.28 * shape[0]) : int(0.32 * shape[0]), shape[1] // 2 - 2 : shape[1] // 2 + 2, shape[2] // 2] = -300.0
     return hu
 
 
 def write_stoic(root, ids, rows):
     (root / "data" / "mha").mkdir(parents=True)
     (root / "metadata").mkdir()
-    pd.DataFrame({"PatientID": rows, "probCOVID": [r % 2 for r in rows], "probSevere": [0] * len(rows)}) \
-        .to_csv(root / "metadata" / "reference.csv", index=False)
+    pd.DataFrame({"PatientID": rows, "probCOVID": [r % 2 for r in rows], "probSevere": [0] * len(rows)}).to_csv(
+        root / "metadata" / "reference.csv", index=False
+    )
     return [root / "data" / "mha" / f"{i}.mha" for i in ids]
 
 
@@ -226,9 +229,20 @@ def write_msd(root, n_train=5):
         save(task / "labelsTr" / f"spleen_{i}.nii.gz", label, np.diag([2.0, 2.0, 3.0, 1.0]))
         training.append({"image": f"./imagesTr/spleen_{i}.nii.gz", "label": f"./labelsTr/spleen_{i}.nii.gz"})
     save(task / "imagesTs" / "spleen_99.nii.gz", np.zeros((12, 12, 8), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
-    description = {"name": "Spleen", "description": "", "reference": "", "licence": "", "release": "",
-                   "tensorImageSize": "3D", "modality": {"0": "CT"}, "labels": {"0": "background", "1": "spleen"},
-                   "numTraining": n_train, "numTest": 1, "training": training, "test": ["./imagesTs/spleen_99.nii.gz"]}
+    description = {
+        "name": "Spleen",
+        "description": "",
+        "reference": "",
+        "licence": "",
+        "release": "",
+        "tensorImageSize": "3D",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "spleen"},
+        "numTraining": n_train,
+        "numTest": 1,
+        "training": training,
+        "test": ["./imagesTs/spleen_99.nii.gz"],
+    }
     (task / "dataset.json").write_text(json.dumps(description))
     return task
 
@@ -264,8 +278,12 @@ def test_candi_labels_mapped_to_consecutive_ids(tmp_path):
     with pytest.warns(UserWarning, match="3 cases instead of the 103"):
         ds = load_prepared(prepare("candi", tmp_path / "SBM", root, spacing=4))
     assert ds.info.label_values == {"2": 1, "17": 2, "41": 3, "53": 4}
-    assert ds.info.classes == ("Left-Cerebral-White-Matter", "Left-Hippocampus", "Right-Cerebral-White-Matter",
-                               "Right-Hippocampus")
+    assert ds.info.classes == (
+        "Left-Cerebral-White-Matter",
+        "Left-Hippocampus",
+        "Right-Cerebral-White-Matter",
+        "Right-Hippocampus",
+    )
     case = ds.load_case("HC_001")
     assert case.image.shape == (40, 40, 32)  # 160 × 160 × 128 mm at 4 mm
     assert set(np.unique(case.label)) == {0, 1, 3, 4} and case.image.min() == 0 and case.image.max() == 1
@@ -274,8 +292,11 @@ def test_candi_labels_mapped_to_consecutive_ids(tmp_path):
 def test_folder_pretrain_mr_minmax(tmp_path):
     root = tmp_path / "scans"
     for i in range(3):
-        save(root / f"sub{i}" / f"scan{i}.nii.gz", np.random.default_rng(i).random((10, 10, 10)) * 500 + 20,
-             np.diag([1.5, 1.5, 1.5, 1.0]))
+        save(
+            root / f"sub{i}" / f"scan{i}.nii.gz",
+            np.random.default_rng(i).random((10, 10, 10)) * 500 + 20,
+            np.diag([1.5, 1.5, 1.5, 1.0]),
+        )
     ds = load_prepared(prepare("folder", tmp_path / "pre", root, modality="mr", spacing=1.5), task="pretrain")
     assert list(ds.manifest["id"]) == ["scan0", "scan1", "scan2"] and ds.info.window["kind"] == "minmax"
     image = ds.load_case("scan1").image
@@ -294,6 +315,7 @@ def test_bad_requests():
 
 
 # ------------------------------------------------------------------------ generated sources (fake generators)
+
 
 @dataclass
 class FakePhantomSubject:
@@ -325,9 +347,18 @@ def fake_phantom_module():
         lung_box = ndimage.find_objects(((hu > -900) & (hu < -500)).astype(np.uint8))[0]
         return FakePhantomSubject(hu, heart, coronary, opacity, tuple(spacing), (), lung_box)
 
-    return types.SimpleNamespace(HEART_CLASSES=("myocardium", "left_atrium", "left_ventricle", "right_atrium",
-                                                "right_ventricle", "ascending_aorta", "pulmonary_artery"),
-                                 generate_subject=generate_subject)
+    return types.SimpleNamespace(
+        HEART_CLASSES=(
+            "myocardium",
+            "left_atrium",
+            "left_ventricle",
+            "right_atrium",
+            "right_ventricle",
+            "ascending_aorta",
+            "pulmonary_artery",
+        ),
+        generate_subject=generate_subject,
+    )
 
 
 def fake_brain_module():
@@ -341,8 +372,9 @@ def fake_brain_module():
         affine[:3, 3] = -np.array(shape) * spacing / 2
         return types.SimpleNamespace(image=image, label=label, spacing=spacing, affine=affine)
 
-    return types.SimpleNamespace(BRAIN_CLASSES=("csf", "grey_matter", "white_matter"),
-                                 generate_subject=generate_subject)
+    return types.SimpleNamespace(
+        BRAIN_CLASSES=("csf", "grey_matter", "white_matter"), generate_subject=generate_subject
+    )
 
 
 @pytest.fixture
@@ -379,8 +411,13 @@ def test_phantom_ct_builds_four_tasks(fake_generators, tmp_path):
 
 
 def test_default_cohort_sizes_and_seeds():
-    assert PHANTOM_COUNTS == {"pretrain": (48, 0, 0), "SHC": (8, 4, 40), "SAC": (8, 4, 20), "CCC": (24, 12, 48),
-                              "SBM": (8, 4, 43)}
+    assert PHANTOM_COUNTS == {
+        "pretrain": (48, 0, 0),
+        "SHC": (8, 4, 40),
+        "SAC": (8, 4, 20),
+        "CCC": (24, 12, 48),
+        "SBM": (8, 4, 43),
+    }
     assert subject_seed(0, "SHC", 3) != subject_seed(0, "SAC", 3) != subject_seed(1, "SHC", 3)
     with pytest.raises(GVSLInputError):
         subject_seed(-1, "SHC", 0)
@@ -395,6 +432,7 @@ def test_mni_brain_sbm(fake_generators, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- CLI
+
 
 def _cli(monkeypatch, capsys, argv):
     monkeypatch.setitem(cli.COMMANDS, "prepare", ("gvsl.data.prepare", "prepare datasets"))
@@ -427,20 +465,26 @@ def _break(kind, root):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("truncated", "unreadable or truncated"),
-    ("2-D", "expecting a 3-D volume, got 2-D"),
-    ("NaN", "1 NaN/Inf voxels"),
-    ("shape", "label shape (36, 36, 15) differs from image shape"),
-    ("values", "unexpected label values 7, 9, 1000"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("truncated", "unreadable or truncated"),
+        ("2-D", "expecting a 3-D volume, got 2-D"),
+        ("NaN", "1 NaN/Inf voxels"),
+        ("shape", "label shape (36, 36, 15) differs from image shape"),
+        ("values", "unexpected label values 7, 9, 1000"),
+    ],
+)
 def test_cli_bad_input_exits_2_with_one_line(monkeypatch, capsys, tmp_path, kind, message):
     root = tmp_path / "mmwhs"
     for i in range(1, 4):
         write_mmwhs_case(root, f"ct_train_100{i}")
     bad = _break(kind, root)
-    code, captured = _cli(monkeypatch, capsys, ["--source", "mmwhs", "--root", str(root), "--out",
-                                                 str(tmp_path / "out"), "--roi", "32", "32", "32"])
+    code, captured = _cli(
+        monkeypatch,
+        capsys,
+        ["--source", "mmwhs", "--root", str(root), "--out", str(tmp_path / "out"), "--roi", "32", "32", "32"],
+    )
     # three cases instead of the paper's 60: one warning line, then the error line
     lines = captured.err.strip().splitlines()
     assert code == 2 and len(lines) == 2, captured.err
@@ -451,12 +495,16 @@ def test_cli_bad_input_exits_2_with_one_line(monkeypatch, capsys, tmp_path, kind
 
 def test_cli_empty_folder_and_success(monkeypatch, capsys, tmp_path, fake_generators):
     (tmp_path / "empty").mkdir()
-    code, captured = _cli(monkeypatch, capsys, ["--source", "mmwhs", "--root", str(tmp_path / "empty"),
-                                                "--out", str(tmp_path / "out")])
+    code, captured = _cli(
+        monkeypatch, capsys, ["--source", "mmwhs", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]
+    )
     assert code == 2
-    assert captured.err.strip() == (f"gvsl prepare: error: {tmp_path / 'empty'}: no MM-WHS CT images found "
-                                    r"(looked for files named /(ct_(?:train|test)_\d+)_image\.nii(?:\.gz)?/)")
-    code, captured = _cli(monkeypatch, capsys, ["--source", "mni-brain", "--out", str(tmp_path / "sbm"),
-                                                "--subjects", "3", "--seed", "5"])
+    assert captured.err.strip() == (
+        f"gvsl prepare: error: {tmp_path / 'empty'}: no MM-WHS CT images found "
+        r"(looked for files named /(ct_(?:train|test)_\d+)_image\.nii(?:\.gz)?/)"
+    )
+    code, captured = _cli(
+        monkeypatch, capsys, ["--source", "mni-brain", "--out", str(tmp_path / "sbm"), "--subjects", "3", "--seed", "5"]
+    )
     assert code == 0 and "prepared mni-brain" in captured.out
     assert load_prepared(tmp_path / "sbm").info.generator["seed"] == 5

@@ -2,10 +2,10 @@
 
 import re
 import subprocess
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -48,7 +48,8 @@ def test_the_lock_satisfies_every_requirement_of_the_project():
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{requirement.name} is required by pyproject.toml but not locked; run `make lock`"
         assert requirement.specifier.contains(Version(pins[name]), prereleases=True), (
-            f"{requirement} is not met by the locked {pins[name]}; run `make lock`")
+            f"{requirement} is not met by the locked {pins[name]}; run `make lock`"
+        )
 
 
 def test_each_add_on_lock_adds_its_extra_to_the_main_lock_without_moving_a_pin():
@@ -61,7 +62,8 @@ def test_each_add_on_lock_adds_its_extra_to_the_main_lock_without_moving_a_pin()
         for requirement in _project_requirements(extra):
             name = canonicalize_name(requirement.name)
             assert name in pins and requirement.specifier.contains(Version(pins[name]), prereleases=True), (
-                f"{requirement} ({extra} extra) is not met by the locks; run `make lock`")
+                f"{requirement} ({extra} extra) is not met by the locks; run `make lock`"
+            )
     # JupyterLab's server stack makes every MONAI import 2.6 s slower (tools/lock.py): not in the main lock
     assert "jupyterlab" not in main and "rfc3987-syntax" not in main
 
@@ -85,8 +87,13 @@ def test_the_commit_is_dirty_for_code_changes_not_for_what_the_pipeline_rewrites
     from gvsl.runtime import git_commit
 
     def git(*args):
-        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                              capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
 
     (tmp_path / "results").mkdir()
     for name in ("dvc.lock", "results/table1.csv", "params.yaml"):

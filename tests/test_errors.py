@@ -124,15 +124,39 @@ PARAMS_ERRORS = [
     ("pretrain.devices", ["cuda:99"], "devices", "params.yaml: pretrain.devices: 'cuda:99' is not a visible device"),
     ("pretrain.device", "cpu", "pretrain", "params.yaml: pretrain.device is replaced by pretrain.devices"),
     ("transfer.linear.device", "cpu", "transfer", "transfer.linear.device is replaced by transfer.devices"),
-    ("executor.kind", "ray", "executor", "params.yaml: executor.kind must be one of ['local', 'submitit-local', 'slurm']"),
+    (
+        "executor.kind",
+        "ray",
+        "executor",
+        "params.yaml: executor.kind must be one of ['local', 'submitit-local', 'slurm']",
+    ),
     ("executor", {"kind": "slurm"}, "executor", "params.yaml: executor.partition: the SLURM partition is required"),
-    ("executor", {"kind": "slurm", "partition": "gpu", "gpus": 2}, "executor", "executor (slurm): unknown settings ['gpus']"),
-    ("executor", {"kind": "slurm", "partition": "gpu", "gpus_per_job": -1}, "executor", "executor.gpus_per_job must be"),
-    ("pipeline.methods", ["scratch", "genesis"], "methods", "params.yaml: pipeline.methods must be distinct methods of"),
+    (
+        "executor",
+        {"kind": "slurm", "partition": "gpu", "gpus": 2},
+        "executor",
+        "executor (slurm): unknown settings ['gpus']",
+    ),
+    (
+        "executor",
+        {"kind": "slurm", "partition": "gpu", "gpus_per_job": -1},
+        "executor",
+        "executor.gpus_per_job must be",
+    ),
+    (
+        "pipeline.methods",
+        ["scratch", "genesis"],
+        "methods",
+        "params.yaml: pipeline.methods must be distinct methods of",
+    ),
     ("prepare.tasks.SHC", {"source": "phantom-ct", "colour": 1}, "prepare", "unknown settings ['colour']"),
     ("prepare.tasks.SHC", {"shape": [8, 8, 8]}, "prepare", "prepare.tasks.SHC: missing 'source'"),
-    ("prepare.tasks.SHC", {"source": "phantom-ct", "shape": [4, 4, 4]}, "prepare",
-     "params.yaml: prepare.tasks.SHC: phantom-ct: shape must be three sizes of at least 8"),
+    (
+        "prepare.tasks.SHC",
+        {"source": "phantom-ct", "shape": [4, 4, 4]},
+        "prepare",
+        "params.yaml: prepare.tasks.SHC: phantom-ct: shape must be three sizes of at least 8",
+    ),
     ("transfer.linear.lr", 0.0, "transfer", "params.yaml: transfer.linear (SHC): lr must be a positive number"),
     ("transfer.linear.plateau_window", 2.0, "transfer", "plateau_window must lie in (0, 1)"),
     ("transfer.linear.seeds", [], "transfer", "transfer.linear.seeds must be a non-empty list"),
@@ -141,8 +165,9 @@ PARAMS_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(("key", "value", "stage", "message"), PARAMS_ERRORS,
-                         ids=[f"{k}={v}" for k, v, _, _ in PARAMS_ERRORS])
+@pytest.mark.parametrize(
+    ("key", "value", "stage", "message"), PARAMS_ERRORS, ids=[f"{k}={v}" for k, v, _, _ in PARAMS_ERRORS]
+)
 def test_a_bad_params_value_names_its_key(key, value, stage, message, data, tmp_path):
     params = _set(copy.deepcopy(_params()), key, value)
     build = tmp_path / "build"

@@ -15,8 +15,18 @@ from gvsl.nets import UNet3D
 
 TINY = (8, 8, 8, 8, 16, 8, 8, 8, 8)
 #: what MONAI's bundle schema requires of configs/metadata.json
-REQUIRED = {"version", "monai_version", "pytorch_version", "numpy_version", "optional_packages_version", "task",
-            "description", "authors", "copyright", "network_data_format"}
+REQUIRED = {
+    "version",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "optional_packages_version",
+    "task",
+    "description",
+    "authors",
+    "copyright",
+    "network_data_format",
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +34,15 @@ def backbone_file(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     data = prepare("phantom-ct", root / "prepared", task="pretrain", shape=(32, 32, 32), subjects=2)
     torch.manual_seed(3)
-    return save_backbone(root / "backbone.pt", UNet3D(1, TINY), method="gvsl", iterations=40,
-                         pretrain={"seed": 1, "iterations": 40}, commit="abc1234", dataset=str(data))
+    return save_backbone(
+        root / "backbone.pt",
+        UNet3D(1, TINY),
+        method="gvsl",
+        iterations=40,
+        pretrain={"seed": 1, "iterations": 40},
+        commit="abc1234",
+        dataset=str(data),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +63,35 @@ def test_the_bundle_has_monai_layout_and_required_metadata(bundle):
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == TINY[-1]
     provenance = meta["gvsl_provenance"]
     assert {k: provenance[k] for k in ("method", "iterations", "seed", "commit")} == {
-        "method": "gvsl", "iterations": 40, "seed": 1, "commit": "abc1234"}
+        "method": "gvsl",
+        "iterations": 40,
+        "seed": 1,
+        "commit": "abc1234",
+    }
     assert "ConfigParser" in (bundle / "docs" / "README.md").read_text()
 
 
 def test_monai_verifies_the_network_against_its_declared_input_and_output(bundle):
-    done = subprocess.run([sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
-                           "--meta_file", str(bundle / "configs" / "metadata.json"),
-                           "--config_file", str(bundle / "configs" / "inference.json"), "--device", "cpu", "--n", "2"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "verify_net_in_out",
+            "network_def",
+            "--meta_file",
+            str(bundle / "configs" / "metadata.json"),
+            "--config_file",
+            str(bundle / "configs" / "inference.json"),
+            "--device",
+            "cpu",
+            "--n",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verified with no error" in done.stdout + done.stderr
 

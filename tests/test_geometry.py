@@ -140,8 +140,10 @@ def test_affine_gradients_flow_to_parameters():
         (lambda: warp(torch.rand(1, 1, 4, 4, 4), torch.zeros(1, 2, 4, 4, 4)), "ddf: expecting shape"),
         (lambda: warp(torch.rand(1, 1, 4, 4, 4), torch.zeros(1, 3, 4, 4, 4), mode="cubic"), "warp mode"),
         (lambda: affine_to_ddf(torch.zeros(1, 4, 4), (4, 4, 4)), "(B, 3, 4)"),
-        (lambda: affine_from_parameters(torch.zeros(1, 2), torch.ones(1, 3), torch.zeros(1, 3), torch.zeros(1, 6)),
-         "rotation"),
+        (
+            lambda: affine_from_parameters(torch.zeros(1, 2), torch.ones(1, 3), torch.zeros(1, 3), torch.zeros(1, 6)),
+            "rotation",
+        ),
     ],
 )
 def test_bad_geometry_input(call, message):
@@ -152,8 +154,12 @@ def test_bad_geometry_input(call, message):
 def test_geometry_runs_in_fp32_under_bf16_autocast():
     # Under CPU bf16 autocast a plain einsum rounds to bf16, so the check below is not vacuous.
     gen = torch.Generator().manual_seed(0)
-    affine = affine_from_parameters(torch.rand(2, 3, generator=gen) * 0.3, 1 + torch.rand(2, 3, generator=gen) * 0.2,
-                                    torch.full((2, 3), 16.0), torch.rand(2, 6, generator=gen) * 0.1)
+    affine = affine_from_parameters(
+        torch.rand(2, 3, generator=gen) * 0.3,
+        1 + torch.rand(2, 3, generator=gen) * 0.2,
+        torch.full((2, 3), 16.0),
+        torch.rand(2, 6, generator=gen) * 0.1,
+    )
     flow = torch.randn(2, 3, 12, 14, 16, generator=gen)
     image = torch.rand(2, 1, 12, 14, 16, generator=gen)
     expected_ddf = compose_affine_ddf(affine, flow)

@@ -29,8 +29,12 @@ def test_skips_cleanly_without_cuda():
 
 
 def test_table_on_the_cpu_at_a_tiny_size(capsys):
-    assert _module().main(["--device", "cpu", "--size", "16", "--quick", "--steps", "1",
-                           "--channels", "8,16,32,64,128,64,32,16,8"]) == 0
+    assert (
+        _module().main(
+            ["--device", "cpu", "--size", "16", "--quick", "--steps", "1", "--channels", "8,16,32,64,128,64,32,16,8"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     table = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| check")]
     checks = [line.split("|")[1].strip() for line in table]

@@ -16,11 +16,12 @@ FAST = InstanceSettings(affine_steps=60, deformable_steps=30)
 def blob_case(name, centre):
     """A smooth two-class ellipsoid (its image blurred, so NCC has a gradient beyond the edges)."""
     grid = np.stack(np.meshgrid(*(np.arange(s, dtype=np.float32) for s in SHAPE), indexing="ij"))
-    radius = np.sqrt((((grid - np.reshape(centre, (3, 1, 1, 1))) / np.reshape([4.0, 3.5, 3.0], (3, 1, 1, 1))) ** 2)
-                     .sum(0))
+    radius = np.sqrt(
+        (((grid - np.reshape(centre, (3, 1, 1, 1))) / np.reshape([4.0, 3.5, 3.0], (3, 1, 1, 1))) ** 2).sum(0)
+    )
     label = (radius < 1).astype(np.uint8)
     label[:, : int(centre[1])][label[:, : int(centre[1])] > 0] = 2
-    image = np.exp(-radius**2).astype(np.float32) + 0.3 * (label == 2)
+    image = np.exp(-(radius**2)).astype(np.float32) + 0.3 * (label == 2)
     return Case(name, image, label, None, np.eye(4))
 
 

@@ -28,7 +28,12 @@ def test_make_lab_serves_the_notebooks_with_the_papermill_kernel(tmp_path):
     token = "gvsl-test"
     lab = subprocess.Popen(
         ["make", "lab", f"LAB_ARGS=--no-browser --ip 127.0.0.1 --port {port} --IdentityProvider.token={token}"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -68,7 +68,7 @@ def test_smoothness():
     ramp = torch.arange(8.0).view(1, 1, 8, 1, 1).expand(1, 3, 8, 9, 10)
     # Unit forward differences along D only: mean over D-differences is 1, the others 0.
     assert smoothness_loss(ramp).item() == pytest.approx(1 / 3)
-    checker = ((torch.arange(6).view(6, 1, 1) + torch.arange(6).view(1, 6, 1) + torch.arange(6).view(1, 1, 6)) % 2)
+    checker = (torch.arange(6).view(6, 1, 1) + torch.arange(6).view(1, 6, 1) + torch.arange(6).view(1, 1, 6)) % 2
     checker = checker.float().expand(1, 3, 6, 6, 6)
     # Every forward difference of a checkerboard is ±1 (central differences would see 0).
     assert smoothness_loss(checker).item() == pytest.approx(1.0)

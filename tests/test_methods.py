@@ -30,8 +30,10 @@ CROP = (16, 16, 16)
 QUICK_SPATIAL = dict(elastic_alpha=(0.0, 2.0), elastic_sigma=(2.0, 3.0))
 #: small settings per method, so that each runs in a second
 OPTIONS = {
-    **{key: dict(affine_channels=16, local_head_channels=8, spatial=QUICK_SPATIAL)
-       for key in ("gvsl", "no_zmatch", "no_fundament", "no_affine")},
+    **{
+        key: dict(affine_channels=16, local_head_channels=8, spatial=QUICK_SPATIAL)
+        for key in ("gvsl", "no_zmatch", "no_fundament", "no_affine")
+    },
     **{key: dict(spatial=QUICK_SPATIAL, projection_dim=16) for key in ("simclr", "byol", "simsiam")},
     "deepcluster": dict(clusters=3, recluster_every=3, crop_set=12),
     "inpainting": dict(mask_fraction=0.1),
@@ -51,14 +53,37 @@ def volumes(n=4, shape=(20, 20, 20), seed=0):
 
 
 def config(method, **kw):
-    return PretrainConfig(**{**dict(method=method, iterations=6, batch_size=2, crop=CROP, seed=1, checkpoint_every=2,
-                                    channels=CHANNELS, lr=1e-3, device="cpu", options=OPTIONS.get(method, {})), **kw})
+    return PretrainConfig(
+        **{
+            **dict(
+                method=method,
+                iterations=6,
+                batch_size=2,
+                crop=CROP,
+                seed=1,
+                checkpoint_every=2,
+                channels=CHANNELS,
+                lr=1e-3,
+                device="cpu",
+                options=OPTIONS.get(method, {}),
+            ),
+            **kw,
+        }
+    )
 
 
 def test_the_table1_vocabulary_lives_in_one_place():
     assert TABLE1_METHODS[0] == "scratch" and TABLE1_METHODS[-1] == "gvsl"
-    assert list(BASELINES) == ["models_genesis", "rotation", "simclr", "denoising", "inpainting", "deepcluster",
-                               "simsiam", "byol"]
+    assert list(BASELINES) == [
+        "models_genesis",
+        "rotation",
+        "simclr",
+        "denoising",
+        "inpainting",
+        "deepcluster",
+        "simsiam",
+        "byol",
+    ]
     assert set(METHOD_TITLES) == set(TABLE1_METHODS)
     from gvsl import pipeline
     from gvsl.report import METHOD_NAMES
@@ -145,7 +170,7 @@ def test_rotation_labels_are_balanced_and_the_rotation_is_the_one_labelled():
     assert all(not torch.equal(turned[i], turned[j]) for i in range(10) for j in range(i))
     # each labelled input is its crop turned by that label
     for index in range(5):
-        assert torch.equal(net_inputs["image"][index], rotate(crops[index:index + 1], [targets["labels"][index]])[0])
+        assert torch.equal(net_inputs["image"][index], rotate(crops[index : index + 1], [targets["labels"][index]])[0])
 
 
 def test_simclr_positives_are_two_views_of_one_volume():
@@ -193,7 +218,8 @@ def test_byol_target_is_a_moving_average_without_gradient():
     # only the encoder has a moving target: the decoder is not used by BYOL
     names = {name for name, _ in model.target_backbone.named_parameters()}
     assert len(list(model.target_parameters())) == len([n for n in names if not n.startswith("up.")]) + len(
-        list(model.target_projector.parameters()))
+        list(model.target_projector.parameters())
+    )
 
 
 def test_siamese_losses_stop_the_gradient_at_the_target_branch():
@@ -201,8 +227,9 @@ def test_siamese_losses_stop_the_gradient_at_the_target_branch():
         method = build_method(key, {"projection_dim": 8})
         z = torch.randn(2, 8, requires_grad=True)
         p = torch.randn(2, 8, requires_grad=True)
-        outputs = ({"q_1": p, "q_2": p, "z_1": z, "z_2": z} if key == "byol" else
-                   {"p_1": p, "p_2": p, "z_1": z, "z_2": z})
+        outputs = (
+            {"q_1": p, "q_2": p, "z_1": z, "z_2": z} if key == "byol" else {"p_1": p, "p_2": p, "z_1": z, "z_2": z}
+        )
         method.loss(outputs, {}).total.backward()
         assert z.grad is None and p.grad is not None
 
@@ -233,8 +260,10 @@ def test_models_genesis_uses_the_authors_transform_set():
     assert 0.9 * 0.2 == pytest.approx((1 - 0.72) * corruption.inpaint_prob)  # in-painting: 18 % of samples
     assert (corruption.max_inpaint_blocks, corruption.inpaint_sides) == (5, (1 / 6, 1 / 3))
     assert (corruption.local_shuffle_prob, corruption.invert_prob) == (0.5, 0.5)
-    net_inputs, targets = method.inputs(method.sample(VolumeBank(volumes()), 2, CROP, torch.Generator().manual_seed(0)),
-                                        torch.Generator().manual_seed(0))
+    net_inputs, targets = method.inputs(
+        method.sample(VolumeBank(volumes()), 2, CROP, torch.Generator().manual_seed(0)),
+        torch.Generator().manual_seed(0),
+    )
     assert not torch.equal(net_inputs["image"], targets["target"])
     # flips: up to three along random axes with p each; p = 0 never flips, p = 1 flips three times
     images = torch.rand(64, 1, 4, 4, 4)
@@ -271,17 +300,20 @@ def test_inpainting_loss_only_counts_the_masked_voxels():
     assert float(method.loss({"restored": restored}, targets).total) == 0.0
 
 
-@pytest.mark.parametrize("key, options, message", [
-    ("simclr", {"temperature": 0}, "temperature must be > 0"),
-    ("simclr", {"tau": 0.1}, "unknown settings \\['tau'\\]"),
-    ("byol", {"momentum": 1.0}, "momentum must be in \\[0, 1\\)"),
-    ("deepcluster", {"clusters": 20, "crop_set": 10}, "crop_set \\(10\\) must hold at least one crop per cluster"),
-    ("denoising", {"noise_std": 0}, "noise_std must be > 0"),
-    ("models_genesis", {"paint_prob": 1.5}, "paint_prob must be a probability"),
-    ("inpainting", {"mask_fraction": 1.0}, "mask_fraction must be in \\(0, 1\\)"),
-    ("gvsl", {"spatial": {"shear": 2.0}}, "shear must be < π/2"),
-    ("simsiam", "fast", "must be a mapping of settings"),
-])
+@pytest.mark.parametrize(
+    "key, options, message",
+    [
+        ("simclr", {"temperature": 0}, "temperature must be > 0"),
+        ("simclr", {"tau": 0.1}, "unknown settings \\['tau'\\]"),
+        ("byol", {"momentum": 1.0}, "momentum must be in \\[0, 1\\)"),
+        ("deepcluster", {"clusters": 20, "crop_set": 10}, "crop_set \\(10\\) must hold at least one crop per cluster"),
+        ("denoising", {"noise_std": 0}, "noise_std must be > 0"),
+        ("models_genesis", {"paint_prob": 1.5}, "paint_prob must be a probability"),
+        ("inpainting", {"mask_fraction": 1.0}, "mask_fraction must be in \\(0, 1\\)"),
+        ("gvsl", {"spatial": {"shear": 2.0}}, "shear must be < π/2"),
+        ("simsiam", "fast", "must be a mapping of settings"),
+    ],
+)
 def test_bad_options_name_the_setting(key, options, message):
     with pytest.raises(GVSLInputError, match=message):
         build_method(key, options)
@@ -305,7 +337,8 @@ def test_ddp_replicas_stay_identical(key, tmp_path):
     rank 0's at every forward (the checkpoint keeps rank 0's)."""
     repo = Path(__file__).resolve().parents[1]
     script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(repo)!r})
         import torch, torch.distributed as dist
@@ -323,9 +356,14 @@ def test_ddp_replicas_stay_identical(key, tmp_path):
 
         method.after_step = after_step
         pretrain(volumes(), {str(tmp_path / "run")!r}, config({key!r}, iterations=4, batch_size=1), progress=False)
-    """))
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-                           str(script)], capture_output=True, text=True, timeout=240)
+    """)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     batch_statistics = ("running_mean", "running_var", "num_batches_tracked")

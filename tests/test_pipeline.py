@@ -62,15 +62,19 @@ def test_every_profile_builds_typed_configs(profile):
         iterations = settings.pop("iterations")
         for task in params["pipeline"]["tasks"]:
             cap = iterations[task] if isinstance(iterations, dict) else iterations
-            TransferConfig.from_dict({**settings, "iterations": cap, "task": "segmentation", "protocol": protocol,
-                                      "num_classes": 8})
+            TransferConfig.from_dict(
+                {**settings, "iterations": cap, "task": "segmentation", "protocol": protocol, "num_classes": 8}
+            )
 
 
 def test_paper_profile_is_the_papers_schedule():
     paper = load(PROFILES["paper"])
     assert paper["model"]["channels"] == [32, 64, 128, 256, 512, 256, 128, 64, 32]
     assert (paper["pretrain"]["iterations"], paper["pretrain"]["batch_size"], paper["pretrain"]["lr"]) == (
-        200_000, 2, 1e-4)
+        200_000,
+        2,
+        1e-4,
+    )
     for protocol in pipeline.PROTOCOLS:
         settings = paper["transfer"][protocol]
         caps = settings["iterations"].values() if isinstance(settings["iterations"], dict) else [settings["iterations"]]
@@ -109,23 +113,58 @@ def test_dvc_stages_use_the_package_layout():
 
 TINY = {
     "profile": "tiny-test",
-    "pipeline": {"tasks": ["SHC", "CCC"], "methods": ["scratch", "rotation", "no_zmatch", "no_fundament", "no_affine", "gvsl"]},
-    "prepare": {"seed": 0, "tasks": {
-        "pretrain": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 3},
-        # 20: the SHC split's proportions (8/4/40) then leave 2 validation subjects, the held-out pairs' least
-        "SHC": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 20},
-        # 20: 3 validation cases, of both classes (an AUC needs them)
-        "CCC": {"source": "phantom-ct", "shape": [16, 16, 16], "spacing": [20.0, 20.0, 20.0], "subjects": 20}}},
+    "pipeline": {
+        "tasks": ["SHC", "CCC"],
+        "methods": ["scratch", "rotation", "no_zmatch", "no_fundament", "no_affine", "gvsl"],
+    },
+    "prepare": {
+        "seed": 0,
+        "tasks": {
+            "pretrain": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 3},
+            # 20: the SHC split's proportions (8/4/40) then leave 2 validation subjects, the held-out pairs' least
+            "SHC": {"source": "phantom-ct", "shape": [32, 32, 32], "spacing": [10.0, 10.0, 10.0], "subjects": 20},
+            # 20: 3 validation cases, of both classes (an AUC needs them)
+            "CCC": {"source": "phantom-ct", "shape": [16, 16, 16], "spacing": [20.0, 20.0, 20.0], "subjects": 20},
+        },
+    },
     "model": {"channels": [8, 8, 8, 8, 8, 8, 8, 8, 8]},
-    "pretrain": {"seeds": [0, 1], "processes": 2, "iterations": 3, "batch_size": 1, "crop": [16, 16, 16],
-                 "crop_jitter": 0, "lr": 1e-4, "lr_schedule": "cosine", "warmup": 1, "checkpoint_every": 2,
-                 "log_every": 1, "eval_every": 2, "heldout": {"task": "SHC", "split": "val", "pairs": 2},
-                 "devices": ["cpu", "cpu"]},
-    "transfer": {"processes": 2, "devices": ["cpu", "cpu"],
-                 "linear": {"seeds": [0, 1], "crop": {"SHC": None, "CCC": None}, "iterations": 6, "val_every": 1,
-                            "stop_on_plateau": True, "min_iterations": 4, "lr": 1e-2},
-                 "finetune": {"seeds": [0], "crop": {"SHC": [16, 16, 16], "CCC": None}, "iterations": {"SHC": 3, "CCC": 2},
-                              "val_every": 1, "lr": 1e-3, "class_weighting": "sqrt_inverse"}},
+    "pretrain": {
+        "seeds": [0, 1],
+        "processes": 2,
+        "iterations": 3,
+        "batch_size": 1,
+        "crop": [16, 16, 16],
+        "crop_jitter": 0,
+        "lr": 1e-4,
+        "lr_schedule": "cosine",
+        "warmup": 1,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "eval_every": 2,
+        "heldout": {"task": "SHC", "split": "val", "pairs": 2},
+        "devices": ["cpu", "cpu"],
+    },
+    "transfer": {
+        "processes": 2,
+        "devices": ["cpu", "cpu"],
+        "linear": {
+            "seeds": [0, 1],
+            "crop": {"SHC": None, "CCC": None},
+            "iterations": 6,
+            "val_every": 1,
+            "stop_on_plateau": True,
+            "min_iterations": 4,
+            "lr": 1e-2,
+        },
+        "finetune": {
+            "seeds": [0],
+            "crop": {"SHC": [16, 16, 16], "CCC": None},
+            "iterations": {"SHC": 3, "CCC": 2},
+            "val_every": 1,
+            "lr": 1e-3,
+            "class_weighting": "sqrt_inverse",
+        },
+    },
     "report": {"fig6": {"task": "SHC", "protocol": "finetune"}, "tsne": {"max_per_class": 8, "seed": 0}},
     "executor": {"kind": "local"},
 }
@@ -135,8 +174,9 @@ def dvc(project, *args):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     # bytecode written by the stages must not make them look changed (.dvcignore), so let Python write it
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    result = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -172,8 +212,15 @@ def test_pipeline_reproduces_the_report(tiny_project):
     rule = PlateauRule(min_iterations=4)
     assert summary["run_converged"] == [rule.reached(curve) for curve in summary["val_curves"]]
     assert all(n == 6 or done for n, done in zip(summary["iterations"], summary["run_converged"]))
-    assert summary["converged"] == all(summary["run_converged"]) == bool(
-        table.loc[(table["method"] == "gvsl") & (table["protocol"] == "linear") & (table["task"] == "SHC"), "converged"].iloc[0])
+    assert (
+        summary["converged"]
+        == all(summary["run_converged"])
+        == bool(
+            table.loc[
+                (table["method"] == "gvsl") & (table["protocol"] == "linear") & (table["task"] == "SHC"), "converged"
+            ].iloc[0]
+        )
+    )
     assert len(summary["per_case"]) == 4 and len(summary["per_case"][0]["dice"]) == len(summary["case_ids"])
     for name in ("fig6_validation", "fig7_tsne", "pretext_losses", "fig8_ncc", "registration", "cohort-SHC"):
         assert (tiny_project / "results" / "figures" / f"{name}.png").stat().st_size > 1000
@@ -185,17 +232,43 @@ def test_pipeline_reproduces_the_report(tiny_project):
     gvsl_shc = metrics["linear"]["SHC"]["gvsl"]
     row = table[(table["method"] == "gvsl") & (table["protocol"] == "linear") & (table["task"] == "SHC")].iloc[0]
     assert gvsl_shc["gain"] == pytest.approx(round(row["gain"], 2)) and set(gvsl_shc) == {
-        "value", "gain", "gain_low", "gain_high", "converged"}
+        "value",
+        "gain",
+        "gain_low",
+        "gain_high",
+        "converged",
+    }
     assert set(metrics["pretext"]) == {"no_fundament", "no_affine", "gvsl"}
-    assert {"identity_dice", "affine_dice", "warped_dice", "heldout_ncc_first", "heldout_ncc_last", "warped_gain",
-            "warped_gain_low", "warped_gain_high"} <= set(metrics["pretext"]["gvsl"])
+    assert {
+        "identity_dice",
+        "affine_dice",
+        "warped_dice",
+        "heldout_ncc_first",
+        "heldout_ncc_last",
+        "warped_gain",
+        "warped_gain_low",
+        "warped_gain_high",
+    } <= set(metrics["pretext"]["gvsl"])
     assert "affine_dice" not in metrics["pretext"]["no_affine"]
     for seed in (0, 1):
-        pretext = json.loads((tiny_project / "build" / "pretrain" / "gvsl" / f"seed{seed}" / "pretext.json").read_text())
+        pretext = json.loads(
+            (tiny_project / "build" / "pretrain" / "gvsl" / f"seed{seed}" / "pretext.json").read_text()
+        )
         assert (pretext["first"]["iteration"], pretext["last"]["iteration"]) == (0, 3)
         assert len(pretext["pairs"]) == 2
-        log = pd.read_csv(tiny_project / "build" / "pretrain" / "gvsl" / f"seed{seed}" / "dvclive" / "plots" / "metrics"
-                          / "heldout" / "warped_dice.tsv", sep="\t")
+        log = pd.read_csv(
+            tiny_project
+            / "build"
+            / "pretrain"
+            / "gvsl"
+            / f"seed{seed}"
+            / "dvclive"
+            / "plots"
+            / "metrics"
+            / "heldout"
+            / "warped_dice.tsv",
+            sep="\t",
+        )
         assert list(log["step"]) == [0, 2, 3]
     for notebook in ("prepare/SHC", "pretrain", "transfer/gvsl", "report"):
         assert (tiny_project / "build" / "notebooks" / f"{notebook}.ipynb").is_file()
@@ -243,7 +316,9 @@ def test_transfer_keeps_finished_runs_and_redoes_changed_or_unfinished_ones(tiny
     kept = [line for line in lines if "kept from an earlier run" in line]
     trained = [line for line in lines if ": test " in line]
     assert len(kept) == 12 - 2 and sorted(line.split(":")[0] for line in trained) == [
-        "transfer SHC-linear-rotation p0-t1", "transfer SHC-linear-rotation p1-t3"]
+        "transfer SHC-linear-rotation p0-t1",
+        "transfer SHC-linear-rotation p1-t3",
+    ]
     after = json.loads((cell / "summary.json").read_text())
     # CPU runs are deterministic, so the re-trained runs give the uninterrupted run's numbers
     for key in ("runs", "test", "mean", "sd", "val_curves", "per_case", "best_iterations", "run_converged"):
@@ -275,4 +350,5 @@ def test_pretraining_keeps_finished_runs_and_trains_only_what_is_missing(tiny_pr
     assert any(line.startswith("pretrain gvsl seed 1: done in") for line in lines)
     after = {p: p.stat().st_mtime_ns for p in (build / "pretrain").rglob("*") if p.is_file()}
     assert {p: t for p, t in after.items() if "gvsl/seed1" not in str(p)} == {
-        p: t for p, t in before.items() if "gvsl/seed1" not in str(p)}
+        p: t for p, t in before.items() if "gvsl/seed1" not in str(p)
+    }

@@ -21,8 +21,10 @@ def _independent_counts(params: dict) -> tuple[int, int]:
     """Pre-trainings and transfer runs read straight off the settings."""
     methods, seeds = params["pipeline"]["methods"], params["pretrain"]["seeds"]
     pretrainings = len([m for m in methods if m != "scratch"]) * len(seeds)
-    transfer = sum(len(methods) * len(params["pipeline"]["tasks"]) * len(seeds) * len(params["transfer"][p]["seeds"])
-                   for p in ("linear", "finetune"))
+    transfer = sum(
+        len(methods) * len(params["pipeline"]["tasks"]) * len(seeds) * len(params["transfer"][p]["seeds"])
+        for p in ("linear", "finetune")
+    )
     return pretrainings, transfer
 
 
@@ -37,8 +39,11 @@ def test_paper_profile_plan_prints_jobs_and_device_hours(capsys):
     assert (pretrainings, transfer) == (12, 312)
     assert main(["plan", "--params", str(PAPER), "--devices", "8", "--device-kind", "h100"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:9].strip() in
-            ("prepare", "pretrain", "transfer", "report", "total")}
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line[:9].strip() in ("prepare", "pretrain", "transfer", "report", "total")
+    }
     assert rows["pretrain"][1] == "12" and rows["transfer"][1] == "312" and rows["prepare"][1] == "5"
     assert float(rows["pretrain"][2]) > 10 and float(rows["transfer"][2]) > 10  # device-hours
     assert rows["pretrain"][4].startswith("GiB")
@@ -80,11 +85,14 @@ def test_wall_time_scales_with_devices():
     assert transfer.wall_hours(1000) == pytest.approx(sum(per_method) / 3600)
 
 
-@pytest.mark.parametrize("text, key", [
-    ("pipeline: [", "not valid YAML"),
-    ("- a list", "expected a mapping"),
-    ("profile: x\n", "missing key pipeline"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("pipeline: [", "not valid YAML"),
+        ("- a list", "expected a mapping"),
+        ("profile: x\n", "missing key pipeline"),
+    ],
+)
 def test_malformed_params_give_one_line(tmp_path, capsys, text, key):
     path = tmp_path / "params.yaml"
     path.write_text(text)
@@ -111,7 +119,9 @@ def test_unknown_device_kind(capsys):
 def test_timings_table_is_well_formed():
     table = load_timings()
     assert {"cpu", "h100"} <= set(table["devices"])
-    assert all(row["source"] in ("measured", "estimate") for entry in table["devices"].values() for row in entry["rows"])
+    assert all(
+        row["source"] in ("measured", "estimate") for entry in table["devices"].values() for row in entry["rows"]
+    )
     assert "32,64,128,256,512,256,128,64,32" in table["costs"] and "8,16,32,64,128,64,32,16,8" in table["costs"]
     assert padded_voxels((40, 40, 40)) == 48**3
 

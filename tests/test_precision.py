@@ -19,8 +19,7 @@ from gvsl.nets import GVSL
 from gvsl.nets.unet import ConvBlock
 from gvsl.pretrain import PretrainConfig, pretrain
 from gvsl.runtime import PRECISIONS, autocast, full_precision
-from gvsl.transfer import TransferConfig, run_transfer
-from gvsl.transfer import metrics
+from gvsl.transfer import TransferConfig, metrics, run_transfer
 from tests.conftest import smooth_volume
 from tests.test_methods import CHANNELS, CROP, OPTIONS, volumes
 from tests.test_transfer import SPLITS, FixedSegmentation, phantom, tiny_backbone
@@ -62,7 +61,12 @@ def test_bad_precision_settings_name_the_key():
 def test_full_precision_turns_autocast_off_and_casts_half_arguments():
     @full_precision
     def product(a, b, pair=(None,), named=None):
-        return a @ b, pair[0] is not None and pair[0].dtype, named and named["x"].dtype, torch.is_autocast_enabled("cpu")
+        return (
+            a @ b,
+            pair[0] is not None and pair[0].dtype,
+            named and named["x"].dtype,
+            torch.is_autocast_enabled("cpu"),
+        )
 
     a, b = torch.rand(8, 8), torch.rand(8, 8)
     with bf16():
@@ -102,15 +106,27 @@ def test_ncc_smoothness_and_mse_under_bf16_autocast_equal_fp32():
 
 def test_warps_and_fields_under_bf16_autocast_equal_fp32():
     gen = torch.Generator().manual_seed(0)
-    affine = affine_from_parameters(torch.rand(2, 3, generator=gen) * 0.3, 1 + torch.rand(2, 3, generator=gen) * 0.2,
-                                    torch.full((2, 3), 3.0), torch.rand(2, 6, generator=gen) * 0.1)
+    affine = affine_from_parameters(
+        torch.rand(2, 3, generator=gen) * 0.3,
+        1 + torch.rand(2, 3, generator=gen) * 0.2,
+        torch.full((2, 3), 3.0),
+        torch.rand(2, 6, generator=gen) * 0.1,
+    )
     flow = torch.randn(2, 3, 12, 14, 16, generator=gen)
     image = smooth_volume((12, 14, 16), seed=4, batch=2)
-    expected = (affine_to_ddf(affine, (12, 14, 16)), compose_affine_ddf(affine, flow), warp(image, flow),
-                warp_affine(image, affine))
+    expected = (
+        affine_to_ddf(affine, (12, 14, 16)),
+        compose_affine_ddf(affine, flow),
+        warp(image, flow),
+        warp_affine(image, affine),
+    )
     with bf16():
-        values = (affine_to_ddf(affine, (12, 14, 16)), compose_affine_ddf(affine, flow), warp(image, flow),
-                  warp_affine(image, affine))
+        values = (
+            affine_to_ddf(affine, (12, 14, 16)),
+            compose_affine_ddf(affine, flow),
+            warp(image, flow),
+            warp_affine(image, affine),
+        )
     for value, reference in zip(values, expected):
         assert value.dtype == torch.float32
         assert_same(value, reference)
@@ -153,8 +169,9 @@ def test_evaluation_after_the_network_is_fp32_under_bf16(monkeypatch):
     model = Elementwise(cases[0].label, 3)
     recorded = []
     window = metrics.sliding_window_inference
-    monkeypatch.setattr(metrics, "sliding_window_inference",
-                        lambda *a, **k: recorded.append(window(*a, **k)) or recorded[-1])
+    monkeypatch.setattr(
+        metrics, "sliding_window_inference", lambda *a, **k: recorded.append(window(*a, **k)) or recorded[-1]
+    )
     fp32 = metrics.segmentation_case_scores(model, cases, (12, 12, 12), precision="fp32")[1]
     bf16_scores = metrics.segmentation_case_scores(model, cases, (12, 12, 12), precision="bf16")[1]
     half = len(recorded) // 2  # the probabilities of every pass at fp32, then at bf16
@@ -168,8 +185,19 @@ def test_evaluation_after_the_network_is_fp32_under_bf16(monkeypatch):
 
 @pytest.mark.parametrize("key", list(PRETRAIN_METHODS))
 def test_every_method_trains_with_finite_losses_under_cpu_bf16(key, tmp_path):
-    config = PretrainConfig(method=key, iterations=6, batch_size=2, crop=CROP, seed=1, checkpoint_every=6,
-                            channels=CHANNELS, lr=1e-3, device="cpu", precision="bf16", options=OPTIONS.get(key, {}))
+    config = PretrainConfig(
+        method=key,
+        iterations=6,
+        batch_size=2,
+        crop=CROP,
+        seed=1,
+        checkpoint_every=6,
+        channels=CHANNELS,
+        lr=1e-3,
+        device="cpu",
+        precision="bf16",
+        options=OPTIONS.get(key, {}),
+    )
     # the engine stops with NonFiniteLossError at the first non-finite loss
     result = pretrain(volumes(), tmp_path, config, progress=False)
     assert result.iterations == 6 and all(math.isfinite(v) for v in result.final_terms.values())
@@ -200,8 +228,18 @@ def test_gvsl_under_cpu_bf16_tracks_fp32():
 
 @pytest.mark.parametrize("protocol", ["linear", "finetune"])
 def test_transfer_trains_with_finite_losses_under_cpu_bf16(protocol):
-    config = TransferConfig(task="segmentation", protocol=protocol, num_classes=3, iterations=5, val_every=1,
-                            crop=(16, 16, 16), lr=1e-2, device="cpu", precision="bf16", plateau_needs_rise=False)
+    config = TransferConfig(
+        task="segmentation",
+        protocol=protocol,
+        num_classes=3,
+        iterations=5,
+        val_every=1,
+        crop=(16, 16, 16),
+        lr=1e-2,
+        device="cpu",
+        precision="bf16",
+        plateau_needs_rise=False,
+    )
     result = run_transfer(tiny_backbone(), *SPLITS, config, progress=False)
     assert len(result.train_loss) == 5 and all(math.isfinite(loss) for loss in result.train_loss)
     assert all(math.isfinite(score) for _, score in result.val_curve) and math.isfinite(result.test["mean_dice"])

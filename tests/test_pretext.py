@@ -74,8 +74,7 @@ def test_identity_model_scores_the_unregistered_pairs():
     torch.testing.assert_close(scores.warped_dice, scores.identity_dice)
     torch.testing.assert_close(scores.affine_dice, scores.identity_dice)
     torch.testing.assert_close(scores.ncc, scores.identity_ncc, atol=1e-4, rtol=0)
-    expected = [numpy_dice(cases[j].label, cases[i].label) for i, j in
-                [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]]
+    expected = [numpy_dice(cases[j].label, cases[i].label) for i, j in [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]]
     np.testing.assert_allclose(scores.identity_dice.numpy(), expected, rtol=1e-5)
     assert set(scores.summary()) == {"ncc", "identity_ncc", "identity_dice", "affine_dice", "warped_dice"}
 
@@ -116,7 +115,7 @@ class FixedAffine(nn.Module):
     def forward(self, fixed, moving):
         from gvsl.geometry import affine_to_ddf, warp
 
-        affine = self.affines[self.used:self.used + fixed.shape[0]]
+        affine = self.affines[self.used : self.used + fixed.shape[0]]
         self.used += fixed.shape[0]
         ddf = affine_to_ddf(affine, fixed.shape[2:])
         return GVSLOutput(warped=warp(moving, ddf), ddf=ddf, affine=affine)

@@ -1,3 +1,4 @@
+import itertools
 import json
 import subprocess
 import sys
@@ -41,8 +42,17 @@ def volumes(n=4, shape=(24, 24, 24), seed=0):
 
 
 def config(**kw):
-    base = dict(method="gvsl", iterations=4, batch_size=2, crop=(16, 16, 16), seed=3, checkpoint_every=2,
-                device="cpu", options=GVSL_OPTIONS, **TINY)
+    base = dict(
+        method="gvsl",
+        iterations=4,
+        batch_size=2,
+        crop=(16, 16, 16),
+        seed=3,
+        checkpoint_every=2,
+        device="cpu",
+        options=GVSL_OPTIONS,
+        **TINY,
+    )
     base.update(kw)
     return PretrainConfig(**base)
 
@@ -94,17 +104,27 @@ def test_resumed_run_ends_with_the_same_weights_and_logs_with_heldout_evaluation
 
 def test_resuming_with_another_schedule_or_without_the_heldout_record_is_refused(tmp_path):
     heldout = heldout_pairs(labelled_cases(), (16, 16, 16), pairs=2)
-    pretrain(volumes(), tmp_path, config(iterations=2, lr_schedule="cosine", warmup=1), progress=False,
-             heldout=heldout)
+    pretrain(volumes(), tmp_path, config(iterations=2, lr_schedule="cosine", warmup=1), progress=False, heldout=heldout)
     with pytest.raises(GVSLInputError, match="other iterations than the checkpoint"):
         pretrain(volumes(), tmp_path, config(lr_schedule="cosine", warmup=1), resume=True, progress=False)
     with pytest.raises(GVSLInputError, match="other lr, warmup"):
-        pretrain(volumes(), tmp_path, config(iterations=2, lr=0.5, lr_schedule="cosine", warmup=0), resume=True,
-                 progress=False)
+        pretrain(
+            volumes(),
+            tmp_path,
+            config(iterations=2, lr=0.5, lr_schedule="cosine", warmup=0),
+            resume=True,
+            progress=False,
+        )
     (tmp_path / "pretext.json").unlink()
     with pytest.raises(GVSLInputError, match="pretext.json: missing"):
-        pretrain(volumes(), tmp_path, config(iterations=2, lr_schedule="cosine", warmup=1), resume=True,
-                 progress=False, heldout=heldout)
+        pretrain(
+            volumes(),
+            tmp_path,
+            config(iterations=2, lr_schedule="cosine", warmup=1),
+            resume=True,
+            progress=False,
+            heldout=heldout,
+        )
 
 
 def test_heldout_cases_without_foreground_are_refused():
@@ -133,14 +153,19 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     schedule = config(iterations=10, lr_schedule="cosine", warmup=2)
     factors = [lr_factor(schedule, i) for i in range(10)]
     assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
-    assert all(x > y for x, y in zip(factors[2:], factors[3:]))
+    assert all(x > y for x, y in itertools.pairwise(factors[2:]))
     assert lr_factor(schedule, 10) == pytest.approx(0.0, abs=1e-12)
     assert {lr_factor(config(), i) for i in range(4)} == {1.0}
 
 
 def test_outputs_backbone_with_config_and_provenance(tmp_path):
-    result = pretrain(volumes(), tmp_path, config(method="no_zmatch", iterations=2), progress=False,
-                      provenance={"dataset": "unit-test"})
+    result = pretrain(
+        volumes(),
+        tmp_path,
+        config(method="no_zmatch", iterations=2),
+        progress=False,
+        provenance={"dataset": "unit-test"},
+    )
     backbone = load_backbone(result.backbone)
     assert backbone.channels == TINY["channels"]
     meta = load_file(result.backbone)["metadata"]
@@ -246,15 +271,22 @@ def test_phantom_pairs_put_the_heart_where_the_other_subject_has_it():
     """On phantom-ct the hearts of x_A and x_B differ by the cohort's anatomical variation, not by a crop offset."""
     subjects = [generate_subject(seed, shape=(32, 32, 32), spacing=(10.0, 10.0, 10.0)) for seed in range(6)]
     # the heart mask and the subject's index ride along as further channels
-    bank = VolumeBank([np.stack([s.image_hu / 2048, (s.heart > 0).astype(np.float32), np.full(s.heart.shape, i)])
-                       for i, s in enumerate(subjects)])
+    bank = VolumeBank(
+        [
+            np.stack([s.image_hu / 2048, (s.heart > 0).astype(np.float32), np.full(s.heart.shape, i)])
+            for i, s in enumerate(subjects)
+        ]
+    )
     g = torch.Generator().manual_seed(0)
 
     def centroid(mask):
         return torch.stack(torch.where(mask > 0.5)).float().mean(1)
 
-    anatomical = max(float((centroid(torch.as_tensor(a.heart)) - centroid(torch.as_tensor(b.heart))).abs().max())
-                     for a in subjects for b in subjects)
+    anatomical = max(
+        float((centroid(torch.as_tensor(a.heart)) - centroid(torch.as_tensor(b.heart))).abs().max())
+        for a in subjects
+        for b in subjects
+    )
     distances = []
     for _ in range(80):
         a, b = bank.sample_pairs(1, (20, 20, 20), g)
@@ -270,7 +302,8 @@ def test_phantom_pairs_put_the_heart_where_the_other_subject_has_it():
 def test_two_process_gloo_ddp_run_writes_one_backbone(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(repo)!r})
         import torch.distributed as dist
@@ -283,9 +316,14 @@ def test_two_process_gloo_ddp_run_writes_one_backbone(tmp_path):
                  progress=False, heldout=heldout)
         # One file per rank: the two processes' stdout would interleave.
         open({str(tmp_path)!r} + f"/rank{{dist.get_rank()}}-of-{{dist.get_world_size()}}", "w").close()
-    """))
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-                           str(script)], capture_output=True, text=True, timeout=240)
+    """)
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "rank0-of-2").exists() and (tmp_path / "rank1-of-2").exists()
     files = sorted(p.name for p in (tmp_path / "run").iterdir())

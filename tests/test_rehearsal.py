@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from gvsl import rehearsal
-from gvsl.data import load_prepared
-from gvsl.data import phantom
+from gvsl.data import load_prepared, phantom
 from gvsl.data.fixtures import write_fixture
 from gvsl.data.io import read_volume
 from gvsl.data.prepare import prepare
@@ -50,8 +49,11 @@ def test_an_overlay_that_changes_other_settings_is_refused(tmp_path):
     overlay["transfer"]["linear"]["crop"]["SBM"] = [16, 16, 16]
     overlay["model"]["channels"] = [8] * 7
     (tmp_path / rehearsal.OVERLAY).write_text(yaml.safe_dump(overlay))
-    with pytest.raises(GVSLInputError, match=r"changes \['model\.channels', 'pipeline\.methods', 'pretrain\.lr', "
-                                             r"'transfer\.linear\.crop\.SBM'\]"):
+    with pytest.raises(
+        GVSLInputError,
+        match=r"changes \['model\.channels', 'pipeline\.methods', 'pretrain\.lr', "
+        r"'transfer\.linear\.crop\.SBM'\]",
+    ):
         rehearsal.rehearsal_params(tmp_path)
 
 
@@ -61,8 +63,10 @@ def _prepared(source, out, root=None, **settings):
         return load_prepared(prepare(source, out, root, seed=0, **settings))
 
 
-@pytest.mark.parametrize("source, task, grid", [("mmwhs", "SHC", ((64, 64, 52), (5.0, 5.0, 6.25))),
-                                                ("asoca", "SAC", ((80, 80, 64), (3.0, 3.0, 3.75)))])
+@pytest.mark.parametrize(
+    "source, task, grid",
+    [("mmwhs", "SHC", ((64, 64, 52), (5.0, 5.0, 6.25))), ("asoca", "SAC", ((80, 80, 64), (3.0, 3.0, 3.75)))],
+)
 def test_heart_standins_read_back_as_the_generator_made_them(tmp_path, source, task, grid):
     """Stored right-to-left as scanners do, in NIfTI or NRRD, read through the real source, each case
     equals the generator's own prepared case where the two crops overlap: same voxels (to the int16 rounding of
@@ -92,8 +96,10 @@ def _overlap(affine_a, shape_a, affine_b, shape_b):
     np.testing.assert_allclose(a_in_b[:3, 3], shift, atol=1e-6)
     starts = [max(0, s) for s in shift]
     stops = [min(nb, s + na) for s, na, nb in zip(shift, shape_a, shape_b)]
-    return (tuple(slice(lo - s, hi - s) for lo, hi, s in zip(starts, stops, shift)),
-            tuple(slice(lo, hi) for lo, hi in zip(starts, stops)))
+    return (
+        tuple(slice(lo - s, hi - s) for lo, hi, s in zip(starts, stops, shift)),
+        tuple(slice(lo, hi) for lo, hi in zip(starts, stops)),
+    )
 
 
 def _reads_back_as_generated(path, seed, opacity=None):
@@ -126,8 +132,10 @@ def test_candi_standin_has_freesurfer_labels_mapped_to_classes(tmp_path):
     assert set(np.unique(case.label)) == set(range(len(names) + 1))
     # left structures lie left of right ones: the label's world x follows FreeSurfer's hemispheres
     x = case.affine[0, 0] * np.arange(case.label.shape[0]) + case.affine[0, 3]
-    left_wm, right_wm = (x[np.nonzero(case.label == names.index(n) + 1)[0]].mean()
-                         for n in ("Left-Cerebral-White-Matter", "Right-Cerebral-White-Matter"))
+    left_wm, right_wm = (
+        x[np.nonzero(case.label == names.index(n) + 1)[0]].mean()
+        for n in ("Left-Cerebral-White-Matter", "Right-Cerebral-White-Matter")
+    )
     assert left_wm < 0 < right_wm
 
 
@@ -135,8 +143,9 @@ def test_stoic_standin_targets_come_from_reference_csv(tmp_path):
     pytest.importorskip("itk", reason="MetaImage needs the optional ITK extra (make test-slow installs it)")
     seeds = write_fixture("stoic", tmp_path / "stoic", count=6)
     for patient, seed in seeds.items():
-        _reads_back_as_generated(tmp_path / "stoic" / "data" / "mha" / f"{patient}.mha", seed,
-                                 opacity=bool((int(patient) - 1) % 2))
+        _reads_back_as_generated(
+            tmp_path / "stoic" / "data" / "mha" / f"{patient}.mha", seed, opacity=bool((int(patient) - 1) % 2)
+        )
     dataset = _prepared("stoic", tmp_path / "prepared", tmp_path / "stoic", spacing=10.0)
     targets = dict(zip(dataset.manifest["id"].astype(str), dataset.manifest["target"]))
     assert targets == {str(i + 1): i % 2 for i in range(6)}
@@ -162,6 +171,7 @@ def test_rehearse_paper_runs_every_stage_of_the_paper_profile(tmp_path):
     # the user's path: data.dvc imports the stand-ins' folder, and a second look finds nothing to run
     assert str(tmp_path / "rehearsal" / "datasets") in (project / "data.dvc").read_text()
     assert (project / "data" / "mmwhs" / "ct_train_1001_image.nii.gz").is_file()
-    status = subprocess.run([str(Path(sys.executable).parent / "dvc"), "status"], cwd=project,
-                            capture_output=True, text=True, check=True).stdout
+    status = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "status"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout
     assert "up to date" in status

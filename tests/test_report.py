@@ -39,15 +39,26 @@ def write_summary(root, task, protocol, method, tests, metric="dice", curves=Non
     else:
         per_case = [{"dice": [[t]] * 5} for t in tests]
     finite = [t for t in tests if not math.isnan(t)]
-    summary = {"task": task, "protocol": protocol, "method": method, "metric": metric,
-               "seeds": list(range(len(tests))), "pretrain_seeds": list(range(len(tests))),
-               "runs": [[s, s] for s in range(len(tests))],
-               "test": tests, "mean": float(np.mean(finite)) if finite else math.nan,
-               "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan, "n_runs": len(finite),
-               "val_curves": curves or [[[10, 0.1 * (s + 1)], [20, 0.2 * (s + 1)]] for s in range(len(tests))],
-               "converged": converged,
-               "case_ids": [f"case{i}" for i in range(len(per_case[0].get("probability", per_case[0].get("dice"))))],
-               "per_case": per_case, "dataset_source": "phantom-ct", "profile": "unit", "commit": commit}
+    summary = {
+        "task": task,
+        "protocol": protocol,
+        "method": method,
+        "metric": metric,
+        "seeds": list(range(len(tests))),
+        "pretrain_seeds": list(range(len(tests))),
+        "runs": [[s, s] for s in range(len(tests))],
+        "test": tests,
+        "mean": float(np.mean(finite)) if finite else math.nan,
+        "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan,
+        "n_runs": len(finite),
+        "val_curves": curves or [[[10, 0.1 * (s + 1)], [20, 0.2 * (s + 1)]] for s in range(len(tests))],
+        "converged": converged,
+        "case_ids": [f"case{i}" for i in range(len(per_case[0].get("probability", per_case[0].get("dice"))))],
+        "per_case": per_case,
+        "dataset_source": "phantom-ct",
+        "profile": "unit",
+        "commit": commit,
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
     return summary
 
@@ -59,15 +70,31 @@ def summaries(tmp_path):
     write_summary(root, "SHC", "linear", "gvsl", [0.60, 0.70, 0.80])
     # AUC 0.5 and 0.75; 0.875 and 1.0
     write_summary(root, "CCC", "finetune", "scratch", [[4, 4, 0, 0], [4, 4, 4, 0]], metric="auc")
-    write_summary(root, "CCC", "finetune", "gvsl", [[4, 4, 4, 2], [4, 4, 4, 4]], metric="auc", commit="def5678",
-                  converged=False)
+    write_summary(
+        root, "CCC", "finetune", "gvsl", [[4, 4, 4, 2], [4, 4, 4, 4]], metric="auc", commit="def5678", converged=False
+    )
     return report.load_summaries(root)
 
 
 def test_table1_is_long_format_in_percent_beside_the_paper(summaries):
     table = report.table1(summaries, profile="unit")
-    assert list(table.columns) == ["method", "protocol", "task", "metric", "value", "sd", "n_runs", "converged",
-                                   "gain", "gain_low", "gain_high", "paper_value", "paper_gain", "dataset", "profile"]
+    assert list(table.columns) == [
+        "method",
+        "protocol",
+        "task",
+        "metric",
+        "value",
+        "sd",
+        "n_runs",
+        "converged",
+        "gain",
+        "gain_low",
+        "gain_high",
+        "paper_value",
+        "paper_gain",
+        "dataset",
+        "profile",
+    ]
     assert len(table) == 4  # only the settings that ran
     row = table[(table.method == "gvsl") & (table.task == "SHC")].iloc[0]
     assert row.value == pytest.approx(70.0) and row.sd == pytest.approx(10.0) and row.n_runs == 3
@@ -105,7 +132,9 @@ def test_gain_interval_resamples_test_cases(tmp_path):
         summary["case_ids"] = [f"case{i}" for i in range(12)]
         (root / method / "SBM-finetune" / "summary.json").write_text(json.dumps(summary))
     loaded = report.load_summaries(root)
-    gain, low, high = report.gain_interval(loaded[loaded.method == "gvsl"].iloc[0], loaded[loaded.method == "scratch"].iloc[0])
+    gain, low, high = report.gain_interval(
+        loaded[loaded.method == "gvsl"].iloc[0], loaded[loaded.method == "scratch"].iloc[0]
+    )
     assert 0.05 < low < gain < high < 0.15
     assert high - low > 0.02
 
@@ -170,8 +199,12 @@ def test_bad_summaries_are_named(tmp_path):
 
 
 def test_provenance_names_sources_seeds_and_commits(summaries):
-    params = {"profile": "unit", "model": {"channels": list(TINY_CHANNELS)}, "pretrain": {"iterations": 2},
-              "transfer": {"linear": {"iterations": 3}}}
+    params = {
+        "profile": "unit",
+        "model": {"channels": list(TINY_CHANNELS)},
+        "pretrain": {"iterations": 2},
+        "transfer": {"linear": {"iterations": 3}},
+    }
     facts = report.provenance(summaries, params)
     assert facts["commits"] == ["abc1234", "def5678"]
     assert facts["transfer seeds per protocol"] == {"linear": [0, 1, 2], "finetune": [0, 1]}
@@ -194,8 +227,14 @@ def test_figure6_draws_one_mean_curve_per_method(tmp_path):
 def test_figure6_ends_where_the_shortest_run_stopped(tmp_path):
     root = tmp_path / "transfer"
     # the second run stopped on a plateau at 20; a mean beyond would be the first run alone
-    write_summary(root, "SHC", "finetune", "scratch", [0.5, 0.6],
-                  curves=[[[10, 0.1], [20, 0.3], [30, 0.9]], [[10, 0.3], [20, 0.5]]])
+    write_summary(
+        root,
+        "SHC",
+        "finetune",
+        "scratch",
+        [0.5, 0.6],
+        curves=[[[10, 0.1], [20, 0.3], [30, 0.9]], [[10, 0.3], [20, 0.5]]],
+    )
     fig = report.figure6_validation(report.load_summaries(root), task="SHC", protocol="finetune", methods=["scratch"])
     line = fig.axes[0].get_lines()[0]
     np.testing.assert_allclose(line.get_xdata(), [10, 20])
@@ -232,10 +271,13 @@ def test_figure8_draws_training_and_heldout_curves_as_means_over_seeds(tmp_path)
 def write_pretext(folder, identity, warped, ncc_first=0.5, ncc_last=0.3):
     folder.mkdir(parents=True, exist_ok=True)
     per_pair = {"ncc": [ncc_last] * len(warped), "identity_dice": identity, "warped_dice": warped}
-    pairs = [["a", "b"], ["b", "c"], ["c", "a"]][:len(warped)]
-    record = {"pairs": pairs, "iterations": 10,
-              "first": {"iteration": 0, "mean": {"ncc": ncc_first}, "per_pair": {}},
-              "last": {"iteration": 10, "mean": {"ncc": ncc_last}, "per_pair": per_pair}}
+    pairs = [["a", "b"], ["b", "c"], ["c", "a"]][: len(warped)]
+    record = {
+        "pairs": pairs,
+        "iterations": 10,
+        "first": {"iteration": 0, "mean": {"ncc": ncc_first}, "per_pair": {}},
+        "last": {"iteration": 10, "mean": {"ncc": ncc_last}, "per_pair": per_pair},
+    }
     (folder / "pretext.json").write_text(json.dumps(record))
 
 
@@ -267,10 +309,18 @@ def test_pretext_metrics_give_the_affine_parts_gain_and_its_scores_on_known_misa
         record = json.loads((folder / "pretext.json").read_text())
         record["last"]["per_pair"]["affine_dice"] = [0.6, 0.65, 0.6]
         true = rng.uniform(-3, 3, size=(3, 3))
-        record["last"]["misalignment"] = {"subjects": ["a", "b", "c"], "mean": {}, "per_pair": {
-            "error_identity": [4.0, 5.0, 6.0], "error_affine": [1.0, 1.0 + 0.1 * seed, 3.0],
-            "identity_dice": [0.3, 0.4, 0.35], "affine_dice": [0.6, 0.7, 0.5],
-            "true_translation": true.tolist(), "predicted_translation": (0.5 * true).tolist()}}
+        record["last"]["misalignment"] = {
+            "subjects": ["a", "b", "c"],
+            "mean": {},
+            "per_pair": {
+                "error_identity": [4.0, 5.0, 6.0],
+                "error_affine": [1.0, 1.0 + 0.1 * seed, 3.0],
+                "identity_dice": [0.3, 0.4, 0.35],
+                "affine_dice": [0.6, 0.7, 0.5],
+                "true_translation": true.tolist(),
+                "predicted_translation": (0.5 * true).tolist(),
+            },
+        }
         (folder / "pretext.json").write_text(json.dumps(record))
     gvsl = report.pretext_metrics(report.load_pretext(tmp_path))["gvsl"]
     assert gvsl["affine_gain"] == pytest.approx(100 * (0.6 + 0.65 + 0.6 - 1.65) / 3, abs=0.01)
@@ -281,14 +331,18 @@ def test_pretext_metrics_give_the_affine_parts_gain_and_its_scores_on_known_misa
     assert gvsl["misalignment_recovered_low"] < expected < gvsl["misalignment_recovered_high"]
     assert gvsl["misalignment_affine_gain"] == pytest.approx(100 * (0.6 - 0.35), abs=0.01)
     assert gvsl["misalignment_translation_r"] == pytest.approx(1.0)
-    assert (gvsl["misalignment_error_identity"], gvsl["misalignment_error_affine"]) == (5.0, pytest.approx(1.73, abs=0.01))
+    assert (gvsl["misalignment_error_identity"], gvsl["misalignment_error_affine"]) == (
+        5.0,
+        pytest.approx(1.73, abs=0.01),
+    )
 
 
 def test_figure7_has_one_tsne_panel_per_method():
     rng = np.random.default_rng(0)
     labels = np.repeat([1, 2, 3], 12)
-    features = {m: (rng.standard_normal((36, 4)).astype(np.float32) + labels[:, None], labels)
-                for m in ("scratch", "gvsl")}
+    features = {
+        m: (rng.standard_normal((36, 4)).astype(np.float32) + labels[:, None], labels) for m in ("scratch", "gvsl")
+    }
     fig = report.figure7_tsne(features, ["a", "b", "c"])
     assert [ax.get_title() for ax in fig.axes] == ["scratch", "whole GVSL"]
     assert len(fig.axes[0].collections[0].get_offsets()) == 36
@@ -306,15 +360,22 @@ def tiny_dataset(root, shape=(16, 16, 16)):
         label = (np.sqrt(((grid - centre) ** 2).sum(0)) < 4).astype(np.uint8)
         image = (0.2 + 0.5 * label + 0.05 * rng.standard_normal(shape)).astype(np.float32)
         writer.add(f"case{index}", "val" if index else "train", image, np.eye(4), label=label)
-    writer.finish(DatasetInfo(task="SHC", classes=("blob",), spacing=(1.0, 1.0, 1.0), source="unit-test",
-                              window={"kind": "none"}))
+    writer.finish(
+        DatasetInfo(task="SHC", classes=("blob",), spacing=(1.0, 1.0, 1.0), source="unit-test", window={"kind": "none"})
+    )
     return root
 
 
 def save_model(path, **switches):
     config = GVSLConfig(channels=TINY_CHANNELS, affine_channels=8, local_head_channels=8, **switches)
-    torch.save({"format": PRETRAIN_STATE_FORMAT, "model_config": config.to_dict(),
-                "model": GVSL.from_config(config).state_dict()}, path)
+    torch.save(
+        {
+            "format": PRETRAIN_STATE_FORMAT,
+            "model_config": config.to_dict(),
+            "model": GVSL.from_config(config).state_dict(),
+        },
+        path,
+    )
     return path
 
 
@@ -346,8 +407,11 @@ def test_registration_example_warps_one_heldout_case_onto_another(tmp_path):
     # labels: the moving labels warped by the returned field (a fresh head is the identity here)
     np.testing.assert_array_equal(example["warped_label"], example["moving_label"])
     assert example["dice_before"] == pytest.approx(example["dice_after"])
-    reference = 2 * np.sum((example["moving_label"] == 1) & (example["fixed_label"] == 1)) / (
-        np.sum(example["moving_label"] == 1) + np.sum(example["fixed_label"] == 1))
+    reference = (
+        2
+        * np.sum((example["moving_label"] == 1) & (example["fixed_label"] == 1))
+        / (np.sum(example["moving_label"] == 1) + np.sum(example["fixed_label"] == 1))
+    )
     assert example["dice_before"] == pytest.approx(100 * reference)
     assert "Dice" in fig.axes[2].get_title()
 
@@ -376,13 +440,22 @@ def test_every_number_names_its_seeds_and_commit(summaries):
 def test_html_page_holds_tables_figures_and_provenance(tmp_path, summaries):
     table = report.table1(summaries, profile="unit")
     facts = report.provenance(summaries, {"profile": "unit"})
-    page = report.write_html(tmp_path / "report.html", report.with_sources(table, summaries),
-                             report.table1_markdown(table), {"fig6_validation": "figures/fig6_validation.png"},
-                             facts).read_text()
+    page = report.write_html(
+        tmp_path / "report.html",
+        report.with_sources(table, summaries),
+        report.table1_markdown(table),
+        {"fig6_validation": "figures/fig6_validation.png"},
+        facts,
+    ).read_text()
     assert page.count("<table") == 4  # paper layout, gains, provenance, every number with its sources
-    with_pretext = report.write_html(tmp_path / "pretext.html", report.with_sources(table, summaries),
-                                     report.table1_markdown(table), {}, facts,
-                                     pretext={"gvsl": {"identity_dice": 55.0, "warped_dice": 61.25}}).read_text()
+    with_pretext = report.write_html(
+        tmp_path / "pretext.html",
+        report.with_sources(table, summaries),
+        report.table1_markdown(table),
+        {},
+        facts,
+        pretext={"gvsl": {"identity_dice": 55.0, "warped_dice": 61.25}},
+    ).read_text()
     assert with_pretext.count("<table") == 5 and "<td>61.25</td>" in with_pretext
     assert "<td>70.0 ± 10.0 (paper 68.4)</td>" in page
     assert '<img src="figures/fig6_validation.png"' in page
@@ -403,15 +476,21 @@ def test_claims_follow_their_fixed_criteria(tmp_path):
     linear = found.loc["GVSL beats scratch on linear probes"]
     assert (linear.task, linear.estimate, linear.shown, linear.converged) == ("SHC", pytest.approx(40.0), True, True)
     assert (linear.low_adj, linear.high_adj, linear.p_holm, linear.seeds) == (
-        pytest.approx(40.0), pytest.approx(40.0), pytest.approx(0.0, abs=1e-12), 5)
+        pytest.approx(40.0),
+        pytest.approx(40.0),
+        pytest.approx(0.0, abs=1e-12),
+        5,
+    )
     ablation = found.loc["whole GVSL beats w/o Affine head (linear)"]
     assert ablation.estimate == pytest.approx(-5.0) and not ablation.shown and not ablation.converged
     # the fine-tune claim is the linear gain minus the fine-tune gain, paired per seed: 40 - 3
     finetune = found.loc[report.FINETUNE_CLAIM]
     assert finetune.estimate == pytest.approx(37.0) and finetune.low > 0 and finetune.shown and finetune.tested
     markdown = report.claims_markdown(found.reset_index())
-    assert "| GVSL beats scratch on linear probes | SHC | +40.0 [+40.0, +40.0] | [+40.0, +40.0] (98.33 %) | < 0.001 | yes | " \
-           "**shown** |" in markdown
+    assert (
+        "| GVSL beats scratch on linear probes | SHC | +40.0 [+40.0, +40.0] | [+40.0, +40.0] (98.33 %) | < 0.001 "
+        "| yes | **shown** |" in markdown
+    )
     assert "not shown" in markdown and "Holm" in markdown
     # fine-tune claims can be left untested (fixed-budget cells): never shown, not counted by Holm
     untested = report.claims(report.table1(summaries, profile="unit"), summaries, finetune_claims=False)
@@ -444,8 +523,10 @@ def test_claims_need_five_seeds(tmp_path):
     row = found.iloc[0]
     assert row.estimate == pytest.approx(40.0) and not row.tested and not row.shown and math.isnan(row.low)
     assert "2 pre-training seed(s), fewer than 5" in row.note
-    assert "| GVSL beats scratch on linear probes | SHC | +40.0 no interval | – | – | yes | not tested: 2 " \
-           in report.claims_markdown(found)
+    assert (
+        "| GVSL beats scratch on linear probes | SHC | +40.0 no interval | – | – | yes | not tested: 2 "
+        in report.claims_markdown(found)
+    )
 
 
 def test_every_figure_the_report_stage_writes_has_a_caption():
@@ -455,6 +536,9 @@ def test_every_figure_the_report_stage_writes_has_a_caption():
     from tests.test_pipeline import ROOT
 
     outs = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["report"]["outs"]
-    figures = {Path(next(iter(out))).stem for out in outs if isinstance(out, dict)
-               and next(iter(out)).startswith("results/figures/")}
+    figures = {
+        Path(next(iter(out))).stem
+        for out in outs
+        if isinstance(out, dict) and next(iter(out)).startswith("results/figures/")
+    }
     assert figures == set(FIGURE_CAPTIONS)

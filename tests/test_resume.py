@@ -26,10 +26,23 @@ ITERATIONS, EVERY = 240, 20
 SETTINGS = {
     **TINY,
     "pipeline": {"tasks": ["SHC"], "methods": ["gvsl"]},
-    "pretrain": {**TINY["pretrain"], "seeds": [0], "processes": 1, "devices": ["cpu"], "iterations": ITERATIONS,
-                 "checkpoint_every": EVERY, "eval_every": 120, "warmup": 10},
+    "pretrain": {
+        **TINY["pretrain"],
+        "seeds": [0],
+        "processes": 1,
+        "devices": ["cpu"],
+        "iterations": ITERATIONS,
+        "checkpoint_every": EVERY,
+        "eval_every": 120,
+        "warmup": 10,
+    },
     # one run after another, so that an interruption finds some finished and some not
-    "transfer": {**TINY["transfer"], "processes": 1, "devices": ["cpu"], "linear": {**TINY["transfer"]["linear"], "seeds": [0, 1, 2, 3]}},
+    "transfer": {
+        **TINY["transfer"],
+        "processes": 1,
+        "devices": ["cpu"],
+        "linear": {**TINY["transfer"]["linear"], "seeds": [0, 1, 2, 3]},
+    },
 }
 SEED_DIR = Path("build/pretrain/gvsl/seed0")
 
@@ -45,8 +58,14 @@ def _env():
 
 
 def _repro(project: Path, stage: str = "pretrain") -> str:
-    done = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", stage], cwd=project,
-                          env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "repro", stage],
+        cwd=project,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
 
@@ -64,8 +83,14 @@ def _interrupt(project: Path, how: signal.Signals, stage: str = "pretrain", unti
     (default: a pre-training checkpoint past the first is written)."""
     until = until or (lambda: _checkpoint_iteration(project) >= 2 * EVERY)
     log = open(project / "interrupted.log", "w")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro", stage], cwd=project,
-                               env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dvc"), "repro", stage],
+        cwd=project,
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     while not until():
         assert process.poll() is None, (project / "interrupted.log").read_text()
@@ -142,7 +167,9 @@ def test_an_interrupted_transfer_keeps_its_finished_runs(uninterrupted, tmp_path
     assert output.count("kept from an earlier run") == finished
     assert sum(": test " in line for line in output.splitlines()) == runs - finished
     for cell in ("SHC-linear", "SHC-finetune"):
-        ours, theirs = (json.loads((p / "build" / "transfer" / "gvsl" / cell / "summary.json").read_text())
-                        for p in (project, reference))
+        ours, theirs = (
+            json.loads((p / "build" / "transfer" / "gvsl" / cell / "summary.json").read_text())
+            for p in (project, reference)
+        )
         for key in ("runs", "test", "val_curves", "per_case", "best_iterations"):
             assert ours[key] == theirs[key], (cell, key)

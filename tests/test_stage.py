@@ -18,8 +18,21 @@ def _notebook(path, body):
 
 
 def _stage(tmp_path, notebook, *args):
-    return subprocess.run([sys.executable, "-m", "gvsl.stage", str(notebook), str(tmp_path / "out" / "run.ipynb"),
-                           "-f", str(tmp_path / "params.yaml"), *args], capture_output=True, text=True, cwd=tmp_path)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gvsl.stage",
+            str(notebook),
+            str(tmp_path / "out" / "run.ipynb"),
+            "-f",
+            str(tmp_path / "params.yaml"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
 
 
 def test_stage_injects_params_and_overrides_without_the_tcp_warning(tmp_path):

@@ -9,21 +9,39 @@ import pytest
 from scipy import stats
 
 from gvsl.report.table import gain_interval
-from gvsl.stats import (MIN_SEEDS, holm, holm_levels, paired_gain_interval, seed_case_interval, subject_deletion,
-                        weighted_auc, weighted_mean_dice)
+from gvsl.stats import (
+    MIN_SEEDS,
+    holm,
+    holm_levels,
+    paired_gain_interval,
+    seed_case_interval,
+    subject_deletion,
+    weighted_auc,
+    weighted_mean_dice,
+)
 
 SEEDS = 5  # the default profile's pre-training seeds, each with its own transfer seed
 REPLICATIONS = 2000
 #: standard deviations (Dice points / 100) of the seed effect, the case effect and the seed × case noise
-REGIMES = {"seed-dominated": (0.02, 0.006, 0.01), "case-dominated": (0.004, 0.02, 0.01),
-           "balanced": (0.02, 0.02, 0.02), "noise-dominated": (0.002, 0.002, 0.04)}
+REGIMES = {
+    "seed-dominated": (0.02, 0.006, 0.01),
+    "case-dominated": (0.004, 0.02, 0.01),
+    "balanced": (0.02, 0.02, 0.02),
+    "noise-dominated": (0.002, 0.002, 0.04),
+}
 
 
 def summary(method, metric, per_case, cases):
     """A transfer summary as gain_interval reads it: run s has pre-training seed s and transfer seed s."""
-    return {"task": "SHC", "protocol": "linear", "method": method, "metric": metric,
-            "runs": [[s, s] for s in range(len(per_case))], "per_case": per_case,
-            "case_ids": [f"case{c}" for c in range(cases)]}
+    return {
+        "task": "SHC",
+        "protocol": "linear",
+        "method": method,
+        "metric": metric,
+        "runs": [[s, s] for s in range(len(per_case))],
+        "per_case": per_case,
+        "case_ids": [f"case{c}" for c in range(cases)],
+    }
 
 
 def coverage_of_dice_gains(cases, regime, rng, true=0.05, classes=3):
@@ -34,8 +52,12 @@ def coverage_of_dice_gains(cases, regime, rng, true=0.05, classes=3):
     for _ in range(REPLICATIONS):
         baseline = rng.uniform(0.3, 0.8, size=(cases, classes))
         baseline[rng.uniform(size=cases) < 0.2, -1] = np.nan
-        gain = (true + sd_seed * rng.standard_normal((SEEDS, 1)) + sd_case * rng.standard_normal((1, cases))
-                + sd_noise * rng.standard_normal((SEEDS, cases)))
+        gain = (
+            true
+            + sd_seed * rng.standard_normal((SEEDS, 1))
+            + sd_case * rng.standard_normal((1, cases))
+            + sd_noise * rng.standard_normal((SEEDS, cases))
+        )
         method = [{"dice": (baseline + gain[s][:, None]).tolist()} for s in range(SEEDS)]
         scratch = [{"dice": baseline.tolist()}] * SEEDS
         interval = gain_interval(summary("gvsl", "dice", method, cases), summary("scratch", "dice", scratch, cases))
@@ -63,16 +85,36 @@ def test_auc_gain_intervals_cover_the_expected_gain():
     cases, sd_case, sd_noise, sd_seed = 24, 0.7, 0.7, 0.4
     target = np.array([0, 1] * (cases // 2))
     separation = {"scratch": 0.6, "gvsl": 1.2}
-    spread = math.sqrt(2 * (sd_case ** 2 + sd_noise ** 2) + sd_seed ** 2)
+    spread = math.sqrt(2 * (sd_case**2 + sd_noise**2) + sd_seed**2)
     true = stats.norm.cdf(separation["gvsl"] / spread) - stats.norm.cdf(separation["scratch"] / spread)
     covered = 0
     for _ in range(REPLICATIONS):
         case = sd_case * rng.standard_normal(cases)
-        per_case = {m: [{"probability": (1 / (1 + np.exp(-(target * (d + sd_seed * rng.standard_normal()) + case
-                                                            + sd_noise * rng.standard_normal(cases))))).tolist(),
-                         "target": target.tolist()} for _ in range(SEEDS)] for m, d in separation.items()}
-        interval = gain_interval(summary("gvsl", "auc", per_case["gvsl"], cases),
-                                 summary("scratch", "auc", per_case["scratch"], cases))
+        per_case = {
+            m: [
+                {
+                    "probability": (
+                        1
+                        / (
+                            1
+                            + np.exp(
+                                -(
+                                    target * (d + sd_seed * rng.standard_normal())
+                                    + case
+                                    + sd_noise * rng.standard_normal(cases)
+                                )
+                            )
+                        )
+                    ).tolist(),
+                    "target": target.tolist(),
+                }
+                for _ in range(SEEDS)
+            ]
+            for m, d in separation.items()
+        }
+        interval = gain_interval(
+            summary("gvsl", "auc", per_case["gvsl"], cases), summary("scratch", "auc", per_case["scratch"], cases)
+        )
         covered += interval.low <= true <= interval.high
     assert 0.93 <= covered / REPLICATIONS <= 0.995, covered / REPLICATIONS
 
@@ -86,8 +128,12 @@ def test_pretext_intervals_over_seeds_and_subjects_cover_the_expected_gain():
     for _ in range(REPLICATIONS):
         pairs = [every[i] for i in rng.permutation(len(every))[:12]]
         fixed, moving = rng.normal(0, 0.03, 5), rng.normal(0, 0.03, 5)
-        table = (0.1 + rng.normal(0, 0.02, (SEEDS, 1)) + np.array([fixed[i] + moving[j] for i, j in pairs])
-                 + rng.normal(0, 0.02, (SEEDS, len(pairs))))
+        table = (
+            0.1
+            + rng.normal(0, 0.02, (SEEDS, 1))
+            + np.array([fixed[i] + moving[j] for i, j in pairs])
+            + rng.normal(0, 0.02, (SEEDS, len(pairs)))
+        )
         _, low, high = seed_case_interval(*subject_deletion(table, pairs))
         covered += low <= 0.1 <= high
     assert 0.93 <= covered / REPLICATIONS <= 0.995, covered / REPLICATIONS
@@ -99,7 +145,11 @@ def test_a_gain_over_seeds_alone_would_miss_the_shared_test_set():
     rng = np.random.default_rng(5)
     seeds_only, both = 0, 0
     for _ in range(500):
-        table = 0.02 * rng.standard_normal((1, 8)) + 0.004 * rng.standard_normal((SEEDS, 1)) + 0.01 * rng.standard_normal((SEEDS, 8))
+        table = (
+            0.02 * rng.standard_normal((1, 8))
+            + 0.004 * rng.standard_normal((SEEDS, 1))
+            + 0.01 * rng.standard_normal((SEEDS, 8))
+        )
         full = table.mean(axis=1)
         half = stats.t.ppf(0.975, SEEDS - 1) * full.std(ddof=1) / math.sqrt(SEEDS)
         seeds_only += abs(full.mean()) <= half
@@ -120,7 +170,7 @@ def test_the_interval_of_a_linear_score_adds_the_seed_and_case_variances():
     case_variance = table.mean(axis=0).var(ddof=1) / 12  # the jackknife of a mean is its usual variance
     assert interval.estimate == pytest.approx(table.mean())
     assert interval.se == pytest.approx(math.sqrt(seed_variance + case_variance))
-    df = (seed_variance + case_variance) ** 2 / (seed_variance ** 2 / (SEEDS - 1) + case_variance ** 2 / 11)
+    df = (seed_variance + case_variance) ** 2 / (seed_variance**2 / (SEEDS - 1) + case_variance**2 / 11)
     assert interval.df == pytest.approx(df)
     half = stats.t.ppf(0.975, df) * interval.se
     assert (interval.low, interval.high) == pytest.approx((table.mean() - half, table.mean() + half))
@@ -209,7 +259,8 @@ def test_weighted_mean_dice_with_unit_weights_is_the_mean_over_scored_classes():
     # integer weights are duplicated cases
     duplicated = np.array([[0.5, np.nan], [0.5, np.nan], [0.7, 0.2], [0.9, np.nan]])
     assert weighted_mean_dice(dice, np.array([[2.0, 1.0, 1.0]]))[0] == pytest.approx(
-        weighted_mean_dice(duplicated, np.ones((1, 4)))[0])
+        weighted_mean_dice(duplicated, np.ones((1, 4)))[0]
+    )
     # a replicate that drops the only case scoring class 2 averages class 1 alone
     assert weighted_mean_dice(dice, np.array([[1.0, 0.0, 1.0]]))[0] == pytest.approx(0.7)
 

@@ -50,8 +50,16 @@ def phantom(seed, size=SIZE):
 
 
 def seg_config(**overrides):
-    values = dict(task="segmentation", protocol="linear", num_classes=3, iterations=6, val_every=3, crop=CROP,
-                  lr=1e-2, device="cpu")
+    values = dict(
+        task="segmentation",
+        protocol="linear",
+        num_classes=3,
+        iterations=6,
+        val_every=3,
+        crop=CROP,
+        lr=1e-2,
+        device="cpu",
+    )
     values.update(overrides)
     return TransferConfig(**values)
 
@@ -150,8 +158,11 @@ def test_evaluation_stacks_cases_of_one_shape_without_changing_any_score(monkeyp
     assert len({tuple(row.tolist()) for row in alone}) == len(cases)  # distinct: a swap or a mix would show
     stacks = []
     sliding_window = metrics.sliding_window_inference
-    monkeypatch.setattr(metrics, "sliding_window_inference",
-                        lambda inputs, **kw: stacks.append(len(inputs)) or sliding_window(inputs, **kw))
+    monkeypatch.setattr(
+        metrics,
+        "sliding_window_inference",
+        lambda inputs, **kw: stacks.append(len(inputs)) or sliding_window(inputs, **kw),
+    )
     ids, batched = metrics.segmentation_case_scores(model, cases, whole, sw_batch_size=2)
     assert ids == [case.id for case in cases] and stacks == [2, 1, 1, 1]
     torch.testing.assert_close(batched, alone, equal_nan=True)
@@ -165,8 +176,14 @@ def test_evaluation_stacks_cases_of_one_shape_without_changing_any_score(monkeyp
     ids, probabilities, _ = metrics.classification_probabilities(classifier, cases, crop=CROP)
     assert ids == [case.id for case in cases]
     with torch.no_grad():
-        one_by_one = torch.cat([torch.sigmoid(classifier(metrics._center_crop(torch.as_tensor(case.image), CROP)
-                                                         [None, None])).reshape(1) for case in cases])
+        one_by_one = torch.cat(
+            [
+                torch.sigmoid(classifier(metrics._center_crop(torch.as_tensor(case.image), CROP)[None, None])).reshape(
+                    1
+                )
+                for case in cases
+            ]
+        )
     assert len(set(one_by_one.tolist())) == len(cases)
     torch.testing.assert_close(probabilities, one_by_one, rtol=1e-5, atol=1e-6)
 
@@ -184,7 +201,9 @@ class FixedScore(TransferModel):
 def test_auc_matches_pair_counting_and_sklearn():
     logits = [-2.0, 0.5, 1.0, -0.5, 2.0, 0.0]
     targets = [0, 0, 1, 0, 1, 1]
-    cases = [Case(f"c{i}", np.full((8, 8, 8), s, np.float32), target=t) for i, (s, t) in enumerate(zip(logits, targets))]
+    cases = [
+        Case(f"c{i}", np.full((8, 8, 8), s, np.float32), target=t) for i, (s, t) in enumerate(zip(logits, targets))
+    ]
     # Positives {1.0, 2.0, 0.0} vs negatives {-2.0, 0.5, -0.5}: 3 + 3 + 2 of 9 pairs ranked right.
     auc = evaluate_classification(FixedScore(), cases, crop=(4, 4, 4))["auc"]
     assert auc == pytest.approx(8 / 9)
@@ -235,21 +254,32 @@ def test_without_stopping_a_run_still_says_whether_it_plateaued(monkeypatch):
     assert result.iterations == 8 and not result.converged
 
 
-@pytest.mark.parametrize("curve, reached", [
-    ([(100, 0.2), (200, 0.4), (300, 0.45), (400, 0.455), (500, 0.457), (600, 0.458)], True),
-    ([(100, 0.2), (200, 0.4), (300, 0.45), (400, 0.47), (500, 0.49), (600, 0.51)], False),  # still rising
-    ([(100, 0.0), (200, 0.0), (300, 0.0), (400, 0.0)], False),  # flat from the start: never began to learn
-    ([(100, 0.2), (200, 0.5), (300, 0.5)], False),  # three recent validations leave nothing before them
-    ([(100, 0.2), (200, 0.5), (300, 0.5), (400, 0.5), (500, math.nan)], False),  # NaN last score
-    ([(100, 0.2), (200, math.nan), (300, 0.5), (400, 0.5), (500, 0.5), (600, 0.5)], True),  # NaN is no score
-])
+@pytest.mark.parametrize(
+    "curve, reached",
+    [
+        ([(100, 0.2), (200, 0.4), (300, 0.45), (400, 0.455), (500, 0.457), (600, 0.458)], True),
+        ([(100, 0.2), (200, 0.4), (300, 0.45), (400, 0.47), (500, 0.49), (600, 0.51)], False),  # still rising
+        ([(100, 0.0), (200, 0.0), (300, 0.0), (400, 0.0)], False),  # flat from the start: never began to learn
+        ([(100, 0.2), (200, 0.5), (300, 0.5)], False),  # three recent validations leave nothing before them
+        ([(100, 0.2), (200, 0.5), (300, 0.5), (400, 0.5), (500, math.nan)], False),  # NaN last score
+        ([(100, 0.2), (200, math.nan), (300, 0.5), (400, 0.5), (500, 0.5), (600, 0.5)], True),  # NaN is no score
+    ],
+)
 def test_plateau_rule(curve, reached):
     assert transfer.PlateauRule(window=0.25, min_delta=0.01).reached(curve) is reached
 
 
 def test_a_probe_whose_first_validation_is_its_best_plateaus_without_the_rise():
-    peaked_first = [(50, 0.39), (100, 0.33), (150, 0.33), (200, 0.36), (250, 0.36), (300, 0.36), (350, 0.36),
-                    (400, 0.36)]
+    peaked_first = [
+        (50, 0.39),
+        (100, 0.33),
+        (150, 0.33),
+        (200, 0.36),
+        (250, 0.36),
+        (300, 0.36),
+        (350, 0.36),
+        (400, 0.36),
+    ]
     assert not transfer.PlateauRule(min_iterations=400).reached(peaked_first)
     assert transfer.PlateauRule(min_iterations=400, needs_rise=False).reached(peaked_first)
     still_rising = [(i, 0.1 + 0.02 * k) for k, i in enumerate(range(50, 450, 50))]
@@ -312,8 +342,9 @@ def test_runs_are_deterministic(linear_run):
 
 def test_dice_ce_loss_is_the_sum_of_its_terms():
     first_loss = {
-        loss: run_transfer(tiny_backbone(), *SPLITS, seg_config(iterations=1, seg_loss=loss),
-                           progress=False).train_loss[0]
+        loss: run_transfer(
+            tiny_backbone(), *SPLITS, seg_config(iterations=1, seg_loss=loss), progress=False
+        ).train_loss[0]
         for loss in ("dice", "ce", "dice_ce")
     }
     # Same seed: same first crop and head, so the terms add up exactly.
@@ -357,17 +388,35 @@ def test_dvclive_logs_loss_per_iteration_and_validation_curve(tmp_path):
     "splits, config, message",
     [
         ((SPLITS[0], [], SPLITS[2]), seg_config(), "empty validation split"),
-        ((SPLITS[0], SPLITS[1], SPLITS[2]), seg_config(crop=(32, 16, 16)),
-         r"'subject0'.*\(32, 16, 16\).*\(24, 24, 24\)"),
-        (([Case("bad", np.zeros((8,) * 3, np.float32), np.full((8,) * 3, 5, np.uint8))], SPLITS[1], SPLITS[2]),
-         seg_config(crop=(8, 8, 8)), r"'bad'.*\[5\]"),
+        (
+            (SPLITS[0], SPLITS[1], SPLITS[2]),
+            seg_config(crop=(32, 16, 16)),
+            r"'subject0'.*\(32, 16, 16\).*\(24, 24, 24\)",
+        ),
+        (
+            ([Case("bad", np.zeros((8,) * 3, np.float32), np.full((8,) * 3, 5, np.uint8))], SPLITS[1], SPLITS[2]),
+            seg_config(crop=(8, 8, 8)),
+            r"'bad'.*\[5\]",
+        ),
         (([Case("nolabel", np.zeros((8,) * 3, np.float32))], SPLITS[1], SPLITS[2]), seg_config(), "'nolabel'.*label"),
-        (([Case("notarget", np.zeros((8,) * 3, np.float32))], [Case("v", np.zeros((8,) * 3, np.float32), target=1)],
-          SPLITS[2]), TransferConfig("classification", "linear", 1, device="cpu"), "'notarget'.*target"),
-        (([Case("t", np.zeros((8,) * 3, np.float32), target=0)],
-          [Case(f"v{i}", np.zeros((8,) * 3, np.float32), target=1) for i in range(2)],
-          [Case("s", np.zeros((8,) * 3, np.float32), target=0)]),
-         TransferConfig("classification", "linear", 1, device="cpu"), "validation split.*both targets"),
+        (
+            (
+                [Case("notarget", np.zeros((8,) * 3, np.float32))],
+                [Case("v", np.zeros((8,) * 3, np.float32), target=1)],
+                SPLITS[2],
+            ),
+            TransferConfig("classification", "linear", 1, device="cpu"),
+            "'notarget'.*target",
+        ),
+        (
+            (
+                [Case("t", np.zeros((8,) * 3, np.float32), target=0)],
+                [Case(f"v{i}", np.zeros((8,) * 3, np.float32), target=1) for i in range(2)],
+                [Case("s", np.zeros((8,) * 3, np.float32), target=0)],
+            ),
+            TransferConfig("classification", "linear", 1, device="cpu"),
+            "validation split.*both targets",
+        ),
     ],
 )
 def test_misuse_is_a_clear_error(splits, config, message):
@@ -511,10 +560,25 @@ def _profile_caps():
             settings = dict(params["transfer"][protocol])
             for task in TASKS:
                 caps = settings["iterations"]
-                yield pytest.param(profile, protocol, task, {
-                    "iterations": caps[task] if isinstance(caps, dict) else caps,
-                    **{k: settings[k] for k in ("val_every", "min_iterations", "plateau_window", "plateau_delta",
-                                                "plateau_needs_rise")}}, id=f"{profile}-{protocol}-{task}")
+                yield pytest.param(
+                    profile,
+                    protocol,
+                    task,
+                    {
+                        "iterations": caps[task] if isinstance(caps, dict) else caps,
+                        **{
+                            k: settings[k]
+                            for k in (
+                                "val_every",
+                                "min_iterations",
+                                "plateau_window",
+                                "plateau_delta",
+                                "plateau_needs_rise",
+                            )
+                        },
+                    },
+                    id=f"{profile}-{protocol}-{task}",
+                )
 
 
 @pytest.mark.parametrize("profile, protocol, task, settings", list(_profile_caps()))

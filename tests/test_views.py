@@ -152,8 +152,9 @@ def test_volumes_share_one_transform_and_labels_stay_labels():
     image = torch.rand(2, 1, 20, 20, 20)
     labels = torch.randint(0, 4, (2, 1, 20, 20, 20))
     spatial = RandSpatialTransform(elastic_alpha=(200, 400), elastic_sigma=(3, 4))
-    moved, doubled, moved_labels = spatial(image, 2 * image, labels, generator=gen(7),
-                                           modes=["bilinear", "bilinear", "nearest"])
+    moved, doubled, moved_labels = spatial(
+        image, 2 * image, labels, generator=gen(7), modes=["bilinear", "bilinear", "nearest"]
+    )
     assert torch.equal(doubled, 2 * moved)  # bilinear warping is linear: exact factor 2
     assert moved_labels.dtype == labels.dtype and moved_labels.shape == labels.shape
     assert set(moved_labels.unique().tolist()) <= {0, 1, 2, 3}
@@ -178,11 +179,15 @@ def test_elastic_full_resolution_is_the_authors_definition():
     field = elastic_displacement(noise, alpha, sigma, shape)
     for b in range(2):
         for c in range(3):
-            want = float(alpha[b]) * gaussian_filter(noise[b, c].numpy(), float(sigma[b]), mode="constant", truncate=4.0)
+            want = float(alpha[b]) * gaussian_filter(
+                noise[b, c].numpy(), float(sigma[b]), mode="constant", truncate=4.0
+            )
             np.testing.assert_allclose(field[b, c].numpy(), want, atol=1e-10)
     vector = np.random.default_rng(0).uniform(-1, 1, 50)
     matrix = elastic_smoothing_matrix(50, 4.3).numpy()
-    np.testing.assert_allclose(matrix @ vector, gaussian_filter1d(vector, 4.3, mode="constant", truncate=4.0), atol=1e-12)
+    np.testing.assert_allclose(
+        matrix @ vector, gaussian_filter1d(vector, 4.3, mode="constant", truncate=4.0), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("sigma", [10.0, 11.5, 13.0])
@@ -211,11 +216,12 @@ def test_coarse_elastic_grid_keeps_std_and_correlation_length(sigma):
     assert abs(std_ratio_3d - 1) < 0.02
     centre = np.arange(size // 2 - 16, size // 2 + 16)
     for lag in (round(sigma / 2), round(sigma), round(2 * sigma)):
-        def correlation(cov):
+
+        def correlation(cov, lag=lag):
             return np.mean(cov[centre, centre + lag] / np.sqrt(cov[centre, centre] * cov[centre + lag, centre + lag]))
 
         assert abs(correlation(cov_coarse) - correlation(cov_full)) < 0.01
-        assert abs(correlation(cov_full) - math.exp(-lag**2 / (4 * sigma**2))) < 0.01  # Gaussian ⊛ Gaussian
+        assert abs(correlation(cov_full) - math.exp(-(lag**2) / (4 * sigma**2))) < 0.01  # Gaussian ⊛ Gaussian
     border_ratio = np.diag(cov_coarse)[:5] / np.diag(cov_full)[:5]
     assert np.all(np.abs(border_ratio - 1) < 0.13)
 
@@ -263,10 +269,12 @@ def test_bezier_mapping_matches_np_interp_and_stays_monotone_in_unit_range():
         assert mapped[0] == 0 and abs(mapped[-1] - 1) < 1e-12
         assert (torch.diff(mapped) >= 0).all() and mapped.min() >= 0 and mapped.max() <= 1
         # Same table size: np.interp reproduces it exactly; the authors' 10⁵ samples: within 10⁻⁴.
-        np.testing.assert_allclose(mapped.numpy(), np.interp(intensities.numpy(), *bernstein_curve(points, 1001)),
-                                   atol=1e-12)
-        np.testing.assert_allclose(mapped.numpy(), np.interp(intensities.numpy(), *bernstein_curve(points, 100001)),
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            mapped.numpy(), np.interp(intensities.numpy(), *bernstein_curve(points, 1001)), atol=1e-12
+        )
+        np.testing.assert_allclose(
+            mapped.numpy(), np.interp(intensities.numpy(), *bernstein_curve(points, 100001)), atol=1e-4
+        )
     image = torch.rand(1, 1, 8, 8, 8)
     out = bezier_intensity_map(image, torch.tensor([[0.3, 0.8], [0.6, 0.2]]))
     assert out.dtype == image.dtype and out.shape == image.shape
@@ -284,9 +292,14 @@ def test_local_shuffle_permutes_within_blocks_of_one_lattice():
     moved = (source != destination).any(0)
     # Every voxel stays inside its block: some phase of the 2-voxel lattice puts source and destination
     # in the same block, so each block's multiset of values is preserved.
-    phases = [phase for phase in itertools.product(range(2), repeat=3)
-              if all(torch.equal(((source[a] - phase[a]) // 2)[moved], ((destination[a] - phase[a]) // 2)[moved])
-                     for a in range(3))]
+    phases = [
+        phase
+        for phase in itertools.product(range(2), repeat=3)
+        if all(
+            torch.equal(((source[a] - phase[a]) // 2)[moved], ((destination[a] - phase[a]) // 2)[moved])
+            for a in range(3)
+        )
+    ]
     assert len(phases) == 1
     phase = torch.tensor(phases[0], dtype=torch.float64)[:, None]
     blocks = ((destination - phase) // 2).T
@@ -349,7 +362,10 @@ VOLUME = torch.rand(1, 1, 8, 8, 8)
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: AppearanceTransform(local_shuffle_prob=1.5), r"local_shuffle_prob must be a probability in \[0, 1\], got 1.5"),
+        (
+            lambda: AppearanceTransform(local_shuffle_prob=1.5),
+            r"local_shuffle_prob must be a probability in \[0, 1\], got 1.5",
+        ),
         (lambda: AppearanceTransform(inpaint_prob=-0.1), r"inpaint_prob must be a probability in \[0, 1\], got -0.1"),
         (lambda: AppearanceTransform(outpaint_prob=2), r"outpaint_prob must be a probability"),
         (lambda: AppearanceTransform(max_inpaint_blocks=-1), "max_inpaint_blocks must be an integer >= 0, got -1"),
@@ -360,24 +376,40 @@ VOLUME = torch.rand(1, 1, 8, 8, 8)
         (lambda: RandSpatialTransform(rotation=-0.1), "rotation must be >= 0, got -0.1"),
         (lambda: RandSpatialTransform(shear=2.0), "shear must be < π/2"),
         (lambda: RandSpatialTransform(elastic_grid_step=0), "elastic_grid_step must be None or an integer >= 1, got 0"),
-        (lambda: AppearanceTransform()(torch.rand(1, 8, 8, 8), gen()), r"expecting 5-D input \(B, C, D, H, W\), got \(1, 8, 8, 8\)"),
+        (
+            lambda: AppearanceTransform()(torch.rand(1, 8, 8, 8), gen()),
+            r"expecting 5-D input \(B, C, D, H, W\), got \(1, 8, 8, 8\)",
+        ),
         (lambda: AppearanceTransform()(torch.ones(1, 1, 8, 8, 8, dtype=torch.long), gen()), "floating-point"),
-        (lambda: RandSpatialTransform()(VOLUME, torch.rand(1, 1, 8, 8, 9), generator=gen()),
-         r"volume 1 shape \(1, 1, 8, 8, 9\) does not match volume 0 shape \(1, 1, 8, 8, 8\)"),
+        (
+            lambda: RandSpatialTransform()(VOLUME, torch.rand(1, 1, 8, 8, 9), generator=gen()),
+            r"volume 1 shape \(1, 1, 8, 8, 9\) does not match volume 0 shape \(1, 1, 8, 8, 8\)",
+        ),
         (lambda: RandSpatialTransform()(torch.rand(8, 8, 8), generator=gen()), "volume 0: expecting 5-D input"),
         (lambda: RandSpatialTransform()(generator=gen()), "expecting at least one volume"),
-        (lambda: RandSpatialTransform()(VOLUME, generator=gen(), modes=["cubic"]),
-         r"modes\[0\]: expecting one of \('bilinear', 'nearest'\), got 'cubic'"),
-        (lambda: RandSpatialTransform()(VOLUME, VOLUME, generator=gen(), modes=["bilinear"]),
-         r"expecting one mode per volume \(2\), got 1"),
+        (
+            lambda: RandSpatialTransform()(VOLUME, generator=gen(), modes=["cubic"]),
+            r"modes\[0\]: expecting one of \('bilinear', 'nearest'\), got 'cubic'",
+        ),
+        (
+            lambda: RandSpatialTransform()(VOLUME, VOLUME, generator=gen(), modes=["bilinear"]),
+            r"expecting one mode per volume \(2\), got 1",
+        ),
         (lambda: RandSpatialTransform()(VOLUME.long(), generator=gen()), "bilinear warping needs a floating-point"),
-        (lambda: RandSpatialTransform().sample(1, (8, 8), gen()), r"expecting three positive sizes \(D, H, W\), got \(8, 8\)"),
-        (lambda: make_views(VOLUME, torch.rand(2, 1, 8, 8, 8), AppearanceTransform(), RandSpatialTransform(), gen()),
-         r"x_a and x_b: expecting the same shape, got \(1, 1, 8, 8, 8\) and \(2, 1, 8, 8, 8\)"),
+        (
+            lambda: RandSpatialTransform().sample(1, (8, 8), gen()),
+            r"expecting three positive sizes \(D, H, W\), got \(8, 8\)",
+        ),
+        (
+            lambda: make_views(VOLUME, torch.rand(2, 1, 8, 8, 8), AppearanceTransform(), RandSpatialTransform(), gen()),
+            r"x_a and x_b: expecting the same shape, got \(1, 1, 8, 8, 8\) and \(2, 1, 8, 8, 8\)",
+        ),
         (lambda: elastic_smoothing_matrix(10, 2.0, 11), r"coarse_size must be in \[1, 10\]"),
         (lambda: elastic_smoothing_matrix(10, 0.0), "sigma must be > 0"),
-        (lambda: elastic_displacement(torch.rand(1, 2, 4, 4, 4), torch.ones(1), torch.ones(1), (4, 4, 4)),
-         r"noise: expecting shape \(B, 3, nD, nH, nW\), got \(1, 2, 4, 4, 4\)"),
+        (
+            lambda: elastic_displacement(torch.rand(1, 2, 4, 4, 4), torch.ones(1), torch.ones(1), (4, 4, 4)),
+            r"noise: expecting shape \(B, 3, nD, nH, nW\), got \(1, 2, 4, 4, 4\)",
+        ),
         (lambda: bezier_intensity_curve(torch.rand(3, 2)), r"points: expecting shape \(2, 2\)"),
     ],
 )
@@ -390,4 +422,3 @@ def test_time_augmentation_reports_both_transforms():
     timings = time_augmentation(size=16, repeats=1)
     assert set(timings) == {"spatial_seconds_16", "appearance_seconds_16"}
     assert all(0 < seconds < 5 for seconds in timings.values())
-

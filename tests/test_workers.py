@@ -17,8 +17,12 @@ def training_step(seed: int, device: str) -> tuple[int, str, int, bytes]:
     """A few steps of a small 3-D convolutional network on ``device`` (the reductions whose order threads
     change), and which worker process ran it."""
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Conv3d(1, 16, 3, padding=1), torch.nn.GroupNorm(2, 16), torch.nn.LeakyReLU(),
-                              torch.nn.Conv3d(16, 2, 3, padding=1)).to(device)
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 16, 3, padding=1),
+        torch.nn.GroupNorm(2, 16),
+        torch.nn.LeakyReLU(),
+        torch.nn.Conv3d(16, 2, 3, padding=1),
+    ).to(device)
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
     volume = torch.randn(2, 1, 24, 24, 24).to(device)
     for _ in range(3):
@@ -26,8 +30,12 @@ def training_step(seed: int, device: str) -> tuple[int, str, int, bytes]:
         net(volume).square().mean().backward()
         optimiser.step()
     time.sleep(0.2)  # long enough that every worker gets a job
-    return torch.get_num_threads(), device, os.getpid(), b"".join(p.detach().cpu().numpy().tobytes()
-                                                                 for p in net.parameters())
+    return (
+        torch.get_num_threads(),
+        device,
+        os.getpid(),
+        b"".join(p.detach().cpu().numpy().tobytes() for p in net.parameters()),
+    )
 
 
 def test_jobs_spread_over_every_device_stand_in_and_give_the_bits_of_one_device():

@@ -23,12 +23,25 @@ from gvsl.methods.rotation import Rotation
 from gvsl.methods.simclr import SimCLR
 from gvsl.methods.simsiam import SimSiam
 
-__all__ = ["BASELINES", "GVSL_METHODS", "METHOD_TITLES", "PRETRAIN_METHODS", "TABLE1_METHODS", "Crops", "GVSLMethod",
-           "NetworkConfig", "PretextNetwork", "PretrainMethod", "build_method"]
+__all__ = [
+    "BASELINES",
+    "GVSL_METHODS",
+    "METHOD_TITLES",
+    "PRETRAIN_METHODS",
+    "TABLE1_METHODS",
+    "Crops",
+    "GVSLMethod",
+    "NetworkConfig",
+    "PretextNetwork",
+    "PretrainMethod",
+    "build_method",
+]
 
 #: the paper's self-supervised baselines, in the order Table 1 lists them here
-BASELINES: dict[str, type[PretrainMethod]] = {method.key: method for method in (
-    ModelsGenesis, Rotation, SimCLR, Denoising, Inpainting, DeepCluster, SimSiam, BYOL)}
+BASELINES: dict[str, type[PretrainMethod]] = {
+    method.key: method
+    for method in (ModelsGenesis, Rotation, SimCLR, Denoising, Inpainting, DeepCluster, SimSiam, BYOL)
+}
 
 #: every method ``gvsl pretrain --method`` trains
 PRETRAIN_METHODS: dict[str, type[PretrainMethod]] = {**BASELINES, **GVSL_METHODS}

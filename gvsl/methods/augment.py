@@ -80,15 +80,18 @@ class ViewAugmentation:
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         (moved,) = self.spatial(x, generator=generator)
         curves = torch.rand(x.shape[0], 3, 2, generator=generator, device=generator.device)
-        samples = [bezier_intensity_map(sample, curve[1:]) if curve[0, 0] < self.intensity_prob else sample
-                   for sample, curve in zip(moved, curves)]
+        samples = [
+            bezier_intensity_map(sample, curve[1:]) if curve[0, 0] < self.intensity_prob else sample
+            for sample, curve in zip(moved, curves)
+        ]
         out = torch.stack(samples)
         noise = torch.randn(out.shape, generator=generator, device=generator.device).to(out)
         return (out + self.noise_std * noise).contiguous()
 
 
-def inpaint_mask(shape: Sequence[int], generator: torch.Generator, fraction: float,
-                 sides: tuple[float, float] = (1 / 6, 1 / 3)) -> torch.Tensor:
+def inpaint_mask(
+    shape: Sequence[int], generator: torch.Generator, fraction: float, sides: tuple[float, float] = (1 / 6, 1 / 3)
+) -> torch.Tensor:
     """(C, D, H, W) boolean mask of random boxes, added until they cover at least ``fraction`` of the volume.
 
     Each box's side along an axis is uniform in ``sides`` (fractions of the axis, at least one voxel)

@@ -30,7 +30,7 @@ from gvsl.nets.unet import UNet3D
 from gvsl.runtime import full_precision
 from gvsl.settings import from_mapping
 
-__all__ = ["Crops", "NetworkConfig", "NoOptions", "PretextNetwork", "PretrainMethod", "SAMPLINGS"]
+__all__ = ["SAMPLINGS", "Crops", "NetworkConfig", "NoOptions", "PretextNetwork", "PretrainMethod"]
 
 #: how a method draws its crops per step
 SAMPLINGS = ("single", "pairs", "views")
@@ -46,15 +46,17 @@ class Crops:
     second: torch.Tensor | None = None
     labels: torch.Tensor | None = None
 
-    def to(self, device: torch.device) -> "Crops":
+    def to(self, device: torch.device) -> Crops:
         """The crops on ``device``, where the augmentations then run (labels stay where they are)."""
         return Crops(self.first.to(device), None if self.second is None else self.second.to(device), self.labels)
 
     def __len__(self) -> int:
         return self.first.shape[0]
 
-    def __getitem__(self, index: slice) -> "Crops":
-        take = (lambda t: None if t is None else t[index])
+    def __getitem__(self, index: slice) -> Crops:
+        def take(t):
+            return None if t is None else t[index]
+
         return Crops(self.first[index], take(self.second), take(self.labels))
 
 
@@ -68,14 +70,18 @@ class NetworkConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "in_channels": self.in_channels, "channels": list(self.channels),
-                "options": dict(self.options)}
+        return {
+            "method": self.method,
+            "in_channels": self.in_channels,
+            "channels": list(self.channels),
+            "options": dict(self.options),
+        }
 
 
 class PretextNetwork(nn.Module):
     """The backbone plus a baseline's head; ``forward`` returns a dict of named outputs for its loss."""
 
-    def __init__(self, method: "PretrainMethod", in_channels: int, channels: Sequence[int]):
+    def __init__(self, method: PretrainMethod, in_channels: int, channels: Sequence[int]):
         super().__init__()
         # The backbone is built first from the seeded global RNG: its initial weights are scratch's
         # of the same seed, so an encoder-only method leaves the decoder exactly at scratch's.
@@ -141,8 +147,9 @@ class PretrainMethod(ABC):
         """The pre-training network, with the backbone as ``.backbone`` and a ``.config.to_dict()``."""
         return self.Network(self, in_channels, channels)
 
-    def sample(self, bank: VolumeBank, batch_size: int, crop: Sequence[int], generator: torch.Generator,
-               jitter: int = 0) -> Crops:
+    def sample(
+        self, bank: VolumeBank, batch_size: int, crop: Sequence[int], generator: torch.Generator, jitter: int = 0
+    ) -> Crops:
         """This step's crops (see the module docstring for their number)."""
         if self.sampling == "pairs":
             return Crops(*bank.sample_pairs(batch_size, crop, generator, jitter))
@@ -171,15 +178,25 @@ class PretrainMethod(ABC):
         return Crops(subjects, subjects) if self.sampling == "views" else Crops(subjects)
 
     @abstractmethod
-    def inputs(self, crops: Crops, generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def inputs(
+        self, crops: Crops, generator: torch.Generator
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The network's keyword inputs and the loss's targets (augmentation happens here)."""
 
     @abstractmethod
     def loss(self, outputs: Any, targets: Mapping[str, torch.Tensor]) -> LossTerms:
         """The loss of the network's outputs against the targets."""
 
-    def before_step(self, model: nn.Module, iteration: int, bank: VolumeBank, crop: Sequence[int],
-                    generator: torch.Generator, optimizer: torch.optim.Optimizer, distributed: Any) -> None:
+    def before_step(
+        self,
+        model: nn.Module,
+        iteration: int,
+        bank: VolumeBank,
+        crop: Sequence[int],
+        generator: torch.Generator,
+        optimizer: torch.optim.Optimizer,
+        distributed: Any,
+    ) -> None:
         """Called before the step of 0-based ``iteration`` (DeepCluster re-clusters here)."""
 
     def after_step(self, model: nn.Module, iteration: int, iterations: int) -> None:

@@ -92,7 +92,9 @@ class BYOL(TwoViewMethod):
     Network = BYOLNetwork
 
     def loss(self, outputs, targets) -> LossTerms:
-        byol = (regression_loss(outputs["q_1"], outputs["z_2"]) + regression_loss(outputs["q_2"], outputs["z_1"])).mean()
+        byol = (
+            regression_loss(outputs["q_1"], outputs["z_2"]) + regression_loss(outputs["q_2"], outputs["z_1"])
+        ).mean()
         return LossTerms(byol, {"regression": byol})
 
     def after_step(self, model: nn.Module, iteration: int, iterations: int) -> None:

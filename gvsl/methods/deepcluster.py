@@ -126,8 +126,16 @@ class DeepCluster(PretrainMethod):
         except ImportError:
             raise GVSLInputError("deepcluster needs scikit-learn for k-means: pip install scikit-learn") from None
 
-    def before_step(self, model: DeepClusterNetwork, iteration: int, bank: VolumeBank, crop: Sequence[int],
-                    generator: torch.Generator, optimizer: torch.optim.Optimizer, distributed: Any) -> None:
+    def before_step(
+        self,
+        model: DeepClusterNetwork,
+        iteration: int,
+        bank: VolumeBank,
+        crop: Sequence[int],
+        generator: torch.Generator,
+        optimizer: torch.optim.Optimizer,
+        distributed: Any,
+    ) -> None:
         if iteration % self.options.recluster_every == 0:
             self._recluster(model, bank, crop, generator, optimizer, distributed)
             self._read_clustering(model)
@@ -137,15 +145,22 @@ class DeepCluster(PretrainMethod):
             self._read_clustering(model)
 
     @torch.no_grad()
-    def _recluster(self, model: DeepClusterNetwork, bank: VolumeBank, crop: Sequence[int],
-                   generator: torch.Generator, optimizer: torch.optim.Optimizer, distributed: Any) -> None:
+    def _recluster(
+        self,
+        model: DeepClusterNetwork,
+        bank: VolumeBank,
+        crop: Sequence[int],
+        generator: torch.Generator,
+        optimizer: torch.optim.Optimizer,
+        distributed: Any,
+    ) -> None:
         device = model.centroids.device
         # every rank draws from its own generator; the main rank's crop set, clustering and top layer are
         # broadcast, so that the replicas stay identical
         crops, places = bank.sample_crops(self.options.crop_set, crop, generator)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         top_weight = torch.empty_like(model.top.weight, device="cpu")
-        bound = 1 / model.top.in_features ** 0.5  # nn.Linear's own initial range
+        bound = 1 / model.top.in_features**0.5  # nn.Linear's own initial range
         top_weight.uniform_(-bound, bound, generator=generator)
         top_bias = torch.empty_like(model.top.bias, device="cpu").uniform_(-bound, bound, generator=generator)
         if distributed.is_main:
@@ -159,8 +174,15 @@ class DeepCluster(PretrainMethod):
         model.top.weight.copy_(top_weight)
         model.top.bias.copy_(top_bias)
         if distributed.enabled:
-            for tensor in (model.crop_volume, model.crop_start, model.labels, model.centroids, model.feature_mean,
-                           model.top.weight, model.top.bias):
+            for tensor in (
+                model.crop_volume,
+                model.crop_start,
+                model.labels,
+                model.centroids,
+                model.feature_mean,
+                model.top.weight,
+                model.top.bias,
+            ):
                 torch.distributed.broadcast(tensor.data, 0)
         for parameter in model.top.parameters():  # a new top layer starts without optimiser history
             optimizer.state.pop(parameter, None)
@@ -174,14 +196,17 @@ class DeepCluster(PretrainMethod):
         self._members = [members[label] for label in sorted(members)]
         self._labels = labels
 
-    def sample(self, bank: VolumeBank, batch_size: int, crop: Sequence[int], generator: torch.Generator,
-               jitter: int = 0) -> Crops:
+    def sample(
+        self, bank: VolumeBank, batch_size: int, crop: Sequence[int], generator: torch.Generator, jitter: int = 0
+    ) -> Crops:
         count = 2 * batch_size
         clusters = torch.randint(0, len(self._members), (count,), generator=generator).tolist()
         picks = torch.rand(count, generator=generator, dtype=torch.float64).tolist()
         chosen = [self._members[c][int(p * len(self._members[c]))] for c, p in zip(clusters, picks)]
-        return Crops(bank.crops_at([self._places[i] for i in chosen], crop),
-                     labels=torch.tensor([self._labels[i] for i in chosen]))
+        return Crops(
+            bank.crops_at([self._places[i] for i in chosen], crop),
+            labels=torch.tensor([self._labels[i] for i in chosen]),
+        )
 
     def inputs(self, crops: Crops, generator: torch.Generator):
         (images,) = random_flips(generator, crops.first, probability=self.options.flip_prob)

@@ -66,9 +66,13 @@ class GVSLMethod(PretrainMethod):
         self.criterion = GVSLLoss()
 
     def build(self, in_channels: int, channels: Sequence[int]) -> GVSL:
-        return GVSL.variant(self.variant, in_channels=in_channels, channels=channels,
-                            affine_channels=self.options.affine_channels,
-                            local_head_channels=self.options.local_head_channels)
+        return GVSL.variant(
+            self.variant,
+            in_channels=in_channels,
+            channels=channels,
+            affine_channels=self.options.affine_channels,
+            local_head_channels=self.options.local_head_channels,
+        )
 
     def inputs(self, crops: Crops, generator: torch.Generator):
         views = make_views(crops.first, crops.second, self.appearance, self.spatial, generator)
@@ -83,13 +87,26 @@ class GVSLMethod(PretrainMethod):
 
 def _variant(key: str, title: str) -> type[GVSLMethod]:
     switches = VARIANTS[key]
-    return type(f"GVSLMethod_{key}", (GVSLMethod,), {"key": key, "title": title, "variant": key,
-                                                     "registers": switches["affine"] or switches["deformable"],
-                                                     "__doc__": f"{title}: {switches}"})
+    return type(
+        f"GVSLMethod_{key}",
+        (GVSLMethod,),
+        {
+            "key": key,
+            "title": title,
+            "variant": key,
+            "registers": switches["affine"] or switches["deformable"],
+            "__doc__": f"{title}: {switches}",
+        },
+    )
 
 
 #: Table 1's ablations, then the whole method
 GVSL_METHODS: dict[str, type[GVSLMethod]] = {
-    key: _variant(key, title) for key, title in (("no_zmatch", "w/o Z-Matching"), ("no_fundament", "w/o Fundament"),
-                                                 ("no_affine", "w/o Affine head"), ("gvsl", "GVSL (whole)"))
+    key: _variant(key, title)
+    for key, title in (
+        ("no_zmatch", "w/o Z-Matching"),
+        ("no_fundament", "w/o Fundament"),
+        ("no_affine", "w/o Affine head"),
+        ("gvsl", "GVSL (whole)"),
+    )
 }

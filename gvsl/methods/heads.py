@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["MLP", "VoxelOutput", "LAYOUT_CELLS", "layout", "pooled"]
+__all__ = ["LAYOUT_CELLS", "MLP", "VoxelOutput", "layout", "pooled"]
 
 #: :func:`layout` pools f^g to this many cells per axis
 LAYOUT_CELLS = 2

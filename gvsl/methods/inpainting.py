@@ -38,8 +38,9 @@ class Inpainting(RestorationMethod):
 
     def inputs(self, crops: Crops, generator: torch.Generator):
         clean = crops.first
-        mask = torch.stack([inpaint_mask(clean.shape[1:], generator, self.options.mask_fraction)
-                            for _ in range(clean.shape[0])]).to(clean.device)
+        mask = torch.stack(
+            [inpaint_mask(clean.shape[1:], generator, self.options.mask_fraction) for _ in range(clean.shape[0])]
+        ).to(clean.device)
         return {"image": clean.masked_fill(mask, 0.0)}, {"target": clean, "mask": mask}
 
     def loss(self, outputs, targets) -> LossTerms:

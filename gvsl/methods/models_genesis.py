@@ -62,10 +62,16 @@ class ModelsGenesis(RestorationMethod):
         outpaint = o.paint_prob * o.outpaint_share
         # AppearanceTransform paints out with p_out, otherwise in with p_in: p_in = P(in) / P(not out)
         inpaint = o.paint_prob * (1 - o.outpaint_share) / (1 - outpaint) if outpaint < 1 else 0.0
-        self.corruption = AppearanceTransform(local_shuffle_prob=o.local_shuffle_prob, nonlinear_prob=o.nonlinear_prob,
-                                              inpaint_prob=inpaint, outpaint_prob=outpaint, max_inpaint_blocks=5,
-                                              shuffle_fraction=o.shuffle_fraction, inpaint_sides=(1 / 6, 1 / 3),
-                                              invert_prob=o.invert_prob)
+        self.corruption = AppearanceTransform(
+            local_shuffle_prob=o.local_shuffle_prob,
+            nonlinear_prob=o.nonlinear_prob,
+            inpaint_prob=inpaint,
+            outpaint_prob=outpaint,
+            max_inpaint_blocks=5,
+            shuffle_fraction=o.shuffle_fraction,
+            inpaint_sides=(1 / 6, 1 / 3),
+            invert_prob=o.invert_prob,
+        )
 
     def target(self, crops: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         # flips move crop and target alike: the flipped crop is what the network restores

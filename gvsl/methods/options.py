@@ -56,7 +56,7 @@ class Bounds:
 Probability = Annotated[float, Bounds(0.0, 1.0, words="a probability in [0, 1]")]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bounds(cls: type) -> tuple[tuple[str, Bounds], ...]:
     hints = typing.get_type_hints(cls, include_extras=True)
     found = []

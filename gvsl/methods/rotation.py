@@ -52,8 +52,7 @@ class Rotation(PretrainMethod):
 
     def inputs(self, crops: Crops, generator: torch.Generator):
         images = crops.first
-        labels = torch.randint(0, len(CUBE_ROTATIONS), (images.shape[0],), generator=generator,
-                               device=generator.device)
+        labels = torch.randint(0, len(CUBE_ROTATIONS), (images.shape[0],), generator=generator, device=generator.device)
         return {"image": rotate(images, labels.tolist())}, {"labels": labels.to(images.device)}
 
     def loss(self, outputs, targets) -> LossTerms:

@@ -49,6 +49,7 @@ class SimSiam(TwoViewMethod):
     Network = SimSiamNetwork
 
     def loss(self, outputs, targets) -> LossTerms:
-        siamese = (0.5 * (negative_cosine(outputs["p_1"], outputs["z_2"])
-                          + negative_cosine(outputs["p_2"], outputs["z_1"]))).mean()
+        siamese = (
+            0.5 * (negative_cosine(outputs["p_1"], outputs["z_2"]) + negative_cosine(outputs["p_2"], outputs["z_1"]))
+        ).mean()
         return LossTerms(siamese, {"negative_cosine": siamese})

@@ -13,7 +13,7 @@ from gvsl.nets.heads import AffineHead, DeformableHead, RestorationHead
 from gvsl.nets.unet import PAPER_CHANNELS, UNet3D, check_volume
 from gvsl.settings import from_mapping
 
-__all__ = ["GVSL", "GVSLConfig", "GVSLOutput", "VARIANTS", "head_widths"]
+__all__ = ["GVSL", "VARIANTS", "GVSLConfig", "GVSLOutput", "head_widths"]
 
 
 def head_widths(channels) -> tuple[int, int]:
@@ -64,7 +64,7 @@ class GVSLConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GVSLConfig":
+    def from_dict(cls, d: dict[str, Any]) -> GVSLConfig:
         return from_mapping(cls, d, "GVSL config")
 
 
@@ -125,8 +125,9 @@ class GVSL(nn.Module):
         local_head_channels: int | None = None,
     ):
         super().__init__()
-        self.config = GVSLConfig(in_channels, tuple(channels), affine, deformable, restoration, affine_channels,
-                                 local_head_channels)
+        self.config = GVSLConfig(
+            in_channels, tuple(channels), affine, deformable, restoration, affine_channels, local_head_channels
+        )
         if not (affine or deformable or restoration):
             raise ValueError("GVSL needs at least one of affine, deformable or restoration")
         self.backbone = UNet3D(in_channels, channels)
@@ -137,13 +138,13 @@ class GVSL(nn.Module):
         self.restoration_head = RestorationHead(lc, in_channels, local_head_channels) if restoration else None
 
     @classmethod
-    def from_config(cls, config: GVSLConfig | dict[str, Any]) -> "GVSL":
+    def from_config(cls, config: GVSLConfig | dict[str, Any]) -> GVSL:
         if isinstance(config, dict):
             config = GVSLConfig.from_dict(config)
         return cls(**{k: getattr(config, k) for k in GVSLConfig.__dataclass_fields__})
 
     @classmethod
-    def variant(cls, name: str, **kwargs) -> "GVSL":
+    def variant(cls, name: str, **kwargs) -> GVSL:
         """Build one of :data:`VARIANTS` (``gvsl``, ``no_zmatch``, ``no_fundament``, ``no_affine``)."""
         if name not in VARIANTS:
             raise ValueError(f"unknown GVSL variant {name!r}; valid: {sorted(VARIANTS)}")
@@ -162,9 +163,7 @@ class GVSL(nn.Module):
                 raise ValueError("image_b is required when the Z-matching head is enabled")
             check_volume(image_b, "image_b", cin)
             if image_b.shape != view_a.shape:
-                raise ValueError(
-                    f"image_b shape {tuple(image_b.shape)} must equal view_a shape {tuple(view_a.shape)}"
-                )
+                raise ValueError(f"image_b shape {tuple(image_b.shape)} must equal view_a shape {tuple(view_a.shape)}")
             # One backbone pass over both images (shared weights, GroupNorm is per sample).
             global_f, local_f = self.backbone(torch.cat([view_a, image_b]))
             n = view_a.shape[0]

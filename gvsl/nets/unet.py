@@ -15,8 +15,16 @@ from torch import nn
 from gvsl.errors import GVSLInputError
 from gvsl.runtime import full_precision
 
-__all__ = ["PAPER_CHANNELS", "ConvBlock", "LocalFeatureUNet", "UNet3D", "check_channels", "check_group_norm_width",
-           "check_volume", "parse_channels"]
+__all__ = [
+    "PAPER_CHANNELS",
+    "ConvBlock",
+    "LocalFeatureUNet",
+    "UNet3D",
+    "check_channels",
+    "check_group_norm_width",
+    "check_volume",
+    "parse_channels",
+]
 
 #: Widths of the paper's U-Net: five encoder levels, then four decoder levels.
 PAPER_CHANNELS: tuple[int, ...] = (32, 64, 128, 256, 512, 256, 128, 64, 32)
@@ -40,7 +48,9 @@ def parse_channels(text: str) -> tuple[int, ...]:
 def check_channels(channels: Sequence[int], where: str) -> None:
     """Raise :class:`GVSLInputError` (one line, naming ``where``) unless ``channels`` can build a :class:`UNet3D`."""
     if len(channels) != 9:
-        raise GVSLInputError(f"{where}: expecting nine widths (five down, four up), got {len(channels)}: {list(channels)}")
+        raise GVSLInputError(
+            f"{where}: expecting nine widths (five down, four up), got {len(channels)}: {list(channels)}"
+        )
     for index, width in enumerate(channels):
         try:
             check_group_norm_width(int(width), 8, f"channels[{index}]")
@@ -123,14 +133,10 @@ class UNet3D(nn.Module):
         self.channels = channels
         enc, dec = channels[:5], channels[5:]
         self.stem = ConvBlock(in_channels, enc[0], "channels[0]")
-        self.down = nn.ModuleList(
-            ConvBlock(enc[i], enc[i + 1], f"channels[{i + 1}]") for i in range(4)
-        )
+        self.down = nn.ModuleList(ConvBlock(enc[i], enc[i + 1], f"channels[{i + 1}]") for i in range(4))
         below = [enc[4], *dec[:3]]
         skips = [enc[3], enc[2], enc[1], enc[0]]
-        self.up = nn.ModuleList(
-            ConvBlock(below[i] + skips[i], dec[i], f"channels[{i + 5}]") for i in range(4)
-        )
+        self.up = nn.ModuleList(ConvBlock(below[i] + skips[i], dec[i], f"channels[{i + 5}]") for i in range(4))
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight)

@@ -14,13 +14,36 @@ Folder layout (``dvc.yaml`` names the same paths):
   ``summary.json`` over all of them; the method's one transfer stage writes all of its cells.
 """
 
-from gvsl.pipeline.layout import (BUILD, find_project, notebook_params, prepared_dir, pretrain_dir, pretrain_seeds,
-                                  transfer_dir)
+from gvsl.pipeline.layout import (
+    BUILD,
+    find_project,
+    notebook_params,
+    prepared_dir,
+    pretrain_dir,
+    pretrain_seeds,
+    transfer_dir,
+)
 from gvsl.pipeline.prepare import prepare_stage
 from gvsl.pipeline.pretrain import pretrain_configs, pretrain_stage
 from gvsl.pipeline.transfer import RUN_INPUTS, TransferJob, transfer_jobs, transfer_stage
 from gvsl.table1 import METHODS, PROTOCOLS, TASKS
 
-__all__ = ["BUILD", "METHODS", "PROTOCOLS", "RUN_INPUTS", "TASKS", "TransferJob", "find_project", "notebook_params",
-           "prepare_stage", "prepared_dir", "pretrain_configs", "pretrain_dir", "pretrain_seeds", "pretrain_stage",
-           "transfer_dir", "transfer_jobs", "transfer_stage"]
+__all__ = [
+    "BUILD",
+    "METHODS",
+    "PROTOCOLS",
+    "RUN_INPUTS",
+    "TASKS",
+    "TransferJob",
+    "find_project",
+    "notebook_params",
+    "prepare_stage",
+    "prepared_dir",
+    "pretrain_configs",
+    "pretrain_dir",
+    "pretrain_seeds",
+    "pretrain_stage",
+    "transfer_dir",
+    "transfer_jobs",
+    "transfer_stage",
+]

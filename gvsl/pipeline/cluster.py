@@ -28,8 +28,17 @@ __all__ = ["EXECUTOR_KINDS", "executor_settings", "on_cluster"]
 EXECUTOR_KINDS: dict[str, dict[str, Any]] = {
     "local": {},
     "submitit-local": {"timeout_min": 10080, "max_parallel": "auto", "folder": "build/submitit"},
-    "slurm": {"partition": None, "gpus_per_job": 1, "cpus_per_job": 8, "mem_gb": None, "timeout_min": 2880,
-              "max_parallel": "auto", "folder": "build/submitit", "setup": [], "additional": {}},
+    "slurm": {
+        "partition": None,
+        "gpus_per_job": 1,
+        "cpus_per_job": 8,
+        "mem_gb": None,
+        "timeout_min": 2880,
+        "max_parallel": "auto",
+        "folder": "build/submitit",
+        "setup": [],
+        "additional": {},
+    },
 }
 
 
@@ -41,19 +50,23 @@ def executor_settings(params: Mapping[str, Any]) -> dict[str, Any]:
         raise GVSLInputError(f"params.yaml: executor.kind must be one of {list(EXECUTOR_KINDS)}; got {kind!r}")
     unknown = sorted(set(given) - {"kind", *EXECUTOR_KINDS[kind]})
     if unknown:
-        raise GVSLInputError(f"params.yaml: executor ({kind}): unknown settings {unknown}; valid: "
-                             f"{sorted(EXECUTOR_KINDS[kind])}")
+        raise GVSLInputError(
+            f"params.yaml: executor ({kind}): unknown settings {unknown}; valid: {sorted(EXECUTOR_KINDS[kind])}"
+        )
     settings = {**EXECUTOR_KINDS[kind], **given}
     if kind == "slurm" and not isinstance(settings["partition"], str):
-        raise GVSLInputError(f"params.yaml: executor.partition: the SLURM partition is required; got "
-                             f"{settings['partition']!r}")
+        raise GVSLInputError(
+            f"params.yaml: executor.partition: the SLURM partition is required; got {settings['partition']!r}"
+        )
     for key, least in (("gpus_per_job", 0), ("cpus_per_job", 1), ("timeout_min", 1)):
         value = settings.get(key, least)
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise GVSLInputError(f"params.yaml: executor.{key} must be an integer >= {least}; got {value!r}")
     if not isinstance(settings.get("setup", []), list) or not isinstance(settings.get("additional", {}), Mapping):
-        raise GVSLInputError("params.yaml: executor.setup must be a list of shell lines and executor.additional a "
-                             f"mapping of sbatch options; got {settings.get('setup')!r}, {settings.get('additional')!r}")
+        raise GVSLInputError(
+            "params.yaml: executor.setup must be a list of shell lines and executor.additional a "
+            f"mapping of sbatch options; got {settings.get('setup')!r}, {settings.get('additional')!r}"
+        )
     parallel = settings.get("max_parallel", "auto")
     if parallel != "auto" and not (isinstance(parallel, int) and parallel >= 1):
         raise GVSLInputError(f"params.yaml: executor.max_parallel must be 'auto' or an integer >= 1; got {parallel!r}")
@@ -66,8 +79,9 @@ def on_cluster(function: Any, jobs: Sequence[Any], settings: Mapping[str, Any], 
     try:
         import submitit
     except ImportError:
-        raise GVSLInputError(f"params.yaml: executor.kind {settings['kind']} needs submitit: "
-                             "pip install -r requirements-submitit.lock") from None
+        raise GVSLInputError(
+            f"params.yaml: executor.kind {settings['kind']} needs submitit: pip install -r requirements-submitit.lock"
+        ) from None
     from gvsl.runtime import progress_line
 
     local = settings["kind"] == "submitit-local"
@@ -75,7 +89,7 @@ def on_cluster(function: Any, jobs: Sequence[Any], settings: Mapping[str, Any], 
     # a slot is where one job runs: a device of this machine (submitit-local) or a place in SLURM's queue
     slots = list(devices) if local else [None] * len(jobs)
     if settings["max_parallel"] != "auto":
-        slots = slots[:settings["max_parallel"]]
+        slots = slots[: settings["max_parallel"]]
     free, running, results = list(reversed(slots)), {}, [None] * len(jobs)
     pending = list(reversed(list(enumerate(jobs))))
     progress_line(f"{len(jobs)} job(s) through submitit ({settings['kind']}), at most {len(slots)} at a time")
@@ -110,9 +124,17 @@ def _configure(executor: Any, settings: Mapping[str, Any], slot: str | None) -> 
         return job_device(slot)
     memory = {"mem": f"{settings['mem_gb']}G"} if settings["mem_gb"] else {}
     executor.update_parameters(
-        partition=settings["partition"], gpus_per_node=settings["gpus_per_job"], cpus_per_task=settings["cpus_per_job"],
-        ntasks_per_node=1, nodes=1, time=settings["timeout_min"], job_name="gvsl", setup=list(settings["setup"]),
-        additional_parameters=dict(settings["additional"]), **memory)
+        partition=settings["partition"],
+        gpus_per_node=settings["gpus_per_job"],
+        cpus_per_task=settings["cpus_per_job"],
+        ntasks_per_node=1,
+        nodes=1,
+        time=settings["timeout_min"],
+        job_name="gvsl",
+        setup=list(settings["setup"]),
+        additional_parameters=dict(settings["additional"]),
+        **memory,
+    )
     return "cuda:0" if settings["gpus_per_job"] else "cpu"
 
 

@@ -41,7 +41,7 @@ def setting(params: Mapping[str, Any], *keys: str) -> Any:
     value: Any = params
     for depth, key in enumerate(keys):
         if not isinstance(value, Mapping) or key not in value:
-            raise GVSLInputError(f"params.yaml: missing key {'.'.join(keys[:depth + 1])}")
+            raise GVSLInputError(f"params.yaml: missing key {'.'.join(keys[: depth + 1])}")
         value = value[key]
     return value
 
@@ -83,4 +83,3 @@ def notebook_params(**injected: Any) -> dict[str, Any]:
     params = yaml.safe_load((root / "params.yaml").read_text()) or {}
     params.update({key: value for key, value in injected.items() if value is not None})
     return params
-

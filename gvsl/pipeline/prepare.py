@@ -9,6 +9,7 @@ from typing import Any
 from gvsl.errors import GVSLInputError
 from gvsl.pipeline.layout import BUILD, prepared_dir, setting
 
+
 def prepare_stage(task: str, params: Mapping[str, Any], build: Path = BUILD, progress: bool = False) -> Path:
     """Prepare ``task`` as ``params.prepare.tasks.<task>`` says (a generated cohort or a real dataset)."""
     from gvsl.data.prepare import prepare_request
@@ -21,4 +22,3 @@ def prepare_stage(task: str, params: Mapping[str, Any], build: Path = BUILD, pro
         return prepare_request(request, prepared_dir(task, build), overwrite=True)
     except GVSLInputError as err:
         raise GVSLInputError(f"params.yaml: prepare.tasks.{task}: {err}") from None
-

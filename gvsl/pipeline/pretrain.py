@@ -34,12 +34,23 @@ def pretrain_configs(method: str, params: Mapping[str, Any]) -> list[Any]:
         raise GVSLInputError(f"params.yaml: pretrain.options must map methods to their settings, got {options!r}")
     unknown = sorted(set(options) - set(PRETRAIN_METHODS))
     if unknown:
-        raise GVSLInputError(f"params.yaml: pretrain.options: unknown methods {unknown}; valid: {list(PRETRAIN_METHODS)}")
+        raise GVSLInputError(
+            f"params.yaml: pretrain.options: unknown methods {unknown}; valid: {list(PRETRAIN_METHODS)}"
+        )
     channels = tuple(setting(params, "model", "channels"))
     try:
-        return [PretrainConfig.from_dict({**settings, "method": method, "channels": channels, "seed": seed,
-                                          "options": dict(options.get(method) or {})})
-                for seed in pretrain_seeds(params)]
+        return [
+            PretrainConfig.from_dict(
+                {
+                    **settings,
+                    "method": method,
+                    "channels": channels,
+                    "seed": seed,
+                    "options": dict(options.get(method) or {}),
+                }
+            )
+            for seed in pretrain_seeds(params)
+        ]
     except GVSLInputError as err:
         raise GVSLInputError(f"params.yaml: pretrain ({method}): {err}") from None
 
@@ -107,8 +118,15 @@ def _scratch(params: Mapping[str, Any], build: Path) -> list[Path]:
         torch.manual_seed(seed)
         backbone, path = UNet3D(1, channels), pretrain_dir("scratch", build, seed) / "backbone.pt"
         if not _same_weights(path, backbone):  # an unchanged file keeps its provenance, and its transfer stage
-            save_backbone(path, backbone, method="scratch", iterations=0, seed=seed, commit=git_commit(),
-                          environment=environment())
+            save_backbone(
+                path,
+                backbone,
+                method="scratch",
+                iterations=0,
+                seed=seed,
+                commit=git_commit(),
+                environment=environment(),
+            )
         backbones.append(path)
     return backbones
 
@@ -140,11 +158,14 @@ def _pretrain_job(job: tuple[Any, Path, Any, bool], device: str) -> Path:
     progress_line(f"pretrain {config.method} seed {config.seed}: {config.iterations} iterations on {device}")
     # an interrupted run of these very settings, data and code continues, a finished one is kept; anything
     # else starts afresh
-    result = pretrain_prepared(prepared_dir("pretrain", build), out, config, resume=RESUME_IF_UNCHANGED,
-                               progress=progress, heldout=heldout)
+    result = pretrain_prepared(
+        prepared_dir("pretrain", build), out, config, resume=RESUME_IF_UNCHANGED, progress=progress, heldout=heldout
+    )
     if result.seconds:
-        progress_line(f"pretrain {config.method} seed {config.seed}: done in {result.seconds:.0f} s "
-                      f"({result.steps_per_second:.2f} steps/s)")
+        progress_line(
+            f"pretrain {config.method} seed {config.seed}: done in {result.seconds:.0f} s "
+            f"({result.steps_per_second:.2f} steps/s)"
+        )
     return result.backbone
 
 
@@ -154,11 +175,12 @@ def _load_heldout(settings: Any, crop: tuple[int, ...], build: Path):
     from gvsl.pretrain import load_heldout
 
     if not isinstance(settings, Mapping) or set(settings) != {"task", "split", "pairs"}:
-        raise GVSLInputError(f"params.yaml: pretrain.heldout must be a mapping with keys task, split, pairs; "
-                             f"got {settings!r}")
+        raise GVSLInputError(
+            f"params.yaml: pretrain.heldout must be a mapping with keys task, split, pairs; got {settings!r}"
+        )
     try:
-        return load_heldout(prepared_dir(str(settings["task"]), build), str(settings["split"]), crop,
-                            int(settings["pairs"]))
+        return load_heldout(
+            prepared_dir(str(settings["task"]), build), str(settings["split"]), crop, int(settings["pairs"])
+        )
     except GVSLInputError as err:
         raise GVSLInputError(f"params.yaml: pretrain.heldout: {err}") from None
-

@@ -21,6 +21,7 @@ from gvsl.pipeline.workers import run_jobs
 from gvsl.runtime import progress_line
 from gvsl.table1 import METHODS, PROTOCOLS, TASKS
 
+
 def transfer_seed(pretrain_seed: int, listed: int, seeds: list[int]) -> int:
     """The transfer seed of the run of ``pretrain_seed`` for the listed ``transfer.<protocol>.seeds`` entry
     ``listed``: ``listed + pretrain_seed × (max(seeds) + 1)``.
@@ -60,11 +61,13 @@ def transfer_jobs(method: str, params: Mapping[str, Any], build: Path = BUILD) -
             if not isinstance(seeds, list) or not seeds:
                 raise GVSLInputError(f"params.yaml: transfer.{protocol}.seeds must be a non-empty list, got {seeds!r}")
             if not all(isinstance(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
-                raise GVSLInputError(f"params.yaml: transfer.{protocol}.seeds must be distinct integers >= 0, "
-                                     f"got {seeds!r}")
+                raise GVSLInputError(
+                    f"params.yaml: transfer.{protocol}.seeds must be distinct integers >= 0, got {seeds!r}"
+                )
             if "device" in settings:
-                raise GVSLInputError(f"params.yaml: transfer.{protocol}.device is replaced by transfer.devices "
-                                     "(auto or a list)")
+                raise GVSLInputError(
+                    f"params.yaml: transfer.{protocol}.device is replaced by transfer.devices (auto or a list)"
+                )
             crop = setting(params, "transfer", protocol, "crop", task)
             settings.pop("crop")
             if isinstance(settings.get("iterations"), Mapping):  # a cap per task
@@ -75,16 +78,24 @@ def transfer_jobs(method: str, params: Mapping[str, Any], build: Path = BUILD) -
                 for listed in seeds:
                     seed = transfer_seed(pretrain_seed, listed, seeds)
                     try:
-                        config = TransferConfig.from_dict({
-                            **settings, "task": info.task_type, "protocol": protocol, "crop": tuple(crop),
-                            "num_classes": num_outputs(info.task_type, info.classes), "seed": int(seed)})
+                        config = TransferConfig.from_dict(
+                            {
+                                **settings,
+                                "task": info.task_type,
+                                "protocol": protocol,
+                                "crop": tuple(crop),
+                                "num_classes": num_outputs(info.task_type, info.classes),
+                                "seed": int(seed),
+                            }
+                        )
                     except GVSLInputError as err:
                         raise GVSLInputError(f"params.yaml: transfer.{protocol} ({task}): {err}") from None
                     jobs.append(TransferJob(task, protocol, method, int(pretrain_seed), int(seed), config, build))
     # Roughly the longest first (fine-tuning before probes on cached features, then steps × crop volume),
     # so that the process pool ends evenly.
-    return sorted(jobs, key=lambda job: (job.config.protocol != "finetune",
-                                         -job.config.iterations * math.prod(job.config.crop)))
+    return sorted(
+        jobs, key=lambda job: (job.config.protocol != "finetune", -job.config.iterations * math.prod(job.config.crop))
+    )
 
 
 @dataclass(frozen=True)
@@ -142,9 +153,22 @@ def _with_inputs(jobs: list[TransferJob]) -> list[TransferJob]:
     code = code_digest()
     data = {task: files_digest(prepared_dir(task, jobs[0].build)) for task in {job.task for job in jobs}}
     backbones = {path: _weights_digest(path) for path in {job.backbone for job in jobs}}
-    return [replace(job, inputs=json.loads(json.dumps({
-        "config": job.config.to_dict(), "backbone": backbones[job.backbone], "data": data[job.task], "code": code})))
-        for job in jobs]
+    return [
+        replace(
+            job,
+            inputs=json.loads(
+                json.dumps(
+                    {
+                        "config": job.config.to_dict(),
+                        "backbone": backbones[job.backbone],
+                        "data": data[job.task],
+                        "code": code,
+                    }
+                )
+            ),
+        )
+        for job in jobs
+    ]
 
 
 def _run_inputs(job: TransferJob) -> dict[str, Any]:
@@ -153,8 +177,11 @@ def _run_inputs(job: TransferJob) -> dict[str, Any]:
     or ``cuda:0``, a worker's only visible GPU, whichever GPU of the node that is)."""
     from gvsl.runtime import environment, resolve_device
 
-    return {**job.inputs, "threads": torch.get_num_threads(),
-            "environment": environment(resolve_device(job.config.device))}
+    return {
+        **job.inputs,
+        "threads": torch.get_num_threads(),
+        "environment": environment(resolve_device(job.config.device)),
+    }
 
 
 def _finished_run(job: TransferJob) -> dict[str, Any] | None:
@@ -191,12 +218,15 @@ def _run_transfer_job(job: TransferJob, device: str) -> dict[str, Any]:
         return finished
     if job.out.exists():
         shutil.rmtree(job.out)  # an interrupted or outdated run: nothing of it may mix into this one
-    result = transfer_prepared(prepared_dir(job.task, job.build), job.out, str(job.backbone), job.config,
-                               progress=False)
+    result = transfer_prepared(
+        prepared_dir(job.task, job.build), job.out, str(job.backbone), job.config, progress=False
+    )
     (job.out / RUN_INPUTS).write_text(json.dumps(_run_inputs(job), indent=2) + "\n")
     state = "plateaued" if result.converged else "not plateaued"
-    progress_line(f"transfer {job.name}: test {result.metric_name} {result.test[result.metric_name]:.3f}, best "
-                  f"iteration {result.best_iteration} of {result.iterations} ({state}), {result.seconds:.0f} s")
+    progress_line(
+        f"transfer {job.name}: test {result.metric_name} {result.test[result.metric_name]:.3f}, best "
+        f"iteration {result.best_iteration} of {result.iterations} ({state}), {result.seconds:.0f} s"
+    )
     return json.loads((job.out / "metrics.json").read_text())
 
 
@@ -204,7 +234,8 @@ def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) 
     """Run every Table 1 cell of ``method`` (see :func:`transfer_jobs`); write one ``summary.json`` per cell.
 
     Runs go side by side to ``params.transfer.devices``, one run per device at a time
-    (:func:`gvsl.pipeline.workers.run_jobs`; on the CPU ``transfer.processes`` workers at one thread each). A summary's ``test``, ``val_curves``, ``converged`` and ``per_case`` list one entry
+    (:func:`gvsl.pipeline.workers.run_jobs`; on the CPU ``transfer.processes`` workers at one thread each). A
+    summary's ``test``, ``val_curves``, ``converged`` and ``per_case`` list one entry
     per run, in the order of ``runs`` (``[pre-training seed, transfer seed]`` pairs); ``mean`` and
     ``sd`` are over all runs; ``converged`` is true when every run's validation curve plateaued
     (:class:`gvsl.transfer.PlateauRule`); ``seconds`` is the runs' training time added up.
@@ -223,8 +254,10 @@ def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) 
     summaries = []
     cells = sorted({(job.task, job.protocol) for job in jobs}, key=lambda cell: (TASKS.index(cell[0]), cell[1]))
     for task, protocol in cells:
-        chosen = sorted(((job, record) for job, record in zip(jobs, records)
-                         if (job.task, job.protocol) == (task, protocol)), key=lambda pair: (pair[0].pretrain_seed, pair[0].seed))
+        chosen = sorted(
+            ((job, record) for job, record in zip(jobs, records) if (job.task, job.protocol) == (task, protocol)),
+            key=lambda pair: (pair[0].pretrain_seed, pair[0].seed),
+        )
         summary = _cell_summary([job for job, _ in chosen], [record for _, record in chosen], params)
         path = transfer_dir(task, protocol, method, build) / "summary.json"
         path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -240,20 +273,39 @@ def _cell_summary(jobs: list[TransferJob], records: list[dict[str, Any]], params
     tests = [r["test"][r["metric"]] for r in records]
     finite = [t for t in tests if not math.isnan(t)]
     return {
-        "task": jobs[0].task, "protocol": jobs[0].protocol, "method": jobs[0].method, "metric": first["metric"],
-        "seeds": sorted({job.seed for job in jobs}), "pretrain_seeds": sorted({job.pretrain_seed for job in jobs}),
-        "runs": [[job.pretrain_seed, job.seed] for job in jobs], "test": tests,
+        "task": jobs[0].task,
+        "protocol": jobs[0].protocol,
+        "method": jobs[0].method,
+        "metric": first["metric"],
+        "seeds": sorted({job.seed for job in jobs}),
+        "pretrain_seeds": sorted({job.pretrain_seed for job in jobs}),
+        "runs": [[job.pretrain_seed, job.seed] for job in jobs],
+        "test": tests,
         "mean": statistics.fmean(finite) if finite else math.nan,
-        "sd": statistics.stdev(finite) if len(finite) > 1 else math.nan, "n_runs": len(finite),
-        "per_class": {name.split("/", 1)[1]: [r["test"][name] for r in records] for name in first["test"] if "/" in name},
-        "val_curves": [r["val_curve"] for r in records], "best_iterations": [r["best_iteration"] for r in records],
-        "iterations": [r["iterations"] for r in records], "run_converged": [r["converged"] for r in records],
-        "converged": all(r["converged"] for r in records), "plateau": first["plateau"],
-        "case_ids": first["per_case"]["ids"], "per_case": [r["per_case"] for r in records],
-        "seconds": sum(r["seconds"] for r in records), "dataset": first["dataset"],
-        "environments": [dict(e) for e in {json.dumps(r.get("environment"), sort_keys=True): r.get("environment")
-                                            for r in records if r.get("environment")}.values()],
-        "dataset_source": first["dataset_source"], "profile": str(params.get("profile", "unnamed")),
+        "sd": statistics.stdev(finite) if len(finite) > 1 else math.nan,
+        "n_runs": len(finite),
+        "per_class": {
+            name.split("/", 1)[1]: [r["test"][name] for r in records] for name in first["test"] if "/" in name
+        },
+        "val_curves": [r["val_curve"] for r in records],
+        "best_iterations": [r["best_iteration"] for r in records],
+        "iterations": [r["iterations"] for r in records],
+        "run_converged": [r["converged"] for r in records],
+        "converged": all(r["converged"] for r in records),
+        "plateau": first["plateau"],
+        "case_ids": first["per_case"]["ids"],
+        "per_case": [r["per_case"] for r in records],
+        "seconds": sum(r["seconds"] for r in records),
+        "dataset": first["dataset"],
+        "environments": [
+            dict(e)
+            for e in {
+                json.dumps(r.get("environment"), sort_keys=True): r.get("environment")
+                for r in records
+                if r.get("environment")
+            }.values()
+        ],
+        "dataset_source": first["dataset_source"],
+        "profile": str(params.get("profile", "unnamed")),
         "commit": git_commit(),
     }
-

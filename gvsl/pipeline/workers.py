@@ -65,7 +65,7 @@ def on_devices(function: JobFunction, jobs: Sequence[Any], devices: Sequence[str
     importing torch, MONAI and the kit again (about 10 s per stage here), and a process that never starts an
     OpenMP team is safe to fork. GPU workers are spawned (CUDA is not fork-safe) and share the CPU threads.
     """
-    devices = list(devices)[:max(1, len(jobs))]
+    devices = list(devices)[: max(1, len(jobs))]
     if devices == ["cpu"]:
         before = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -79,7 +79,9 @@ def on_devices(function: JobFunction, jobs: Sequence[Any], devices: Sequence[str
     free = context.SimpleQueue()  # each worker takes one device from it when it starts, and keeps it
     for device in devices:
         free.put(device)
-    pool = ProcessPoolExecutor(len(devices), mp_context=context, initializer=_start_worker, initargs=(free, gpu_threads))
+    pool = ProcessPoolExecutor(
+        len(devices), mp_context=context, initializer=_start_worker, initargs=(free, gpu_threads)
+    )
     try:
         results = list(pool.map(_call, [function] * len(jobs), jobs))
     except BaseException:

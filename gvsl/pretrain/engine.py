@@ -29,8 +29,16 @@ from gvsl.pretrain.config import PretrainConfig, lr_factor
 from gvsl.pretrain.heldout import PRETEXT_NAME, HeldoutEvaluation
 from gvsl.pretrain.resume import CHECKPOINT_FORMAT, CHECKPOINT_NAME, restore, should_resume, truncate_log
 from gvsl.runtime import (
-    DistributedContext, autocast, channels_last, code_digest, environment, eta, git_commit, progress_line,
-    setup_distributed)
+    DistributedContext,
+    autocast,
+    channels_last,
+    code_digest,
+    environment,
+    eta,
+    git_commit,
+    progress_line,
+    setup_distributed,
+)
 
 __all__ = ["BACKBONE_NAME", "PretrainResult", "pretrain", "pretrain_prepared"]
 
@@ -78,9 +86,16 @@ class _Run:
         return self.out / CHECKPOINT_NAME
 
 
-def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str | Path, config: PretrainConfig,
-             resume: bool | str = False, ids: Sequence[str] | None = None, provenance: Mapping[str, Any] | None = None,
-             progress: bool = True, heldout: HeldOutPairs | None = None) -> PretrainResult:
+def pretrain(
+    volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank,
+    out: str | Path,
+    config: PretrainConfig,
+    resume: bool | str = False,
+    ids: Sequence[str] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    heldout: HeldOutPairs | None = None,
+) -> PretrainResult:
     """Pre-train ``config.method`` on ``volumes`` and write ``out/backbone.pt``.
 
     Args:
@@ -111,36 +126,72 @@ def pretrain(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: str
     out = Path(out)
     run = _open_run(volumes, out, config, resume, ids, heldout)
     records_heldout = heldout is not None and run.method.registers
-    if (run.start == config.iterations and (out / BACKBONE_NAME).is_file()
-            and (not records_heldout or (out / PRETEXT_NAME).is_file())):
+    if (
+        run.start == config.iterations
+        and (out / BACKBONE_NAME).is_file()
+        and (not records_heldout or (out / PRETEXT_NAME).is_file())
+    ):
         # a finished run of these very settings, data and code, its outputs complete: its files stay as they are
         if run.ctx.is_main:
             progress_line(f"{run.name}: kept, finished earlier with the same settings, data, held-out pairs and code")
         return PretrainResult(out, out / BACKBONE_NAME, run.checkpoint_path, config.iterations, {}, 0.0, float("nan"))
     live = _open_log(run) if run.ctx.is_main else None
-    evaluation = (HeldoutEvaluation(live, run.method, run.model, heldout, config.batch_size, run.device,
-                                    out / PRETEXT_NAME, resumed=bool(run.start), precision=config.precision)
-                  if heldout is not None and run.ctx.is_main else None)
-    bar = tqdm(total=config.iterations, initial=run.start, disable=not (progress and run.ctx.is_main), desc=run.name,
-               dynamic_ncols=True)
+    evaluation = (
+        HeldoutEvaluation(
+            live,
+            run.method,
+            run.model,
+            heldout,
+            config.batch_size,
+            run.device,
+            out / PRETEXT_NAME,
+            resumed=bool(run.start),
+            precision=config.precision,
+        )
+        if heldout is not None and run.ctx.is_main
+        else None
+    )
+    bar = tqdm(
+        total=config.iterations,
+        initial=run.start,
+        disable=not (progress and run.ctx.is_main),
+        desc=run.name,
+        dynamic_ncols=True,
+    )
     began = run.began = time.perf_counter()
     final_terms = _train(run, live, evaluation, bar, progress)
     bar.close()
     seconds = time.perf_counter() - began
     _finish(run, live, provenance)
     steps = config.iterations - run.start
-    return PretrainResult(out, out / BACKBONE_NAME, run.checkpoint_path, config.iterations, final_terms, seconds,
-                          steps / seconds if seconds > 0 else float("nan"))
+    return PretrainResult(
+        out,
+        out / BACKBONE_NAME,
+        run.checkpoint_path,
+        config.iterations,
+        final_terms,
+        seconds,
+        steps / seconds if seconds > 0 else float("nan"),
+    )
 
 
-def _open_run(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: Path, config: PretrainConfig,
-              resume: bool | str, ids: Sequence[str] | None, heldout: HeldOutPairs | None) -> _Run:
+def _open_run(
+    volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank,
+    out: Path,
+    config: PretrainConfig,
+    resume: bool | str,
+    ids: Sequence[str] | None,
+    heldout: HeldOutPairs | None,
+) -> _Run:
     """Set a run up: device and process group, data, whether it resumes, the seeded model, the optimiser."""
     ctx, device = setup_distributed(config.device)
     bank = volumes if isinstance(volumes, VolumeBank) else VolumeBank(volumes, ids)
     bank.check_crop(config.crop)
-    inputs = {"data": bank.digest(), "heldout": [list(p) for p in heldout.ids] if heldout is not None else None,
-              "code": code_digest()}
+    inputs = {
+        "data": bank.digest(),
+        "heldout": [list(p) for p in heldout.ids] if heldout is not None else None,
+        "code": code_digest(),
+    }
     name = f"pretrain {config.method} seed {config.seed}"
     resume = should_resume(resume, out, config, inputs, ctx, name)
 
@@ -154,15 +205,23 @@ def _open_run(volumes: Sequence[np.ndarray | torch.Tensor] | VolumeBank, out: Pa
     model.to(device=device, memory_format=torch.channels_last_3d)
     optimizer, scheduler = _optimiser(model, config, start, state)
     # encoder-only methods leave the decoder out of the graph, which DDP must be told
-    train_model = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                           find_unused_parameters=not method.uses_decoder)
-                   if ctx.enabled else model)
-    return _Run(config, out, ctx, device, bank, inputs, name, method, model, train_model, generator, optimizer,
-                scheduler, start)
+    train_model = (
+        DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=not method.uses_decoder,
+        )
+        if ctx.enabled
+        else model
+    )
+    return _Run(
+        config, out, ctx, device, bank, inputs, name, method, model, train_model, generator, optimizer, scheduler, start
+    )
 
 
-def _optimiser(model: torch.nn.Module, config: PretrainConfig, start: int, state: Mapping[str, Any] | None
-               ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def _optimiser(
+    model: torch.nn.Module, config: PretrainConfig, start: int, state: Mapping[str, Any] | None
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam and its schedule, at iteration ``start`` of a resumed run (``state``: its checkpoint)."""
     # BYOL's target network has no gradient and is moved by its method, not by the optimiser
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
@@ -187,8 +246,7 @@ def _open_log(run: _Run) -> Any:
     return live
 
 
-def _train(run: _Run, live: Any, evaluation: HeldoutEvaluation | None, bar: tqdm, progress: bool
-           ) -> dict[str, float]:
+def _train(run: _Run, live: Any, evaluation: HeldoutEvaluation | None, bar: tqdm, progress: bool) -> dict[str, float]:
     """The loop from ``run.start`` to ``config.iterations``: steps, their log, held-out evaluations and
     checkpoints. Returns the last logged loss terms."""
     config = run.config
@@ -216,7 +274,8 @@ def _train(run: _Run, live: Any, evaluation: HeldoutEvaluation | None, bar: tqdm
 
 
 def _step(run: _Run, iteration: int) -> LossTerms:
-    """One optimisation step: the method's crops, inputs and loss, then Adam, the schedule and the method's after-step."""
+    """One optimisation step: the method's crops, inputs and loss, then Adam, the schedule and the method's
+    after-step."""
     config, method, device = run.config, run.method, run.device
     crops = method.sample(run.bank, config.batch_size, config.crop, run.generator, config.crop_jitter)
     net_inputs, targets = method.inputs(crops.to(device), run.generator)
@@ -226,7 +285,8 @@ def _step(run: _Run, iteration: int) -> LossTerms:
     if not torch.isfinite(terms.total):
         raise NonFiniteLossError(
             f"non-finite loss at iteration {iteration + 1} ({terms.as_floats()}); the last good checkpoint "
-            f"{run.checkpoint_path if run.checkpoint_path.exists() else '(none yet)'} is kept")
+            f"{run.checkpoint_path if run.checkpoint_path.exists() else '(none yet)'} is kept"
+        )
     run.optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
     run.optimizer.step()
@@ -241,24 +301,36 @@ def _checkpoint(run: _Run, done: int, terms: LossTerms, progress: bool) -> None:
     if run.ctx.is_main:
         _save_state(run.checkpoint_path, run.model, run.optimizer, done, run.config, run.inputs, states)
         if not progress:  # no bar: one line per checkpoint block instead
-            progress_line(f"{run.name}: iteration {done}/{run.config.iterations}, "
-                          + ", ".join(f"{term} {value:.4f}" for term, value in terms.as_floats().items())
-                          + f", {eta(done - run.start, run.config.iterations - run.start, time.perf_counter() - run.began)}")
+            progress_line(
+                f"{run.name}: iteration {done}/{run.config.iterations}, "
+                + ", ".join(f"{term} {value:.4f}" for term, value in terms.as_floats().items())
+                + f", {eta(done - run.start, run.config.iterations - run.start, time.perf_counter() - run.began)}"
+            )
 
 
-def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int,
-                config: PretrainConfig, inputs: Mapping[str, Any], generator_states: list[torch.Tensor]) -> None:
-    atomic_save({
-        "format": CHECKPOINT_FORMAT,
-        "iteration": iteration,
-        "config": config.to_dict(),
-        "inputs": dict(inputs),
-        "model_config": model.config.to_dict(),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "generators": generator_states,
-        "torch_rng": torch.get_rng_state(),
-    }, path)
+def _save_state(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    iteration: int,
+    config: PretrainConfig,
+    inputs: Mapping[str, Any],
+    generator_states: list[torch.Tensor],
+) -> None:
+    atomic_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "iteration": iteration,
+            "config": config.to_dict(),
+            "inputs": dict(inputs),
+            "model_config": model.config.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generators": generator_states,
+            "torch_rng": torch.get_rng_state(),
+        },
+        path,
+    )
 
 
 def _gather_generator_states(ctx: DistributedContext, generator: torch.Generator) -> list[torch.Tensor]:
@@ -274,17 +346,30 @@ def _finish(run: _Run, live: Any, provenance: Mapping[str, Any] | None) -> None:
     """Write ``backbone.pt`` with its provenance and close the log (main process), then wait for every process."""
     if run.ctx.is_main:
         config = run.config
-        save_backbone(run.out / BACKBONE_NAME, run.model.backbone, method=config.method, iterations=config.iterations,
-                      pretrain=config.to_dict(), commit=git_commit(), environment=environment(run.device),
-                      **dict(provenance or {}))
+        save_backbone(
+            run.out / BACKBONE_NAME,
+            run.model.backbone,
+            method=config.method,
+            iterations=config.iterations,
+            pretrain=config.to_dict(),
+            commit=git_commit(),
+            environment=environment(run.device),
+            **dict(provenance or {}),
+        )
         if live is not None:
             live.end()
     if run.ctx.enabled:
         torch.distributed.barrier()
 
 
-def pretrain_prepared(data: str | Path, out: str | Path, config: PretrainConfig, resume: bool | str = False,
-                      progress: bool = True, heldout: HeldOutPairs | None = None) -> PretrainResult:
+def pretrain_prepared(
+    data: str | Path,
+    out: str | Path,
+    config: PretrainConfig,
+    resume: bool | str = False,
+    progress: bool = True,
+    heldout: HeldOutPairs | None = None,
+) -> PretrainResult:
     """Pre-train on the ``train`` split of a prepared dataset (labels, if any, are ignored)."""
     from gvsl.data import load_prepared
 
@@ -292,7 +377,19 @@ def pretrain_prepared(data: str | Path, out: str | Path, config: PretrainConfig,
     cases = dataset.load_split("train")
     if not cases:
         raise GVSLInputError(f"{data}: the train split is empty; nothing to pre-train on")
-    provenance = {"dataset": str(data), "dataset_task": dataset.info.task, "dataset_source": dataset.info.source,
-                  "cases": len(cases)}
-    return pretrain([c.image for c in cases], out, config, resume=resume, ids=[c.id for c in cases],
-                    provenance=provenance, progress=progress, heldout=heldout)
+    provenance = {
+        "dataset": str(data),
+        "dataset_task": dataset.info.task,
+        "dataset_source": dataset.info.source,
+        "cases": len(cases),
+    }
+    return pretrain(
+        [c.image for c in cases],
+        out,
+        config,
+        resume=resume,
+        ids=[c.id for c in cases],
+        provenance=provenance,
+        progress=progress,
+        heldout=heldout,
+    )

@@ -51,8 +51,18 @@ class HeldoutEvaluation:
     fp32, so that their Dice does not depend on the device's precision.
     """
 
-    def __init__(self, live: Any, method: PretrainMethod, model: torch.nn.Module, heldout: HeldOutPairs,
-                 batch_size: int, device: torch.device, pretext_path: Path, resumed: bool, precision: str = "auto"):
+    def __init__(
+        self,
+        live: Any,
+        method: PretrainMethod,
+        model: torch.nn.Module,
+        heldout: HeldOutPairs,
+        batch_size: int,
+        device: torch.device,
+        pretext_path: Path,
+        resumed: bool,
+        precision: str = "auto",
+    ):
         self.live, self.method, self.model, self.heldout, self.precision = live, method, model, heldout, precision
         self.batch_size, self.device, self.pretext_path = batch_size, device, pretext_path
         self.registers = method.registers
@@ -64,8 +74,9 @@ class HeldoutEvaluation:
 
     def __call__(self, done: int) -> None:
         """Evaluate after ``done`` iterations (0: before the first)."""
-        _log_heldout_loss(self.live, self.method, self.model, self.crops, self.batch_size, self.device, done,
-                          self.precision)
+        _log_heldout_loss(
+            self.live, self.method, self.model, self.crops, self.batch_size, self.device, done, self.precision
+        )
         if self.registers:
             scores = _log_heldout(self.live, self.model, self.heldout, done)
             if self.known is not None:
@@ -76,8 +87,16 @@ class HeldoutEvaluation:
 
 
 @torch.no_grad()
-def _log_heldout_loss(live: Any, method: PretrainMethod, model: torch.nn.Module, crops: Crops, batch_size: int,
-                      device: torch.device, done: int, precision: str = "auto") -> None:
+def _log_heldout_loss(
+    live: Any,
+    method: PretrainMethod,
+    model: torch.nn.Module,
+    crops: Crops,
+    batch_size: int,
+    device: torch.device,
+    done: int,
+    precision: str = "auto",
+) -> None:
     """The method's loss terms on the held-out crops, logged under ``heldout_loss/``: in chunks of at least
     one step's size (a contrastive loss depends on its batch), weighted by chunk size, with augmentations
     from a fixed seed so that every evaluation sees the same inputs, at the training precision."""
@@ -85,7 +104,7 @@ def _log_heldout_loss(live: Any, method: PretrainMethod, model: torch.nn.Module,
     chunks = max(1, len(crops) // method.crops_per_step(batch_size))
     sums: dict[str, float] = {}
     for part in torch.tensor_split(torch.arange(len(crops)), chunks):
-        chunk = crops[int(part[0]):int(part[-1]) + 1].to(device)
+        chunk = crops[int(part[0]) : int(part[-1]) + 1].to(device)
         net_inputs, targets = method.inputs(chunk, generator)
         with autocast(device, precision):
             terms = method.loss(model(**channels_last(net_inputs, device)), channels_last(targets, device))
@@ -125,9 +144,11 @@ def _write_pretext(path: Path, heldout: HeldOutPairs, first: Mapping[str, Any], 
 def _read_pretext(path: Path, heldout: HeldOutPairs) -> dict[str, Any]:
     """The first evaluation of the run being resumed (written before its first iteration)."""
     if not path.is_file():
-        raise GVSLInputError(f"{path}: missing; a run with held-out evaluation writes it before its first "
-                             "iteration, so this checkpoint comes from a run without it (resume without held-out "
-                             "pairs, or start afresh)")
+        raise GVSLInputError(
+            f"{path}: missing; a run with held-out evaluation writes it before its first "
+            "iteration, so this checkpoint comes from a run without it (resume without held-out "
+            "pairs, or start afresh)"
+        )
     record = json.loads(path.read_text())
     if record["pairs"] != [list(p) for p in heldout.ids]:
         raise GVSLInputError(f"{path}: was evaluated on other held-out pairs than this run's")

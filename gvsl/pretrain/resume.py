@@ -28,8 +28,9 @@ RESUME_IF_UNCHANGED = "if-unchanged"
 _SCHEDULE_KEYS = ("lr", "lr_schedule", "warmup")
 
 
-def should_resume(resume: bool | str, out: Path, config: PretrainConfig, inputs: Mapping[str, Any],
-                  ctx: DistributedContext, name: str) -> bool:
+def should_resume(
+    resume: bool | str, out: Path, config: PretrainConfig, inputs: Mapping[str, Any], ctx: DistributedContext, name: str
+) -> bool:
     """Whether the run continues from ``out``'s checkpoint (``resume`` as :func:`~gvsl.pretrain.pretrain` takes it)."""
     if resume == RESUME_IF_UNCHANGED:
         resume = _keep_matching_run(out, config, inputs, ctx, name)
@@ -41,8 +42,9 @@ def should_resume(resume: bool | str, out: Path, config: PretrainConfig, inputs:
     return resume
 
 
-def _keep_matching_run(out: Path, config: PretrainConfig, inputs: Mapping[str, Any], ctx: DistributedContext,
-                       name: str) -> bool:
+def _keep_matching_run(
+    out: Path, config: PretrainConfig, inputs: Mapping[str, Any], ctx: DistributedContext, name: str
+) -> bool:
     """Whether ``out`` holds a checkpoint of this run (same settings, data, held-out pairs and code).
 
     When it does not, everything in ``out`` is removed: an output folder kept across runs (DVC's
@@ -73,8 +75,14 @@ def _keep_matching_run(out: Path, config: PretrainConfig, inputs: Mapping[str, A
     return matches
 
 
-def restore(checkpoint_path: Path, model: torch.nn.Module, generator: torch.Generator, config: PretrainConfig,
-            ctx: DistributedContext, name: str) -> tuple[int, dict[str, Any]]:
+def restore(
+    checkpoint_path: Path,
+    model: torch.nn.Module,
+    generator: torch.Generator,
+    config: PretrainConfig,
+    ctx: DistributedContext,
+    name: str,
+) -> tuple[int, dict[str, Any]]:
     """Load the checkpoint's weights and random-number states into ``model``, ``generator`` and torch.
 
     Returns the iterations it had done and the whole state (the optimiser's is restored by the engine).
@@ -85,15 +93,18 @@ def restore(checkpoint_path: Path, model: torch.nn.Module, generator: torch.Gene
     built = model.config.to_dict()
     if state["model_config"] != built:
         changed = sorted(k for k in {*built, *state["model_config"]} if state["model_config"].get(k) != built.get(k))
-        raise GVSLInputError(f"{checkpoint_path}: was written with other {', '.join(changed)} "
-                             f"({ {k: state['model_config'].get(k) for k in changed} }) than this run's "
-                             f"({ {k: built.get(k) for k in changed} }); start afresh or keep them")
+        raise GVSLInputError(
+            f"{checkpoint_path}: was written with other {', '.join(changed)} "
+            f"({ {k: state['model_config'].get(k) for k in changed} }) than this run's "
+            f"({ {k: built.get(k) for k in changed} }); start afresh or keep them"
+        )
     _check_schedule(checkpoint_path, state.get("config", {}), config)
     model.load_state_dict(state["model"])
     start = int(state["iteration"])
     if len(state["generators"]) != ctx.world_size:
-        raise GVSLInputError(f"{checkpoint_path}: written by {len(state['generators'])} process(es), "
-                             f"resumed with {ctx.world_size}")
+        raise GVSLInputError(
+            f"{checkpoint_path}: written by {len(state['generators'])} process(es), resumed with {ctx.world_size}"
+        )
     generator.set_state(state["generators"][ctx.rank])
     torch.set_rng_state(state["torch_rng"])
     if ctx.is_main and start < config.iterations:
@@ -107,8 +118,10 @@ def _check_schedule(path: Path, saved: Mapping[str, Any], config: PretrainConfig
     if config.lr_schedule != "constant" and saved.get("iterations", config.iterations) != config.iterations:
         changed.append("iterations")  # a decaying schedule is defined by the run's length
     if changed:
-        raise GVSLInputError(f"{path}: resuming with other {', '.join(changed)} than the checkpoint was trained with "
-                             f"({ {k: saved.get(k) for k in changed} }); start afresh or keep them")
+        raise GVSLInputError(
+            f"{path}: resuming with other {', '.join(changed)} than the checkpoint was trained with "
+            f"({ {k: saved.get(k) for k in changed} }); start afresh or keep them"
+        )
 
 
 def truncate_log(live_dir: Path, first_step: int) -> None:

@@ -20,16 +20,63 @@ from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsn
 from gvsl.report.page import write_html
 from gvsl.report.paper_claims import ALPHA, CLAIMS_COLUMNS, FINETUNE_CLAIM, claims, claims_markdown
 from gvsl.report.pretext import (  # noqa: F401
-    PRETEXT_KEYS, PRETEXT_LABELS, figure8_pretext, figure_pretext_losses, figure_registration, figure_training_terms,
-    load_pretext, pretext_losses, pretext_metrics, registration_example, training_terms)
+    PRETEXT_KEYS,
+    PRETEXT_LABELS,
+    figure8_pretext,
+    figure_pretext_losses,
+    figure_registration,
+    figure_training_terms,
+    load_pretext,
+    pretext_losses,
+    pretext_metrics,
+    registration_example,
+    training_terms,
+)
 from gvsl.report.table import (
-    TABLE1_COLUMNS, cell_overview, gain_interval, load_summaries, metrics_summary, provenance, table1, table1_markdown,
-    with_sources)
+    TABLE1_COLUMNS,
+    cell_overview,
+    gain_interval,
+    load_summaries,
+    metrics_summary,
+    provenance,
+    table1,
+    table1_markdown,
+    with_sources,
+)
 from gvsl.table1 import ABLATIONS, METHOD_NAMES, PAPER_TABLE1, PROTOCOL_NAMES, TASK_METRICS  # noqa: F401
 
-__all__ = ["ABLATIONS", "ALPHA", "CLAIMS_COLUMNS", "FIGURE7_METHODS", "FINETUNE_CLAIM", "METHOD_NAMES", "PAPER_TABLE1", "PRETEXT_LABELS",
-           "TABLE1_COLUMNS", "cell_overview", "claims", "claims_markdown", "figure6_validation", "figure7_tsne",
-           "figure8_pretext", "figure_pretext_losses", "figure_registration", "figure_run_curves",
-           "figure_training_terms", "gain_interval", "load_pretext", "load_summaries", "local_features",
-           "metrics_summary", "pretext_losses", "pretext_metrics", "provenance", "registration_example", "table1",
-           "table1_markdown", "training_terms", "with_sources", "write_html"]
+__all__ = [
+    "ABLATIONS",
+    "ALPHA",
+    "CLAIMS_COLUMNS",
+    "FIGURE7_METHODS",
+    "FINETUNE_CLAIM",
+    "METHOD_NAMES",
+    "PAPER_TABLE1",
+    "PRETEXT_LABELS",
+    "TABLE1_COLUMNS",
+    "cell_overview",
+    "claims",
+    "claims_markdown",
+    "figure6_validation",
+    "figure7_tsne",
+    "figure8_pretext",
+    "figure_pretext_losses",
+    "figure_registration",
+    "figure_run_curves",
+    "figure_training_terms",
+    "gain_interval",
+    "load_pretext",
+    "load_summaries",
+    "local_features",
+    "metrics_summary",
+    "pretext_losses",
+    "pretext_metrics",
+    "provenance",
+    "registration_example",
+    "table1",
+    "table1_markdown",
+    "training_terms",
+    "with_sources",
+    "write_html",
+]

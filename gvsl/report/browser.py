@@ -41,8 +41,12 @@ window.addEventListener("load", () => {
   const column = document.body.getBoundingClientRect();
   const scrolls = el => { for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
     if (["auto", "scroll"].includes(getComputedStyle(a).overflowX)) return true; } return false; };
-  const describe = el => `${el.tagName.toLowerCase()} "${(el.textContent || el.getAttribute("src") || "").trim().slice(0, 60)}"`;
-  const out = {column_left: Math.round(column.left), column_right: Math.round(column.right), page_width: document.documentElement.scrollWidth,
+  const describe = el => {
+    const text = (el.textContent || el.getAttribute("src") || "").trim().slice(0, 60);
+    return `${el.tagName.toLowerCase()} "${text}"`;
+  };
+  const out = {column_left: Math.round(column.left), column_right: Math.round(column.right),
+               page_width: document.documentElement.scrollWidth,
                viewport_width: document.documentElement.clientWidth, page_height: document.documentElement.scrollHeight,
                images: [], tables: [], overflowing: []};
   for (const img of document.images) {
@@ -55,7 +59,10 @@ window.addEventListener("load", () => {
                      height: Math.round(box.height), caption: describe(table.rows[0] || table)});
   }
   const flagged = new Set();  // only the outermost element that sticks out, not each of its cells
-  const inside = el => { for (let a = el.parentElement; a; a = a.parentElement) if (flagged.has(a)) return true; return false; };
+  const inside = el => {
+    for (let a = el.parentElement; a; a = a.parentElement) if (flagged.has(a)) return true;
+    return false;
+  };
   for (const el of document.body.querySelectorAll("*")) {
     const box = el.getBoundingClientRect();
     const out_of_column = box.right > column.right + 1 || box.left < column.left - 1;
@@ -92,13 +99,23 @@ def find_browser() -> str:
     for name in _BROWSERS:
         if found := shutil.which(name):
             return found
-    raise GVSLInputError("no Chromium on PATH (looked for " + ", ".join(_BROWSERS) + "); on Debian: "
-                         "apt-get install chromium, or run make check-report")
+    raise GVSLInputError(
+        "no Chromium on PATH (looked for " + ", ".join(_BROWSERS) + "); on Debian: "
+        "apt-get install chromium, or run make check-report"
+    )
 
 
 def _chromium(browser: str, width: int, height: int, *arguments: str) -> subprocess.CompletedProcess:
-    command = [browser, "--headless", "--disable-gpu", "--hide-scrollbars", "--allow-file-access-from-files",
-               f"--window-size={width},{height}", "--virtual-time-budget=10000", *arguments]
+    command = [
+        browser,
+        "--headless",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--allow-file-access-from-files",
+        f"--window-size={width},{height}",
+        "--virtual-time-budget=10000",
+        *arguments,
+    ]
     if os.geteuid() == 0:
         command.insert(1, "--no-sandbox")  # Chromium refuses to run its sandbox as root (containers)
     return subprocess.run(command, capture_output=True, text=True, timeout=180)
@@ -106,22 +123,33 @@ def _chromium(browser: str, width: int, height: int, *arguments: str) -> subproc
 
 def _problems(measured: dict[str, Any], expected_tables: int) -> list[str]:
     problems = [f"image {image['src']} did not load" for image in measured["images"] if not image["loaded"]]
-    problems += [f"image {image['src']} is shown 0 px wide" for image in measured["images"]
-                 if image["loaded"] and image["width"] == 0]
+    problems += [
+        f"image {image['src']} is shown 0 px wide"
+        for image in measured["images"]
+        if image["loaded"] and image["width"] == 0
+    ]
     if len(measured["tables"]) != expected_tables:
         problems.append(f"{len(measured['tables'])} tables rendered of the {expected_tables} in the page")
-    problems += [f"table {table['caption']} rendered {table['rows']}×{table['columns']} cells, {table['height']} px high"
-                 for table in measured["tables"] if table["rows"] < 2 or table["columns"] < 2 or table["height"] == 0]
-    problems += [f"{item['element']} sticks out of the page column ({item['left']}–{item['right']} px outside "
-                 f"{measured['column_left']}–{measured['column_right']} px)" for item in measured["overflowing"]]
+    problems += [
+        f"table {table['caption']} rendered {table['rows']}×{table['columns']} cells, {table['height']} px high"
+        for table in measured["tables"]
+        if table["rows"] < 2 or table["columns"] < 2 or table["height"] == 0
+    ]
+    problems += [
+        f"{item['element']} sticks out of the page column ({item['left']}–{item['right']} px outside "
+        f"{measured['column_left']}–{measured['column_right']} px)"
+        for item in measured["overflowing"]
+    ]
     if measured["page_width"] > measured["viewport_width"]:
-        problems.append(f"the page scrolls sideways: {measured['page_width']} px in a "
-                        f"{measured['viewport_width']} px window")
+        problems.append(
+            f"the page scrolls sideways: {measured['page_width']} px in a {measured['viewport_width']} px window"
+        )
     return problems
 
 
-def check_report(page: str | Path, *, width: int = 1280, screenshot: str | Path | None = None,
-                 browser: str | None = None) -> BrowserCheck:
+def check_report(
+    page: str | Path, *, width: int = 1280, screenshot: str | Path | None = None, browser: str | None = None
+) -> BrowserCheck:
     """Open ``page`` in headless Chromium at ``width`` px and check what a reader would see.
 
     Returns the measurements and the problems found (empty when the page is fine). ``screenshot``
@@ -143,8 +171,10 @@ def check_report(page: str | Path, *, width: int = 1280, screenshot: str | Path 
         result = _chromium(browser, width, 900, "--dump-dom", copy.as_uri())
         found = re.search(rf'<pre id="{_RESULT_ID}">(.*?)</pre>', result.stdout, re.S)
         if result.returncode or not found:
-            raise GVSLInputError(f"{browser} did not render {page} (exit {result.returncode}): "
-                                 f"{result.stderr.strip().splitlines()[-1:] or 'no measurements'}")
+            raise GVSLInputError(
+                f"{browser} did not render {page} (exit {result.returncode}): "
+                f"{result.stderr.strip().splitlines()[-1:] or 'no measurements'}"
+            )
         measured = json.loads(html.unescape(found.group(1)))
         check = BrowserCheck(page, measured, _problems(measured, source.count("<table")))
         if screenshot is not None:
@@ -174,9 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"check-report: error: {err}", file=sys.stderr)
         return 2
     measured = check.measured
-    print(f"{check.page.name} at {args.width} px: {sum(i['loaded'] for i in measured['images'])}/"
-          f"{len(measured['images'])} images loaded, {len(measured['tables'])} tables, "
-          f"{measured['page_height']} px tall" + (f"; screenshot {check.screenshot}" if check.screenshot else ""))
+    print(
+        f"{check.page.name} at {args.width} px: {sum(i['loaded'] for i in measured['images'])}/"
+        f"{len(measured['images'])} images loaded, {len(measured['tables'])} tables, "
+        f"{measured['page_height']} px tall" + (f"; screenshot {check.screenshot}" if check.screenshot else "")
+    )
     for problem in check.problems:
         print(f"  problem: {problem}")
     return 0 if check.passed else 1

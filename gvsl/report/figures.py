@@ -18,17 +18,21 @@ FIGURE7_METHODS = ("scratch", "no_zmatch", "no_fundament", "gvsl")
 
 
 def _curves(summaries: pd.DataFrame, task: str, protocol: str, method: str) -> pd.DataFrame | None:
-    found = summaries[(summaries["task"] == task) & (summaries["protocol"] == protocol)
-                      & (summaries["method"] == method)]
+    found = summaries[
+        (summaries["task"] == task) & (summaries["protocol"] == protocol) & (summaries["method"] == method)
+    ]
     if found.empty:
         return None
-    frames = [pd.DataFrame(curve, columns=["iteration", "value"]).assign(run=f"p{run[0]}-t{run[1]}")
-              for run, curve in zip(found.iloc[0]["runs"], found.iloc[0]["val_curves"])]
+    frames = [
+        pd.DataFrame(curve, columns=["iteration", "value"]).assign(run=f"p{run[0]}-t{run[1]}")
+        for run, curve in zip(found.iloc[0]["runs"], found.iloc[0]["val_curves"])
+    ]
     return pd.concat(frames)
 
 
-def figure6_validation(summaries: pd.DataFrame, task: str = "SHC", protocol: str = "finetune",
-                       methods: Sequence[str] = FIGURE6_METHODS) -> plt.Figure:
+def figure6_validation(
+    summaries: pd.DataFrame, task: str = "SHC", protocol: str = "finetune", methods: Sequence[str] = FIGURE6_METHODS
+) -> plt.Figure:
     """Validation metric vs iteration (mean over runs, band = min–max), as the paper's Fig. 6.
 
     Each curve stops at the last validation that every run reached: runs that stop on a plateau end
@@ -41,7 +45,9 @@ def figure6_validation(summaries: pd.DataFrame, task: str = "SHC", protocol: str
         if curves is None:
             continue
         shared_end = curves.groupby("run")["iteration"].max().min()
-        stats = curves[curves["iteration"] <= shared_end].groupby("iteration")["value"].agg(["mean", "min", "max"]) * 100
+        stats = (
+            curves[curves["iteration"] <= shared_end].groupby("iteration")["value"].agg(["mean", "min", "max"]) * 100
+        )
         ax.plot(stats.index, stats["mean"], marker="o", label=METHOD_NAMES[method])
         ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.2)
         metric = summaries.loc[summaries["task"] == task, "metric"].iloc[0]
@@ -59,15 +65,24 @@ def figure_run_curves(summaries: Sequence[Mapping]) -> plt.Figure:
     for ax, summary in zip(axes[0], summaries):
         for (p, t), curve in zip(summary["runs"], summary["val_curves"]):
             ax.plot(*zip(*curve), marker=".", label=f"p{p}-t{t}")
-        ax.set(title=f"{summary['task']} {summary['protocol']}", xlabel="iteration",
-               ylabel=f"validation {summary['metric']}")
+        ax.set(
+            title=f"{summary['task']} {summary['protocol']}",
+            xlabel="iteration",
+            ylabel=f"validation {summary['metric']}",
+        )
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def local_features(pretrain_root: str | Path, pretrain_seed: int, methods: Sequence[str], dataset_path: str | Path,
-                   max_per_class: int = 150, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def local_features(
+    pretrain_root: str | Path,
+    pretrain_seed: int,
+    methods: Sequence[str],
+    dataset_path: str | Path,
+    max_per_class: int = 150,
+    seed: int = 0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Local features of each method's backbone (of ``pretrain_seed``) at labelled voxels of the dataset's
     test cases; ``seed`` draws the voxels."""
     from gvsl.checkpoint import load_backbone
@@ -79,13 +94,15 @@ def local_features(pretrain_root: str | Path, pretrain_seed: int, methods: Seque
     for method in methods:
         path = Path(pretrain_root) / method / f"seed{pretrain_seed}" / "backbone.pt"
         if path.is_file():
-            features[method] = extract_local_features(load_backbone(path), cases, max_per_class=max_per_class,
-                                                      seed=seed)
+            features[method] = extract_local_features(
+                load_backbone(path), cases, max_per_class=max_per_class, seed=seed
+            )
     return features
 
 
-def figure7_tsne(features: Mapping[str, tuple[np.ndarray, np.ndarray]], class_names: Sequence[str],
-                 seed: int = 0) -> plt.Figure:
+def figure7_tsne(
+    features: Mapping[str, tuple[np.ndarray, np.ndarray]], class_names: Sequence[str], seed: int = 0
+) -> plt.Figure:
     """t-SNE of the local feature per structure, one panel per initialisation (the paper's Fig. 7)."""
     from sklearn.manifold import TSNE
 

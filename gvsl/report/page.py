@@ -13,7 +13,8 @@ import pandas as pd
 _READING_GUIDE = """Rows are backbone initialisations: <b>scratch</b> (random), the self-supervised baselines (each
 pre-trained on the same data, crops, schedule and seeds; see <code>gvsl.methods</code>), then GVSL's ablations
 <b>w/o Z-Matching</b> (restoration only), <b>w/o Fundament</b> (Z-matching only), <b>w/o Affine head</b>
-(restoration + deformable matching) and <b>GVSL (whole)</b>. Protocol (a) trains only a head on the frozen backbone, so it measures what
+(restoration + deformable matching) and <b>GVSL (whole)</b>. Protocol (a) trains only a head on the frozen backbone,
+so it measures what
 pre-training put into the features; (b) fine-tunes everything. Compare each row with scratch (the gain table)
 and with the paper's value in brackets. Values are means ± sample sd over every run (pre-training seed ×
 transfer seed); † marks a cell whose validation curves did not plateau within the iteration cap. Gains are
@@ -38,31 +39,43 @@ _PRETEXT_GUIDE = """Each variant with a Z-matching head registers pairs of subje
 analog's validation split on the default profile) every <code>pretrain.eval_every</code> iterations. Dice (percent)
 compares the moving subject's labels, warped onto the fixed subject, with the fixed subject's labels: identity is
 no warp, affine the affine part alone, warped the whole field. <code>warped_gain</code> is warped − identity with
-its 95 % Student t interval over pre-training seeds and held-out subjects (none with fewer than 5 seeds). NCC values are the loss (lower is better) before
+its 95 % Student t interval over pre-training seeds and held-out subjects (none with fewer than 5 seeds). NCC values
+are the loss (lower is better) before
 and after pre-training."""
 
 
 #: what each figure of ``results/figures`` shows, as its caption on the page
 FIGURE_CAPTIONS = {
-    "fig6_validation": "Fig. 6: validation score during transfer (report.fig6's task and protocol), mean ± sd over runs",
+    "fig6_validation": (
+        "Fig. 6: validation score during transfer (report.fig6's task and protocol), mean ± sd over runs"
+    ),
     "fig7_tsne": "Fig. 7: t-SNE of the local features, coloured by heart structure",
     "pretext_losses": "Each pre-trained method's own loss, on its training crops and on held-out subjects",
     "fig8_ncc": "Fig. 8: NCC loss during pre-training, and the registration of held-out pairs",
     "registration": "A held-out pair registered by the pre-trained Z-matching head",
 }
 # Wide tables scroll inside their own box, so the page keeps its column; one line per row keeps them legible.
-_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}table{border-collapse:collapse}"
-          "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}.wide{overflow-x:auto}"
-          ".wide td,.wide th{white-space:nowrap}code{overflow-wrap:anywhere}img{max-width:100%}")
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}.wide{overflow-x:auto}"
+    ".wide td,.wide th{white-space:nowrap}code{overflow-wrap:anywhere}img{max-width:100%}"
+)
 
 
 def _wide(table_html: str) -> str:
     return f'<div class="wide">{table_html}</div>'
 
 
-def write_html(path: str | Path, table: pd.DataFrame, markdown: str, figures: Mapping[str, str],
-               provenance: Mapping[str, Any], pretext: Mapping[str, Mapping[str, float]] | None = None,
-               claims_table: str | None = None, losses: Mapping[str, Mapping[str, float]] | None = None) -> Path:
+def write_html(
+    path: str | Path,
+    table: pd.DataFrame,
+    markdown: str,
+    figures: Mapping[str, str],
+    provenance: Mapping[str, Any],
+    pretext: Mapping[str, Mapping[str, float]] | None = None,
+    claims_table: str | None = None,
+    losses: Mapping[str, Mapping[str, float]] | None = None,
+) -> Path:
     """One page: Table 1 (paper layout and ``table`` in long format), the paper's claims as this run
     shows them (:func:`claims_markdown`), every method's pretext loss (:func:`pretext_losses`), the
     pretext task on held-out pairs (:func:`pretext_metrics`), the figures, what produced every number.
@@ -71,30 +84,49 @@ def write_html(path: str | Path, table: pd.DataFrame, markdown: str, figures: Ma
     """
     import markdown_it  # shipped with the pipeline extra (via rich / jupyter); renders the Markdown tables
 
-    body = [f"<h1>GVSL reproduction report — profile {html.escape(str(provenance.get('profile')))}</h1>",
-            "<h2>Table 1</h2>", markdown_it.MarkdownIt().enable("table").render(markdown),
-            f"<p>{_READING_GUIDE}</p>"]
+    body = [
+        f"<h1>GVSL reproduction report — profile {html.escape(str(provenance.get('profile')))}</h1>",
+        "<h2>Table 1</h2>",
+        markdown_it.MarkdownIt().enable("table").render(markdown),
+        f"<p>{_READING_GUIDE}</p>",
+    ]
     if claims_table:
-        body += ["<h2>The paper's claims in this run</h2>", f"<p>{_CLAIMS_GUIDE}</p>",
-                 markdown_it.MarkdownIt().enable("table").render(claims_table)]
+        body += [
+            "<h2>The paper's claims in this run</h2>",
+            f"<p>{_CLAIMS_GUIDE}</p>",
+            markdown_it.MarkdownIt().enable("table").render(claims_table),
+        ]
     if losses:
-        body += ["<h2>Pre-training losses</h2>", f"<p>{_LOSS_GUIDE}</p>",
-                 _wide(pd.DataFrame(losses).T.rename_axis("method").reset_index().to_html(index=False))]
+        body += [
+            "<h2>Pre-training losses</h2>",
+            f"<p>{_LOSS_GUIDE}</p>",
+            _wide(pd.DataFrame(losses).T.rename_axis("method").reset_index().to_html(index=False)),
+        ]
     if pretext:
-        body += ["<h2>Registration of held-out pairs</h2>", f"<p>{_PRETEXT_GUIDE}</p>",
-                 _wide(pd.DataFrame(pretext).T.rename_axis("method").reset_index().to_html(index=False))]
+        body += [
+            "<h2>Registration of held-out pairs</h2>",
+            f"<p>{_PRETEXT_GUIDE}</p>",
+            _wide(pd.DataFrame(pretext).T.rename_axis("method").reset_index().to_html(index=False)),
+        ]
     body.append("<h2>Figures</h2>")
     for name, src in figures.items():
         caption = FIGURE_CAPTIONS.get(name, name)
-        body.append(f"<figure><img src=\"{html.escape(src)}\" alt=\"{html.escape(caption)}\">"
-                    f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        body.append(
+            f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
     body += ["<h2>Provenance</h2>", "<table>"]
     for key, value in provenance.items():
         body.append(f"<tr><th>{html.escape(str(key))}</th><td><code>{html.escape(json.dumps(value))}</code></td></tr>")
-    body += ["</table>", "<h2>Every number, with its source</h2>", _wide(table.to_html(index=False, float_format="%.1f"))]
-    page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>GVSL reproduction report</title>"
-            f"<style>{_STYLE}</style></head><body>"
-            + "\n".join(body) + "</body></html>\n")
+    body += [
+        "</table>",
+        "<h2>Every number, with its source</h2>",
+        _wide(table.to_html(index=False, float_format="%.1f")),
+    ]
+    page = (
+        '<!doctype html><html><head><meta charset="utf-8"><title>GVSL reproduction report</title>'
+        f"<style>{_STYLE}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+    )
     path = Path(path)
     path.write_text(page)
     return path

@@ -54,9 +54,12 @@ def pretext_metrics(pretext: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[
     out: dict[str, dict[str, float]] = {}
     for method, records in pretext.items():
         last = [r["last"]["per_pair"] for r in records]
-        row = {"seeds": len(records), "iterations": int(records[0]["iterations"]),
-               "heldout_ncc_first": round(float(np.mean([r["first"]["mean"]["ncc"] for r in records])), 4),
-               "heldout_ncc_last": round(float(np.mean([r["last"]["mean"]["ncc"] for r in records])), 4)}
+        row = {
+            "seeds": len(records),
+            "iterations": int(records[0]["iterations"]),
+            "heldout_ncc_first": round(float(np.mean([r["first"]["mean"]["ncc"] for r in records])), 4),
+            "heldout_ncc_last": round(float(np.mean([r["last"]["mean"]["ncc"] for r in records])), 4),
+        }
         for key in PRETEXT_KEYS:
             if all(key in p for p in last):
                 row[key] = round(100 * float(np.mean([p[key] for p in last])), 2)
@@ -68,8 +71,9 @@ def pretext_metrics(pretext: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[
         row["subjects"], row["pairs"] = len(subjects), len(pairs)
         for registered in ("warped", "affine"):
             if all(f"{registered}_dice" in p for p in last):
-                gain = 100 * (np.array([p[f"{registered}_dice"] for p in last])
-                              - np.array([p["identity_dice"] for p in last]))
+                gain = 100 * (
+                    np.array([p[f"{registered}_dice"] for p in last]) - np.array([p["identity_dice"] for p in last])
+                )
                 # ordered pairs of a few subjects are not independent: the jackknife leaves out subjects, not pairs
                 row.update(_interval_columns(f"{registered}_gain", gain, [(index[a], index[b]) for a, b in pairs]))
         known = [r["last"].get("misalignment") for r in records]
@@ -86,7 +90,7 @@ def _interval_columns(name: str, values: np.ndarray, pair_subjects: Sequence[tup
     from gvsl.stats import seed_case_interval, subject_deletion
 
     mean, low, high = seed_case_interval(*subject_deletion(values, pair_subjects))
-    bound = (lambda value: None if np.isnan(value) else round(value, 2))  # noqa: E731
+    bound = lambda value: None if np.isnan(value) else round(value, 2)  # noqa: E731
     return {name: round(mean, 2), f"{name}_low": bound(low), f"{name}_high": bound(high)}
 
 
@@ -100,10 +104,14 @@ def _misalignment_columns(known: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         raise GVSLInputError("the seeds' known misalignments were drawn for different held-out subjects")
     per_seed = [k["per_pair"] for k in known]
     one_each = [(i, i) for i in range(len(subjects))]
-    recovered = 100 * (1 - np.array([p["error_affine"] for p in per_seed]) / np.array([p["error_identity"] for p in per_seed]))
-    columns = {**_interval_columns("misalignment_recovered", recovered, one_each),
-               "misalignment_error_identity": round(float(np.mean([p["error_identity"] for p in per_seed])), 2),
-               "misalignment_error_affine": round(float(np.mean([p["error_affine"] for p in per_seed])), 2)}
+    recovered = 100 * (
+        1 - np.array([p["error_affine"] for p in per_seed]) / np.array([p["error_identity"] for p in per_seed])
+    )
+    columns = {
+        **_interval_columns("misalignment_recovered", recovered, one_each),
+        "misalignment_error_identity": round(float(np.mean([p["error_identity"] for p in per_seed])), 2),
+        "misalignment_error_affine": round(float(np.mean([p["error_affine"] for p in per_seed])), 2),
+    }
     if all("affine_dice" in p for p in per_seed):
         gain = 100 * (np.array([p["affine_dice"] for p in per_seed]) - np.array([p["identity_dice"] for p in per_seed]))
         columns.update(_interval_columns("misalignment_affine_gain", gain, one_each))
@@ -138,8 +146,15 @@ def figure_training_terms(pretrain_root: str | Path, method: str, smooth_window:
     terms = training_terms(pretrain_root, method)
     if terms.empty:
         return None
-    axes = terms.rolling(smooth_window, min_periods=1).mean().plot(
-        subplots=True, figsize=(7, 1.6 * terms.shape[1]), title=f"{method}: loss terms (moving average of {smooth_window})")
+    axes = (
+        terms.rolling(smooth_window, min_periods=1)
+        .mean()
+        .plot(
+            subplots=True,
+            figsize=(7, 1.6 * terms.shape[1]),
+            title=f"{method}: loss terms (moving average of {smooth_window})",
+        )
+    )
     return axes[0].figure
 
 
@@ -170,17 +185,20 @@ def pretext_losses(pretrain_root: str | Path, methods: Sequence[str]) -> dict[st
         if heldout is None or train is None or heldout.empty:
             continue
         tenth = max(1, len(train) // 10)
-        out[method] = {"seeds": len(_seed_folders(pretrain_root, method)),
-                       "heldout_loss_first": round(float(heldout.iloc[0]), 4),
-                       "heldout_loss_last": round(float(heldout.iloc[-1]), 4),
-                       "train_loss_first_tenth": round(float(train.iloc[:tenth].mean()), 4),
-                       "train_loss_last_tenth": round(float(train.iloc[-tenth:].mean()), 4),
-                       "falls": bool(heldout.iloc[-1] < heldout.iloc[0]) if _comparable(method) else None}
+        out[method] = {
+            "seeds": len(_seed_folders(pretrain_root, method)),
+            "heldout_loss_first": round(float(heldout.iloc[0]), 4),
+            "heldout_loss_last": round(float(heldout.iloc[-1]), 4),
+            "train_loss_first_tenth": round(float(train.iloc[:tenth].mean()), 4),
+            "train_loss_last_tenth": round(float(train.iloc[-tenth:].mean()), 4),
+            "falls": bool(heldout.iloc[-1] < heldout.iloc[0]) if _comparable(method) else None,
+        }
     return out
 
 
-def figure_pretext_losses(pretrain_root: str | Path, methods: Sequence[str],
-                          titles: Mapping[str, str] = METHOD_NAMES, smooth_window: int = 10) -> plt.Figure:
+def figure_pretext_losses(
+    pretrain_root: str | Path, methods: Sequence[str], titles: Mapping[str, str] = METHOD_NAMES, smooth_window: int = 10
+) -> plt.Figure:
     """One panel per pre-trained method: its training loss (moving average, mean over seeds) and its loss
     on the held-out crops (markers), against the iteration. Each method's loss has its own scale."""
     shown = [m for m in methods if _mean_curve(pretrain_root, m, "train/total") is not None]
@@ -199,14 +217,15 @@ def figure_pretext_losses(pretrain_root: str | Path, methods: Sequence[str],
         ax.set(title=titles.get(method, method), xlabel="pre-training iteration", ylabel="loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.set_visible(False)
     fig.tight_layout()
     return fig
 
 
-def figure8_pretext(pretrain_root: str | Path, variants: Sequence[str] = tuple(PRETEXT_LABELS),
-                    smooth_window: int = 10) -> plt.Figure:
+def figure8_pretext(
+    pretrain_root: str | Path, variants: Sequence[str] = tuple(PRETEXT_LABELS), smooth_window: int = 10
+) -> plt.Figure:
     """Fig. 8, extended: training NCC (the paper's panel), held-out NCC and held-out warped-label Dice.
 
     Curves are means over pre-training seeds. The held-out panels draw the unregistered pairs
@@ -235,8 +254,13 @@ def figure8_pretext(pretrain_root: str | Path, variants: Sequence[str] = tuple(P
     for ax, metric in ((axes[1], "identity_ncc"), (axes[2], "identity_dice")):
         if metric in identity:
             scale = 100 if metric.endswith("dice") else 1
-            ax.axhline(scale * float(identity[metric].mean()), color="black", linestyle="--", linewidth=1,
-                       label="identity (no registration)")
+            ax.axhline(
+                scale * float(identity[metric].mean()),
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                label="identity (no registration)",
+            )
     titles = ("Fig. 8 — training NCC loss", "held-out pairs: NCC loss", "held-out pairs: warped-label Dice")
     ylabels = ("NCC loss (moving average)", "NCC loss", "mean Dice of warped labels (%)")
     for ax, title, ylabel in zip(axes, titles, ylabels):
@@ -248,8 +272,9 @@ def figure8_pretext(pretrain_root: str | Path, variants: Sequence[str] = tuple(P
     return fig
 
 
-def registration_example(checkpoint_path: str | Path, dataset_path: str | Path, split: str = "val",
-                         ids: Sequence[str] | None = None) -> dict[str, Any]:
+def registration_example(
+    checkpoint_path: str | Path, dataset_path: str | Path, split: str = "val", ids: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Register two different cases with a pre-trained GVSL (fixed = image A, moving = image B).
 
     The cases are centre-cropped to the checkpoint's training crop, as the held-out evaluation does
@@ -281,17 +306,27 @@ def registration_example(checkpoint_path: str | Path, dataset_path: str | Path, 
     with torch.no_grad():
         out = model(pair.fixed, pair.moving)
     scores = evaluate_pretext(model, pair).summary()
-    example = {"ids": chosen, "fixed": pair.fixed[0, 0].numpy(), "moving": pair.moving[0, 0].numpy(),
-               "warped": out.warped[0, 0].numpy(), "ddf": out.ddf[0].numpy(), "ncc_before": scores["identity_ncc"],
-               "ncc_after": scores["ncc"]}
+    example = {
+        "ids": chosen,
+        "fixed": pair.fixed[0, 0].numpy(),
+        "moving": pair.moving[0, 0].numpy(),
+        "warped": out.warped[0, 0].numpy(),
+        "ddf": out.ddf[0].numpy(),
+        "ncc_before": scores["identity_ncc"],
+        "ncc_after": scores["ncc"],
+    }
     if pair.labelled:
         from gvsl.geometry import warp
 
         moving_label = pair.moving_labels[:1]
-        example.update(fixed_label=pair.fixed_labels[0, 0].numpy(), moving_label=moving_label[0, 0].numpy(),
-                       warped_label=warp(moving_label.float(), out.ddf, "nearest")[0, 0].long().numpy(),
-                       dice_before=100 * scores["identity_dice"], dice_after=100 * scores["warped_dice"],
-                       num_classes=pair.num_classes)
+        example.update(
+            fixed_label=pair.fixed_labels[0, 0].numpy(),
+            moving_label=moving_label[0, 0].numpy(),
+            warped_label=warp(moving_label.float(), out.ddf, "nearest")[0, 0].long().numpy(),
+            dice_before=100 * scores["identity_dice"],
+            dice_after=100 * scores["warped_dice"],
+            num_classes=pair.num_classes,
+        )
     return example
 
 
@@ -310,19 +345,36 @@ def figure_registration(example: Mapping[str, Any], axis: int = 2) -> plt.Figure
     labelled = "fixed_label" in example
     dice = (lambda when: f", Dice {example[f'dice_{when}']:.1f}") if labelled else (lambda when: "")
     fig, axes = plt.subplots(1, 6, figsize=(18, 3.4))
-    panels = [(cut(example["fixed"]), f"fixed {example['ids'][0]}", "gray", "fixed_label"),
-              (cut(example["moving"]), f"moving {example['ids'][1]}{dice('before')}", "gray", "moving_label"),
-              (cut(example["warped"]), f"warped moving{dice('after')}", "gray", "warped_label"),
-              (np.abs(cut(example["fixed"]) - cut(example["moving"])), f"|fixed − moving|, NCC {example['ncc_before']:.3f}",
-               "magma", None),
-              (np.abs(cut(example["fixed"]) - cut(example["warped"])), f"|fixed − warped|, NCC {example['ncc_after']:.3f}",
-               "magma", None)]
+    panels = [
+        (cut(example["fixed"]), f"fixed {example['ids'][0]}", "gray", "fixed_label"),
+        (cut(example["moving"]), f"moving {example['ids'][1]}{dice('before')}", "gray", "moving_label"),
+        (cut(example["warped"]), f"warped moving{dice('after')}", "gray", "warped_label"),
+        (
+            np.abs(cut(example["fixed"]) - cut(example["moving"])),
+            f"|fixed − moving|, NCC {example['ncc_before']:.3f}",
+            "magma",
+            None,
+        ),
+        (
+            np.abs(cut(example["fixed"]) - cut(example["warped"])),
+            f"|fixed − warped|, NCC {example['ncc_after']:.3f}",
+            "magma",
+            None,
+        ),
+    ]
     for ax, (image, title, cmap, label_key) in zip(axes, panels):
         ax.imshow(image, cmap=cmap, origin="lower", vmin=0, vmax=1 if cmap == "gray" else None)
         if label_key is not None and labelled:
             classes = int(example["num_classes"]) - 1
-            ax.imshow(cut(example[label_key]), cmap=label_colormap(classes), origin="lower", vmin=0, vmax=classes,
-                      alpha=0.4, interpolation="nearest")
+            ax.imshow(
+                cut(example[label_key]),
+                cmap=label_colormap(classes),
+                origin="lower",
+                vmin=0,
+                vmax=classes,
+                alpha=0.4,
+                interpolation="nearest",
+            )
             if label_key != "fixed_label":
                 # the fixed subject's outlines on the moving and warped panels show what should line up
                 ax.contour(cut(example["fixed_label"]) > 0, levels=[0.5], colors="white", linewidths=0.6)
@@ -331,13 +383,16 @@ def figure_registration(example: Mapping[str, Any], axis: int = 2) -> plt.Figure
     shown = axes[5].imshow(magnitude, cmap="viridis", origin="lower")
     step = max(1, magnitude.shape[0] // 12)
     u, v = cut(ddf[in_plane[0]])[::step, ::step], cut(ddf[in_plane[1]])[::step, ::step]
-    rows, cols = np.mgrid[0:magnitude.shape[0]:step, 0:magnitude.shape[1]:step]
+    rows, cols = np.mgrid[0 : magnitude.shape[0] : step, 0 : magnitude.shape[1] : step]
     # a backward map: each arrow points from a fixed voxel to where it samples the moving image
     axes[5].quiver(cols, rows, u, v, color="white", angles="xy", scale_units="xy", scale=1, width=0.004)
     axes[5].set_title("DVF (voxels): |u| and in-plane arrows", fontsize=8)
     axes[5].set_axis_off()
     fig.colorbar(shown, ax=axes[5], fraction=0.046)
-    fig.suptitle("Registration of two held-out subjects by the pre-trained Z-matching head "
-                 "(NCC loss: lower is better; white: the fixed subject's heart outline)", fontsize=10)
+    fig.suptitle(
+        "Registration of two held-out subjects by the pre-trained Z-matching head "
+        "(NCC loss: lower is better; white: the fixed subject's heart outline)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig

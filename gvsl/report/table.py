@@ -16,19 +16,65 @@ from gvsl.errors import GVSLInputError
 from gvsl.stats import MIN_SEEDS, Interval
 from gvsl.table1 import METHOD_NAMES, METHODS, PAPER_TABLE1, PROTOCOL_NAMES, PROTOCOLS, TASK_METRICS, TASKS
 
-_SUMMARY_KEYS = {"task", "protocol", "method", "metric", "seeds", "pretrain_seeds", "runs", "test", "mean", "sd",
-                 "n_runs", "val_curves", "converged", "per_case", "case_ids", "dataset_source", "profile", "commit"}
+_SUMMARY_KEYS = {
+    "task",
+    "protocol",
+    "method",
+    "metric",
+    "seeds",
+    "pretrain_seeds",
+    "runs",
+    "test",
+    "mean",
+    "sd",
+    "n_runs",
+    "val_curves",
+    "converged",
+    "per_case",
+    "case_ids",
+    "dataset_source",
+    "profile",
+    "commit",
+}
 #: Table 1's columns (results/table1.csv)
-TABLE1_COLUMNS = ["method", "protocol", "task", "metric", "value", "sd", "n_runs", "converged", "gain", "gain_low",
-                  "gain_high", "paper_value", "paper_gain", "dataset", "profile"]
+TABLE1_COLUMNS = [
+    "method",
+    "protocol",
+    "task",
+    "metric",
+    "value",
+    "sd",
+    "n_runs",
+    "converged",
+    "gain",
+    "gain_low",
+    "gain_high",
+    "paper_value",
+    "paper_gain",
+    "dataset",
+    "profile",
+]
 
 
 def cell_overview(summaries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per Table 1 cell of a transfer stage (its ``summary.json`` records): the test metric's mean and
     sd over the runs, whether every run plateaued, and each run's iterations and best iteration."""
-    return pd.DataFrame([{"task": s["task"], "protocol": s["protocol"], "metric": s["metric"], "mean": s["mean"],
-                          "sd": s["sd"], "runs": s["n_runs"], "converged": s["converged"], "iterations": s["iterations"],
-                          "best iterations": s["best_iterations"]} for s in summaries])
+    return pd.DataFrame(
+        [
+            {
+                "task": s["task"],
+                "protocol": s["protocol"],
+                "metric": s["metric"],
+                "mean": s["mean"],
+                "sd": s["sd"],
+                "runs": s["n_runs"],
+                "converged": s["converged"],
+                "iterations": s["iterations"],
+                "best iterations": s["best_iterations"],
+            }
+            for s in summaries
+        ]
+    )
 
 
 def load_summaries(transfer_root: str | Path) -> pd.DataFrame:
@@ -75,19 +121,34 @@ def table1(summaries: pd.DataFrame, profile: str) -> pd.DataFrame:
                 gain = gain_interval(summary, scratch) if method != "scratch" and scratch is not None else None
                 gain = (math.nan,) * 3 if gain is None else tuple(100.0 * g for g in gain)
                 paper = PAPER_TABLE1[(method, protocol, task)]
-                rows.append({"method": method, "protocol": protocol, "task": task, "metric": summary["metric"],
-                             "value": 100.0 * float(summary["mean"]), "sd": 100.0 * float(summary["sd"]),
-                             "n_runs": int(summary["n_runs"]), "converged": bool(summary["converged"]),
-                             "gain": gain[0], "gain_low": gain[1], "gain_high": gain[2], "paper_value": paper,
-                             "paper_gain": math.nan if method == "scratch" else paper - PAPER_TABLE1[
-                                 ("scratch", protocol, task)],
-                             "dataset": summary["dataset_source"], "profile": profile})
+                rows.append(
+                    {
+                        "method": method,
+                        "protocol": protocol,
+                        "task": task,
+                        "metric": summary["metric"],
+                        "value": 100.0 * float(summary["mean"]),
+                        "sd": 100.0 * float(summary["sd"]),
+                        "n_runs": int(summary["n_runs"]),
+                        "converged": bool(summary["converged"]),
+                        "gain": gain[0],
+                        "gain_low": gain[1],
+                        "gain_high": gain[2],
+                        "paper_value": paper,
+                        "paper_gain": math.nan
+                        if method == "scratch"
+                        else paper - PAPER_TABLE1[("scratch", protocol, task)],
+                        "dataset": summary["dataset_source"],
+                        "profile": profile,
+                    }
+                )
     return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
 
 
 def _setting(summaries: pd.DataFrame, method: str, protocol: str, task: str) -> pd.Series | None:
-    found = summaries[(summaries["method"] == method) & (summaries["protocol"] == protocol)
-                      & (summaries["task"] == task)]
+    found = summaries[
+        (summaries["method"] == method) & (summaries["protocol"] == protocol) & (summaries["task"] == task)
+    ]
     return None if found.empty else found.iloc[0]
 
 
@@ -95,11 +156,16 @@ def _paired_runs(method: Mapping[str, Any], baseline: Mapping[str, Any]) -> list
     """(pre-training seed, method's per-case record, baseline's) for every run of ``method`` that ``baseline``
     also ran: the same pre-training seed and the same transfer seed."""
     if list(method["case_ids"]) != list(baseline["case_ids"]):
-        raise GVSLInputError(f"{method['task']}-{method['protocol']}: {method['method']} and {baseline['method']} were "
-                             "tested on different cases; their runs cannot be paired")
+        raise GVSLInputError(
+            f"{method['task']}-{method['protocol']}: {method['method']} and {baseline['method']} were "
+            "tested on different cases; their runs cannot be paired"
+        )
     baseline_runs = {tuple(run): case for run, case in zip(baseline["runs"], baseline["per_case"])}
-    return [(int(run[0]), case, baseline_runs[tuple(run)]) for run, case in zip(method["runs"], method["per_case"])
-            if tuple(run) in baseline_runs]
+    return [
+        (int(run[0]), case, baseline_runs[tuple(run)])
+        for run, case in zip(method["runs"], method["per_case"])
+        if tuple(run) in baseline_runs
+    ]
 
 
 def _score(record: Mapping[str, Any], metric: str) -> tuple[Any, np.ndarray | None]:
@@ -120,8 +186,9 @@ def _per_case(record: Mapping[str, Any], metric: str) -> np.ndarray:
     return np.asarray(record["probability"] if metric == "auc" else record["dice"], dtype=np.float64)
 
 
-def paired_gains(method: Mapping[str, Any], baseline: Mapping[str, Any]) -> tuple[list[int], np.ndarray, np.ndarray,
-                                                                                  list | None] | None:
+def paired_gains(
+    method: Mapping[str, Any], baseline: Mapping[str, Any]
+) -> tuple[list[int], np.ndarray, np.ndarray, list | None] | None:
     """Per pre-training seed, ``method``'s gain over ``baseline`` on every test case and with each case left
     out (:func:`gvsl.stats.jackknife_gains`: the seeds, ``full``, ``deleted``), with the jackknife's strata;
     None when they share no run."""
@@ -132,8 +199,12 @@ def paired_gains(method: Mapping[str, Any], baseline: Mapping[str, Any]) -> tupl
         return None
     metric = method["metric"]
     score, strata = _score(pairs[0][1], metric)
-    seeds, full, deleted = jackknife_gains([_per_case(m, metric) for _, m, _ in pairs],
-                                    [_per_case(b, metric) for _, _, b in pairs], score, [s for s, _, _ in pairs])
+    seeds, full, deleted = jackknife_gains(
+        [_per_case(m, metric) for _, m, _ in pairs],
+        [_per_case(b, metric) for _, _, b in pairs],
+        score,
+        [s for s, _, _ in pairs],
+    )
     groups = None if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
     return seeds, full, deleted, groups
 
@@ -164,7 +235,8 @@ def with_sources(table: pd.DataFrame, summaries: pd.DataFrame) -> pd.DataFrame:
     report page; table1.csv keeps its columns)."""
     keys = ["method", "protocol", "task"]
     sources = summaries[[*keys, "runs", "commit"]].assign(
-        runs=lambda frame: frame["runs"].map(lambda runs: ", ".join(f"p{p}-t{t}" for p, t in runs)))
+        runs=lambda frame: frame["runs"].map(lambda runs: ", ".join(f"p{p}-t{t}" for p, t in runs))
+    )
     return table.merge(sources, on=keys, how="left", validate="one_to_one")
 
 
@@ -201,16 +273,26 @@ def table1_markdown(table: pd.DataFrame, caption: str = "") -> str:
     gains = [header.replace("| method |", "| gain over scratch [95 % CI] / paper |"), rule]
     for method in METHODS:
         rows = [lookup.get((method, p, t)) for p, t in columns]
-        cells = ["" if row is None else f"{_cell(row.value, row.sd)}{'' if row.converged else ' †'} "
-                 f"({_paper_cell(row.paper_value)})" for row in rows]
+        cells = [
+            ""
+            if row is None
+            else f"{_cell(row.value, row.sd)}{'' if row.converged else ' †'} ({_paper_cell(row.paper_value)})"
+            for row in rows
+        ]
         if any(cells):
             lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
         if method != "scratch" and any(cells):
-            gains.append(f"| {METHOD_NAMES[method]} | " + " | ".join(
-                "" if row is None else _gain_cell(row) for row in rows) + " |")
-    notes = ["", "† validation curve not plateaued within the iteration cap; * the gain's 95 % interval (t, over "
-             "pre-training seeds and test cases; per cell, not corrected for multiplicity) excludes 0; ‡ fewer than "
-             f"{MIN_SEEDS} pre-training seeds: the mean gain without an interval."]
+            gains.append(
+                f"| {METHOD_NAMES[method]} | "
+                + " | ".join("" if row is None else _gain_cell(row) for row in rows)
+                + " |"
+            )
+    notes = [
+        "",
+        "† validation curve not plateaued within the iteration cap; * the gain's 95 % interval (t, over "
+        "pre-training seeds and test cases; per cell, not corrected for multiplicity) excludes 0; ‡ fewer than "
+        f"{MIN_SEEDS} pre-training seeds: the mean gain without an interval.",
+    ]
     head = [f"**Table 1.** {caption}".rstrip(), ""] if caption else []
     return "\n".join([*head, *lines, *notes, "", *gains]) + "\n"
 
@@ -218,6 +300,7 @@ def table1_markdown(table: pd.DataFrame, caption: str = "") -> str:
 def metrics_summary(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
     """``{protocol: {task: {method: {value, gain, gain_low, gain_high, converged}}}}`` (percent) for
     ``dvc metrics show``; scratch has no gain."""
+
     def number(value: float) -> float | None:
         return None if math.isnan(value) else round(float(value), 2)
 
@@ -235,15 +318,28 @@ def provenance(summaries: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, 
     """What produced the numbers: profile, data sources, seeds, commits and the settings that matter."""
     return {
         "profile": params.get("profile"),
-        "data sources": {task: sorted(set(summaries.loc[summaries["task"] == task, "dataset_source"]))
-                         for task in TASKS if (summaries["task"] == task).any()},
+        "data sources": {
+            task: sorted(set(summaries.loc[summaries["task"] == task, "dataset_source"]))
+            for task in TASKS
+            if (summaries["task"] == task).any()
+        },
         "pre-training seeds": sorted({s for seeds in summaries["pretrain_seeds"] for s in seeds}),
-        "transfer seeds per protocol": {p: sorted({s for seeds in summaries.loc[summaries["protocol"] == p, "seeds"]
-                                          for s in seeds}) for p in PROTOCOLS},
+        "transfer seeds per protocol": {
+            p: sorted({s for seeds in summaries.loc[summaries["protocol"] == p, "seeds"] for s in seeds})
+            for p in PROTOCOLS
+        },
         "commits": sorted(set(summaries["commit"])),
-        "environments": [json.loads(e) for e in sorted({json.dumps(e, sort_keys=True) for envs in
-                                                        summaries.get("environments", [])
-                                                        if isinstance(envs, list) for e in envs})],
+        "environments": [
+            json.loads(e)
+            for e in sorted(
+                {
+                    json.dumps(e, sort_keys=True)
+                    for envs in summaries.get("environments", [])
+                    if isinstance(envs, list)
+                    for e in envs
+                }
+            )
+        ],
         "backbone widths": params.get("model", {}).get("channels"),
         "pre-training": params.get("pretrain"),
         "transfer": params.get("transfer"),

@@ -28,7 +28,13 @@ from gvsl.errors import NonFiniteLossError
 from gvsl.transfer.cases import Case, _Prepared  # noqa: F401
 from gvsl.transfer.command import add_arguments, run, transfer_prepared  # noqa: F401
 from gvsl.transfer.config import (  # noqa: F401
-    CLASS_WEIGHTINGS, METRIC_NAMES, SEG_LOSSES, PlateauRule, TransferConfig, num_outputs)
+    CLASS_WEIGHTINGS,
+    METRIC_NAMES,
+    SEG_LOSSES,
+    PlateauRule,
+    TransferConfig,
+    num_outputs,
+)
 from gvsl.transfer.features import extract_local_features
 from gvsl.transfer.metrics import evaluate_cases, evaluate_classification, evaluate_segmentation, validate
 from gvsl.transfer.model import TransferModel, build_transfer_model
@@ -37,10 +43,10 @@ from gvsl.transfer.train import TransferResult, run_transfer
 
 __all__ = [
     "CLASS_WEIGHTINGS",
-    "PlateauRule",
     "SEG_LOSSES",
     "Case",
     "NonFiniteLossError",
+    "PlateauRule",
     "TransferConfig",
     "TransferModel",
     "TransferResult",

@@ -63,9 +63,13 @@ def _prepare(cases: Sequence[Case], split: str, in_channels: int, task: str, num
         if image.ndim == 3:
             image = image[None]
         if image.ndim != 4:
-            raise GVSLInputError(f"{where}: expecting an image (D, H, W) or (C, D, H, W), got shape {tuple(image.shape)}")
+            raise GVSLInputError(
+                f"{where}: expecting an image (D, H, W) or (C, D, H, W), got shape {tuple(image.shape)}"
+            )
         if image.shape[0] != in_channels:
-            raise GVSLInputError(f"{where}: the backbone expects {in_channels} channel(s), the image has {image.shape[0]}")
+            raise GVSLInputError(
+                f"{where}: the backbone expects {in_channels} channel(s), the image has {image.shape[0]}"
+            )
         if not torch.isfinite(image).all():
             raise GVSLInputError(f"{where}: image holds NaN or Inf voxels")
         label, target = None, None
@@ -74,15 +78,17 @@ def _prepare(cases: Sequence[Case], split: str, in_channels: int, task: str, num
                 raise GVSLInputError(f"{where}: segmentation needs a label volume, got None")
             label_array = np.asarray(case.label)
             if label_array.shape != tuple(image.shape[1:]):
-                raise GVSLInputError(f"{where}: label shape {label_array.shape} differs from image shape "
-                                     f"{tuple(image.shape[1:])}")
+                raise GVSLInputError(
+                    f"{where}: label shape {label_array.shape} differs from image shape {tuple(image.shape[1:])}"
+                )
             if not np.issubdtype(label_array.dtype, np.integer):
                 raise GVSLInputError(f"{where}: label must hold integer class ids, got dtype {label_array.dtype}")
             values = np.unique(label_array)
             bad = values[(values < 0) | (values >= num_classes)]
             if bad.size:
-                raise GVSLInputError(f"{where}: label values {bad.tolist()} outside 0..{num_classes - 1} "
-                                     f"(num_classes={num_classes})")
+                raise GVSLInputError(
+                    f"{where}: label values {bad.tolist()} outside 0..{num_classes - 1} (num_classes={num_classes})"
+                )
             label = torch.as_tensor(label_array.astype(np.int64))
         else:
             if case.target not in (0, 1) or isinstance(case.target, str):
@@ -96,7 +102,7 @@ def _center_crop(image: torch.Tensor, crop: Sequence[int]) -> torch.Tensor:
     """Centre crop of the last three axes to at most ``crop`` (axes already smaller are kept whole)."""
     starts = [max(s - c, 0) // 2 for s, c in zip(image.shape[-3:], crop)]
     ends = [st + min(s, c) for st, s, c in zip(starts, image.shape[-3:], crop)]
-    return image[..., starts[0]:ends[0], starts[1]:ends[1], starts[2]:ends[2]]
+    return image[..., starts[0] : ends[0], starts[1] : ends[1], starts[2] : ends[2]]
 
 
 class _CropSampler:
@@ -110,11 +116,14 @@ class _CropSampler:
         for case in cases:
             shape = tuple(case.image.shape[1:])
             if any(c > s for c, s in zip(self.crop, shape)):
-                raise GVSLInputError(f"training case {case.id!r}: crop {self.crop} is larger than the volume {shape}; "
-                                     "lower 'crop' or resample the data")
+                raise GVSLInputError(
+                    f"training case {case.id!r}: crop {self.crop} is larger than the volume {shape}; "
+                    "lower 'crop' or resample the data"
+                )
         # Foreground classes present in each case (none for classification: crops are uniform).
-        self.foreground = [[v for v in torch.unique(c.label).tolist() if v != 0] if self.segmentation else []
-                           for c in cases]
+        self.foreground = [
+            [v for v in torch.unique(c.label).tolist() if v != 0] if self.segmentation else [] for c in cases
+        ]
 
     def _randint(self, high: int) -> int:
         return int(torch.randint(0, high, (1,), generator=self.generator))
@@ -139,4 +148,3 @@ class _CropSampler:
             images.append(case.image[(slice(None), *window)])
             labels.append(case.label[window] if self.segmentation else torch.tensor([float(case.target)]))
         return torch.stack(images), torch.stack(labels)
-

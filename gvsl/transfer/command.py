@@ -1,4 +1,5 @@
-"""``gvsl transfer``: one transfer experiment, from a prepared dataset folder to ``metrics.json``, ``model.pt``, ``dvclive/``."""
+"""``gvsl transfer``: one transfer experiment, from a prepared dataset folder to ``metrics.json``, ``model.pt``,
+``dvclive/``."""
 
 from __future__ import annotations
 
@@ -19,9 +20,16 @@ from gvsl.transfer.train import TransferResult, run_transfer
 __all__ = ["add_arguments", "run", "transfer_prepared"]
 
 
-def transfer_prepared(data: str | Path, out: str | Path, init: str, config: TransferConfig,
-                      channels: Sequence[int] = PAPER_CHANNELS, progress: bool = True) -> TransferResult:
-    """Run one transfer experiment on a prepared dataset and write ``out/metrics.json``, ``out/model.pt``, ``out/dvclive/``.
+def transfer_prepared(
+    data: str | Path,
+    out: str | Path,
+    init: str,
+    config: TransferConfig,
+    channels: Sequence[int] = PAPER_CHANNELS,
+    progress: bool = True,
+) -> TransferResult:
+    """Run one transfer experiment on a prepared dataset and write ``out/metrics.json``, ``out/model.pt``,
+    ``out/dvclive/``.
 
     Args:
         data: prepared dataset folder (task SHC, SAC, CCC or SBM).
@@ -38,8 +46,10 @@ def transfer_prepared(data: str | Path, out: str | Path, init: str, config: Tran
     info = dataset.info
     num_classes = num_outputs(info.task_type, info.classes)
     if config.task != info.task_type or config.num_classes != num_classes:
-        raise GVSLInputError(f"{data}: dataset {info.task} is {info.task_type} with {num_classes} output(s); "
-                             f"the run asks for {config.task} with {config.num_classes}")
+        raise GVSLInputError(
+            f"{data}: dataset {info.task} is {info.task_type} with {num_classes} output(s); "
+            f"the run asks for {config.task} with {config.num_classes}"
+        )
     if init == "scratch":
         torch.manual_seed(config.seed)
         backbone = UNet3D(1, channels)
@@ -49,25 +59,54 @@ def transfer_prepared(data: str | Path, out: str | Path, init: str, config: Tran
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     class_names = ["background", *info.classes] if info.task_type == "segmentation" else None
-    result = run_transfer(backbone, splits["train"], splits["val"], splits["test"], config,
-                          log_dir=out / "dvclive", class_names=class_names, progress=progress)
+    result = run_transfer(
+        backbone,
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        config,
+        log_dir=out / "dvclive",
+        class_names=class_names,
+        progress=progress,
+    )
     summary = {
-        "task": info.task, "protocol": config.protocol, "init": init, "metric": result.metric_name,
-        "best_iteration": result.best_iteration, "best_val": result.best_val_metric, "test": result.test,
-        "val_curve": [[int(i), float(v)] for i, v in result.val_curve], "iterations": result.iterations,
-        "converged": result.converged, "plateau": {"window": config.plateau_window, "min_delta": config.plateau_delta,
-                                                   "needs_rise": config.plateau_needs_rise,
-                                                   "min_iterations": config.min_iterations,
-                                                   "stop_on_plateau": config.stop_on_plateau},
-        "per_case": result.test_cases, "seconds": result.seconds, "environment": environment(resolve_device(config.device)),
-        "seconds_per_iteration": result.seconds_per_iteration, "config": config.to_dict(),
-        "backbone_channels": list(backbone.channels), "dataset": str(data), "dataset_source": info.source,
+        "task": info.task,
+        "protocol": config.protocol,
+        "init": init,
+        "metric": result.metric_name,
+        "best_iteration": result.best_iteration,
+        "best_val": result.best_val_metric,
+        "test": result.test,
+        "val_curve": [[int(i), float(v)] for i, v in result.val_curve],
+        "iterations": result.iterations,
+        "converged": result.converged,
+        "plateau": {
+            "window": config.plateau_window,
+            "min_delta": config.plateau_delta,
+            "needs_rise": config.plateau_needs_rise,
+            "min_iterations": config.min_iterations,
+            "stop_on_plateau": config.stop_on_plateau,
+        },
+        "per_case": result.test_cases,
+        "seconds": result.seconds,
+        "environment": environment(resolve_device(config.device)),
+        "seconds_per_iteration": result.seconds_per_iteration,
+        "config": config.to_dict(),
+        "backbone_channels": list(backbone.channels),
+        "dataset": str(data),
+        "dataset_source": info.source,
         "commit": git_commit(),
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
-    atomic_save({"format": "gvsl-kit/transfer-model/1", "config": config.to_dict(),
-                 "backbone_channels": list(backbone.channels), "state_dict": result.model.state_dict()},
-                out / "model.pt")
+    atomic_save(
+        {
+            "format": "gvsl-kit/transfer-model/1",
+            "config": config.to_dict(),
+            "backbone_channels": list(backbone.channels),
+            "state_dict": result.model.state_dict(),
+        },
+        out / "model.pt",
+    )
     return result
 
 
@@ -83,23 +122,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--seg-loss", choices=SEG_LOSSES, default=defaults.seg_loss)
-    parser.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, default=defaults.class_weighting,
-                        help="weights of the segmentation cross-entropy from the class frequencies")
-    parser.add_argument("--stop-on-plateau", action="store_true",
-                        help="end when the validation curve plateaus (see --min-iterations); --iterations is the cap")
-    parser.add_argument("--min-iterations", type=int, default=defaults.min_iterations,
-                        help="the plateau rule applies from this iteration on")
-    parser.add_argument("--plateau-window", type=float, default=defaults.plateau_window,
-                        help="plateaued: the last this fraction of iterations added less than --plateau-delta")
-    parser.add_argument("--plateau-delta", type=float, default=defaults.plateau_delta,
-                        help="in score units (0.01 = one point of Dice or AUC)")
-    parser.add_argument("--plateau-without-rise", action="store_true",
-                        help="a curve whose first validation is its best may plateau (linear probes)")
-    parser.add_argument("--channels", default=",".join(map(str, PAPER_CHANNELS)),
-                        help="nine backbone widths, for --init scratch")
+    parser.add_argument(
+        "--class-weighting",
+        choices=CLASS_WEIGHTINGS,
+        default=defaults.class_weighting,
+        help="weights of the segmentation cross-entropy from the class frequencies",
+    )
+    parser.add_argument(
+        "--stop-on-plateau",
+        action="store_true",
+        help="end when the validation curve plateaus (see --min-iterations); --iterations is the cap",
+    )
+    parser.add_argument(
+        "--min-iterations",
+        type=int,
+        default=defaults.min_iterations,
+        help="the plateau rule applies from this iteration on",
+    )
+    parser.add_argument(
+        "--plateau-window",
+        type=float,
+        default=defaults.plateau_window,
+        help="plateaued: the last this fraction of iterations added less than --plateau-delta",
+    )
+    parser.add_argument(
+        "--plateau-delta",
+        type=float,
+        default=defaults.plateau_delta,
+        help="in score units (0.01 = one point of Dice or AUC)",
+    )
+    parser.add_argument(
+        "--plateau-without-rise",
+        action="store_true",
+        help="a curve whose first validation is its best may plateau (linear probes)",
+    )
+    parser.add_argument(
+        "--channels", default=",".join(map(str, PAPER_CHANNELS)), help="nine backbone widths, for --init scratch"
+    )
     parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
-                        help="auto (bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16")
+    parser.add_argument(
+        "--precision",
+        default=defaults.precision,
+        choices=PRECISIONS,
+        help="auto (bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,13 +175,28 @@ def run(args: argparse.Namespace) -> int:
     if info.task_type not in METRIC_NAMES:
         raise GVSLInputError(f"{args.data}: dataset task {info.task} has no transfer protocol")
     num_classes = num_outputs(info.task_type, info.classes)
-    config = TransferConfig(task=info.task_type, protocol=args.protocol, num_classes=num_classes,
-                            iterations=args.iterations, val_every=args.val_every, lr=args.lr, crop=tuple(args.crop),
-                            seed=args.seed, seg_loss=args.seg_loss, device=args.device, precision=args.precision,
-                            class_weighting=args.class_weighting, stop_on_plateau=args.stop_on_plateau,
-                            min_iterations=args.min_iterations, plateau_window=args.plateau_window,
-                            plateau_delta=args.plateau_delta, plateau_needs_rise=not args.plateau_without_rise)
+    config = TransferConfig(
+        task=info.task_type,
+        protocol=args.protocol,
+        num_classes=num_classes,
+        iterations=args.iterations,
+        val_every=args.val_every,
+        lr=args.lr,
+        crop=tuple(args.crop),
+        seed=args.seed,
+        seg_loss=args.seg_loss,
+        device=args.device,
+        precision=args.precision,
+        class_weighting=args.class_weighting,
+        stop_on_plateau=args.stop_on_plateau,
+        min_iterations=args.min_iterations,
+        plateau_window=args.plateau_window,
+        plateau_delta=args.plateau_delta,
+        plateau_needs_rise=not args.plateau_without_rise,
+    )
     result = transfer_prepared(args.data, args.out, args.init, config, channels=parse_channels(args.channels))
-    print(f"{info.task} {args.protocol} test {result.metric_name} = "
-          f"{result.test.get(result.metric_name, float('nan')):.4f} (best iteration {result.best_iteration})")
+    print(
+        f"{info.task} {args.protocol} test {result.metric_name} = "
+        f"{result.test.get(result.metric_name, float('nan')):.4f} (best iteration {result.best_iteration})"
+    )
     return 0

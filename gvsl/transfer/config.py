@@ -154,8 +154,9 @@ class TransferConfig:
             raise GVSLInputError(f"seg_loss: unknown {self.seg_loss!r}; valid: {list(SEG_LOSSES)}")
         check_precision(self.precision)
         if self.task == "segmentation" and int(self.num_classes) < 2:
-            raise GVSLInputError(f"num_classes: segmentation needs >= 2 classes (background included), "
-                                 f"got {self.num_classes}")
+            raise GVSLInputError(
+                f"num_classes: segmentation needs >= 2 classes (background included), got {self.num_classes}"
+            )
         if self.task == "classification" and int(self.num_classes) != 1:
             raise GVSLInputError(f"num_classes: binary classification uses 1 output, got {self.num_classes}")
         for name in ("iterations", "val_every", "batch_size"):
@@ -168,21 +169,25 @@ class TransferConfig:
             raise GVSLInputError(f"lr must be a positive number, got {self.lr}")
         if not 0 <= self.sw_overlap < 1:
             raise GVSLInputError(f"sw_overlap must lie in [0, 1), got {self.sw_overlap}")
-        self.plateau  # checks the rule's settings
+        _ = self.plateau  # building the rule checks its settings
         if self.min_iterations > self.iterations:
-            raise GVSLInputError(f"min_iterations ({self.min_iterations}) exceeds iterations ({self.iterations}): "
-                                 "no run could ever plateau")
+            raise GVSLInputError(
+                f"min_iterations ({self.min_iterations}) exceeds iterations ({self.iterations}): "
+                "no run could ever plateau"
+            )
         if self.stop_on_plateau and not self.plateau.can_fire(self.iterations, self.val_every):
             raise GVSLInputError(
                 f"the plateau rule cannot fire within {self.iterations} iterations validated every {self.val_every}: "
                 f"it needs {2 if self.plateau_needs_rise else 1} validation(s) before its last "
-                f"max({self.plateau_window:g} of the iterations, 3 validations); validate more often or run longer")
+                f"max({self.plateau_window:g} of the iterations, 3 validations); validate more often or run longer"
+            )
 
     @property
-    def plateau(self) -> "PlateauRule":
+    def plateau(self) -> PlateauRule:
         """The rule that says whether a validation curve has plateaued."""
-        return PlateauRule(self.plateau_window, self.plateau_delta, self.min_iterations,
-                           needs_rise=bool(self.plateau_needs_rise))
+        return PlateauRule(
+            self.plateau_window, self.plateau_delta, self.min_iterations, needs_rise=bool(self.plateau_needs_rise)
+        )
 
     @property
     def metric_name(self) -> str:
@@ -190,7 +195,7 @@ class TransferConfig:
         return METRIC_NAMES[self.task]
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TransferConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> TransferConfig:
         return from_mapping(cls, values, "transfer")
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from gvsl.transfer.cases import Case, _prepare
 __all__ = ["extract_local_features"]
 
 
-def extract_local_features(backbone: UNet3D, cases: Sequence[Case], max_per_class: int = 200, seed: int = 0,
-                           device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def extract_local_features(
+    backbone: UNet3D, cases: Sequence[Case], max_per_class: int = 200, seed: int = 0, device: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
     """Local feature vectors f^l sampled per foreground structure, for the t-SNE of paper Fig. 7.
 
     For every foreground class, ``min(max_per_class, voxels of that class over all cases)`` voxels

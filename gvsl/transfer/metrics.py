@@ -30,8 +30,15 @@ from gvsl.transfer.cases import Case, _center_crop, _prepare, _Prepared
 from gvsl.transfer.config import TransferConfig
 from gvsl.transfer.model import TransferModel
 
-__all__ = ["classification_probabilities", "evaluate", "evaluate_cases", "evaluate_classification", "evaluate_segmentation",
-           "segmentation_case_scores", "validate"]
+__all__ = [
+    "classification_probabilities",
+    "evaluate",
+    "evaluate_cases",
+    "evaluate_classification",
+    "evaluate_segmentation",
+    "segmentation_case_scores",
+    "validate",
+]
 
 
 #: Samples per forward pass at evaluation (sliding windows, or whole cases of one shape). On the CPU,
@@ -73,13 +80,21 @@ def _class_names(class_names: Sequence[str] | None, num_classes: int) -> list[st
     """A name per class id (background included); the ids themselves by default."""
     names = [str(i) for i in range(num_classes)] if class_names is None else [str(n) for n in class_names]
     if len(names) != num_classes:
-        raise GVSLInputError(f"class_names: expecting {num_classes} names (background included), got {len(names)}: {names}")
+        raise GVSLInputError(
+            f"class_names: expecting {num_classes} names (background included), got {len(names)}: {names}"
+        )
     return names
 
 
-def evaluate_segmentation(model: TransferModel, cases: Sequence[Case], roi: Sequence[int], overlap: float = 0.25,
-                          class_names: Sequence[str] | None = None, sw_batch_size: int = EVAL_BATCH,
-                          precision: str = "auto") -> dict[str, float]:
+def evaluate_segmentation(
+    model: TransferModel,
+    cases: Sequence[Case],
+    roi: Sequence[int],
+    overlap: float = 0.25,
+    class_names: Sequence[str] | None = None,
+    sw_batch_size: int = EVAL_BATCH,
+    precision: str = "auto",
+) -> dict[str, float]:
     """Dice of ``model`` on whole volumes (sliding window), per foreground class and averaged.
 
     Each volume is segmented with MONAI's ``sliding_window_inference`` (window ``roi``, Gaussian
@@ -119,8 +134,14 @@ def _require_task(model: TransferModel, task: str) -> None:
         raise GVSLInputError(f"evaluate_{task} needs a {task} model, got task {model.task!r}")
 
 
-def segmentation_case_scores(model: TransferModel, cases: Sequence[Case], roi: Sequence[int], overlap: float = 0.25,
-                             sw_batch_size: int = EVAL_BATCH, precision: str = "auto") -> tuple[list[str], torch.Tensor]:
+def segmentation_case_scores(
+    model: TransferModel,
+    cases: Sequence[Case],
+    roi: Sequence[int],
+    overlap: float = 0.25,
+    sw_batch_size: int = EVAL_BATCH,
+    precision: str = "auto",
+) -> tuple[list[str], torch.Tensor]:
     """The case ids and their Dice per foreground class, (cases, classes - 1), NaN where a class is not
     scored (see :func:`evaluate_segmentation`)."""
     _require_task(model, "segmentation")
@@ -141,9 +162,13 @@ def segmentation_case_scores(model: TransferModel, cases: Sequence[Case], roi: S
         for batch in _same_shape_batches(prepared, lambda case: case.image, stack_size):
             # only the network runs under autocast, not the window's blending
             probabilities = sliding_window_inference(
-                torch.stack([case.image for case in batch]).to(device), roi_size=tuple(roi),
-                sw_batch_size=sw_batch_size, predictor=lambda x: _softmax(_logits(model, x, precision)),
-                overlap=overlap, mode="gaussian")
+                torch.stack([case.image for case in batch]).to(device),
+                roi_size=tuple(roi),
+                sw_batch_size=sw_batch_size,
+                predictor=lambda x: _softmax(_logits(model, x, precision)),
+                overlap=overlap,
+                mode="gaussian",
+            )
             prediction = one_hot(probabilities.argmax(dim=1, keepdim=True).cpu(), num_classes)
             truth = one_hot(torch.stack([case.label for case in batch])[:, None], num_classes)
             dice = metric(y_pred=prediction, y=truth)
@@ -152,18 +177,19 @@ def segmentation_case_scores(model: TransferModel, cases: Sequence[Case], roi: S
     return [case.id for case in prepared], torch.cat(scores)
 
 
-def _same_shape_batches(cases: Sequence[_Prepared], image: Callable[[_Prepared], torch.Tensor],
-                        size: Callable[[tuple[int, ...]], int]) -> Iterator[list[_Prepared]]:
+def _same_shape_batches(
+    cases: Sequence[_Prepared], image: Callable[[_Prepared], torch.Tensor], size: Callable[[tuple[int, ...]], int]
+) -> Iterator[list[_Prepared]]:
     """Runs of consecutive cases whose ``image(case)`` shares one shape, at most ``size(shape)`` per run, in order.
 
     Evaluating whole cases one at a time would put every forward pass on the batch-1 path (see
     :data:`EVAL_BATCH`); cases of one shape are stacked instead, which changes no score beyond float
     rounding (GroupNorm and ``eval()`` keep each sample's output independent of its batch mates).
     """
-    for shape, run in itertools.groupby(cases, key=lambda case: tuple(image(case).shape)):
-        run, step = list(run), max(1, size(shape))
+    for shape, group in itertools.groupby(cases, key=lambda case: tuple(image(case).shape)):
+        run, step = list(group), max(1, size(shape))
         for start in range(0, len(run), step):
-            yield run[start:start + step]
+            yield run[start : start + step]
 
 
 def _dice_summary(scores: torch.Tensor, names: Sequence[str]) -> dict[str, float]:
@@ -176,8 +202,9 @@ def _dice_summary(scores: torch.Tensor, names: Sequence[str]) -> dict[str, float
     return result
 
 
-def evaluate_classification(model: TransferModel, cases: Sequence[Case],
-                            crop: Sequence[int] | None = None, precision: str = "auto") -> dict[str, float]:
+def evaluate_classification(
+    model: TransferModel, cases: Sequence[Case], crop: Sequence[int] | None = None, precision: str = "auto"
+) -> dict[str, float]:
     """ROC AUC of ``model``'s sigmoid probability over ``cases`` (MONAI ``ROCAUCMetric``).
 
     Each case is fed whole, except that axes longer than ``crop`` are centre-cropped to it (the
@@ -187,19 +214,21 @@ def evaluate_classification(model: TransferModel, cases: Sequence[Case],
     Raises:
         GVSLInputError: the cases hold one target only (AUC undefined).
     """
-    ids, probabilities, targets = classification_probabilities(model, cases, crop, precision)
+    _ids, probabilities, targets = classification_probabilities(model, cases, crop, precision)
     return {"auc": _auc(probabilities, targets)}
 
 
-def classification_probabilities(model: TransferModel, cases: Sequence[Case], crop: Sequence[int] | None = None,
-                                 precision: str = "auto") -> tuple[list[str], torch.Tensor, torch.Tensor]:
+def classification_probabilities(
+    model: TransferModel, cases: Sequence[Case], crop: Sequence[int] | None = None, precision: str = "auto"
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """The case ids, ``model``'s sigmoid probability of each and their targets (see :func:`evaluate_classification`)."""
     _require_task(model, "classification")
     prepared = _prepare(cases, "evaluation", model.backbone.in_channels, "classification", 1)
     targets = sorted({c.target for c in prepared})
     if targets != [0, 1]:
-        raise GVSLInputError(f"ROC AUC is undefined unless both targets 0 and 1 occur; the {len(prepared)} "
-                             f"case(s) hold only {targets}")
+        raise GVSLInputError(
+            f"ROC AUC is undefined unless both targets 0 and 1 occur; the {len(prepared)} case(s) hold only {targets}"
+        )
     device = _model_device(model)
 
     def model_input(case: _Prepared) -> torch.Tensor:
@@ -219,8 +248,9 @@ def _auc(probabilities: torch.Tensor, targets: torch.Tensor) -> float:
     return float(metric.aggregate())
 
 
-def evaluate_cases(model: TransferModel, cases: Sequence[Case], config: TransferConfig,
-                   class_names: Sequence[str] | None = None) -> tuple[dict[str, float], dict[str, list]]:
+def evaluate_cases(
+    model: TransferModel, cases: Sequence[Case], config: TransferConfig, class_names: Sequence[str] | None = None
+) -> tuple[dict[str, float], dict[str, list]]:
     """The metrics of ``config.task`` (:func:`evaluate_segmentation` with the training crop as window, or
     :func:`evaluate_classification` with inputs centre-cropped to it), and the per-case scores they come
     from: ``{"ids", "dice": (cases, classes - 1), NaN = not scored}`` or ``{"ids", "probability", "target"}``
@@ -230,12 +260,16 @@ def evaluate_cases(model: TransferModel, cases: Sequence[Case], config: Transfer
         ids, scores = segmentation_case_scores(model, cases, config.crop, config.sw_overlap, precision=config.precision)
         return _dice_summary(scores, names), {"ids": ids, "dice": scores.tolist()}
     ids, probabilities, targets = classification_probabilities(model, cases, config.crop, config.precision)
-    return {"auc": _auc(probabilities, targets)}, {"ids": ids, "probability": probabilities.tolist(),
-                                                    "target": targets.tolist()}
+    return {"auc": _auc(probabilities, targets)}, {
+        "ids": ids,
+        "probability": probabilities.tolist(),
+        "target": targets.tolist(),
+    }
 
 
-def evaluate(model: TransferModel, cases: Sequence[Case], config: TransferConfig,
-             class_names: Sequence[str] | None = None) -> dict[str, float]:
+def evaluate(
+    model: TransferModel, cases: Sequence[Case], config: TransferConfig, class_names: Sequence[str] | None = None
+) -> dict[str, float]:
     """The metrics of :func:`evaluate_cases` alone."""
     return evaluate_cases(model, cases, config, class_names)[0]
 

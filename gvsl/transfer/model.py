@@ -62,7 +62,7 @@ class TransferModel(nn.Module):
         if frozen:
             self.backbone.eval()
 
-    def train(self, mode: bool = True) -> "TransferModel":
+    def train(self, mode: bool = True) -> TransferModel:
         super().train(mode)
         if self.frozen:
             self.backbone.eval()
@@ -74,8 +74,15 @@ class TransferModel(nn.Module):
                 return self.backbone(x)
         # Per sample, so a batch of already-seen cases in a new combination is a hit (GroupNorm and
         # eval mode make each sample's features independent of its batch mates).
-        keys = [(tuple(sample.shape), sample.dtype, sample.device,
-                 hashlib.blake2b(sample.detach().cpu().numpy().tobytes()).digest()) for sample in x]
+        keys = [
+            (
+                tuple(sample.shape),
+                sample.dtype,
+                sample.device,
+                hashlib.blake2b(sample.detach().cpu().numpy().tobytes()).digest(),
+            )
+            for sample in x
+        ]
         missing = {key: index for index, key in enumerate(keys) if key not in self._features}
         if missing:
             with torch.no_grad():
@@ -98,6 +105,10 @@ def build_transfer_model(backbone: UNet3D, config: TransferConfig, cache_feature
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return TransferModel(copy.deepcopy(backbone), config.task, config.num_classes,
-                             frozen=config.protocol == "linear", cache_features=cache_features)
-
+        return TransferModel(
+            copy.deepcopy(backbone),
+            config.task,
+            config.num_classes,
+            frozen=config.protocol == "linear",
+            cache_features=cache_features,
+        )

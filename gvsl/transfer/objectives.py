@@ -35,14 +35,16 @@ def _class_weights(cases: list[_Prepared], num_classes: int, power: float = 1.0)
         counts += torch.bincount(case.label.flatten(), minlength=num_classes).double()
     absent = [c for c in range(num_classes) if counts[c] == 0]
     if absent:
-        warnings.warn(f"classes {absent} occur in no training label; they get weight 0 and cannot be learnt",
-                      stacklevel=3)
+        warnings.warn(
+            f"classes {absent} occur in no training label; they get weight 0 and cannot be learnt", stacklevel=3
+        )
     weights = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), 0.0)
-    return (weights ** power).float()
+    return (weights**power).float()
 
 
-def _loss_function(config: TransferConfig, train: list[_Prepared],
-                   device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _loss_function(
+    config: TransferConfig, train: list[_Prepared], device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``loss(logits, target)``: segmentation (B, K, *crop) vs (B, *crop) ids; classification (B, 1) vs (B, 1)."""
     if config.task == "classification":
         return F.binary_cross_entropy_with_logits
@@ -51,8 +53,9 @@ def _loss_function(config: TransferConfig, train: list[_Prepared],
     weight = _class_weights(train, config.num_classes, power).to(device) if power is not None and use_ce else None
     # The authors' dice_coef: softmax, squared terms in the denominator, smoothing 1, mean over
     # samples and classes with the background included.
-    soft_dice = DiceLoss(include_background=True, to_onehot_y=True, softmax=True, squared_pred=True,
-                         smooth_nr=1.0, smooth_dr=1.0)
+    soft_dice = DiceLoss(
+        include_background=True, to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=1.0, smooth_dr=1.0
+    )
 
     def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         total = logits.new_zeros(())

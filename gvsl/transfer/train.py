@@ -120,27 +120,39 @@ class _Log:
         self.live.end()
 
 
-def _check_evaluation_splits(val: Sequence[Case], test: Sequence[Case], config: TransferConfig,
-                             in_channels: int) -> None:
+def _check_evaluation_splits(
+    val: Sequence[Case], test: Sequence[Case], config: TransferConfig, in_channels: int
+) -> None:
     """Check the validation and test cases before training rather than at their first evaluation."""
     for split, cases in (("validation", val), ("test", test)):
         prepared = _prepare(cases, split, in_channels, config.task, config.num_classes)
         if config.task == "classification" and len({c.target for c in prepared}) < 2:
-            raise GVSLInputError(f"{split} split: ROC AUC needs both targets 0 and 1, all {len(prepared)} case(s) "
-                                 f"have target {prepared[0].target}")
+            raise GVSLInputError(
+                f"{split} split: ROC AUC needs both targets 0 and 1, all {len(prepared)} case(s) "
+                f"have target {prepared[0].target}"
+            )
 
 
-def _caches_features(train_cases: list[_Prepared], val: Sequence[Case], test: Sequence[Case],
-                     config: TransferConfig) -> bool:
+def _caches_features(
+    train_cases: list[_Prepared], val: Sequence[Case], test: Sequence[Case], config: TransferConfig
+) -> bool:
     # A linear probe on whole-volume crops sees the same inputs every epoch: cache its frozen features.
     whole_volumes = all(tuple(c.image.shape[1:]) == tuple(config.crop) for c in train_cases) and all(
-        tuple(np.shape(c.image)[-3:]) == tuple(config.crop) for c in (*val, *test))
+        tuple(np.shape(c.image)[-3:]) == tuple(config.crop) for c in (*val, *test)
+    )
     return config.protocol == "linear" and whole_volumes
 
 
-def run_transfer(backbone: UNet3D, train: Sequence[Case], val: Sequence[Case], test: Sequence[Case],
-                 config: TransferConfig, log_dir: str | Path | None = None, class_names: Sequence[str] | None = None,
-                 progress: bool = True) -> TransferResult:
+def run_transfer(
+    backbone: UNet3D,
+    train: Sequence[Case],
+    val: Sequence[Case],
+    test: Sequence[Case],
+    config: TransferConfig,
+    log_dir: str | Path | None = None,
+    class_names: Sequence[str] | None = None,
+    progress: bool = True,
+) -> TransferResult:
     """Train a head (linear) or the whole network (fine-tune) on ``train``, keep the best on ``val``, score ``test``.
 
     Validation runs every ``config.val_every`` iterations and after the last; the best state
@@ -173,29 +185,49 @@ def run_transfer(backbone: UNet3D, train: Sequence[Case], val: Sequence[Case], t
     _check_evaluation_splits(val, test, config, backbone.in_channels)
     sampler = _CropSampler(train_cases, config, torch.Generator().manual_seed(config.seed))
     model = build_transfer_model(backbone, config, cache_features=_caches_features(train_cases, val, test, config)).to(
-        device=device, memory_format=torch.channels_last_3d)
+        device=device, memory_format=torch.channels_last_3d
+    )
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     loss_function = _loss_function(config, train_cases, device)
     log = _Log(log_dir, config)
 
     began = time.perf_counter()
-    selection, losses, step_seconds = _optimise(model, sampler, optimizer, loss_function, val, config, device, log,
-                                                progress)
+    selection, losses, step_seconds = _optimise(
+        model, sampler, optimizer, loss_function, val, config, device, log, progress
+    )
     seconds = time.perf_counter() - began
 
     model.load_state_dict(selection.state)
     test_metrics, test_cases = evaluate_cases(model, test, config, class_names)
     converged = config.plateau.reached(selection.curve)
     log.end(selection, config.metric_name, test_metrics, converged)
-    return TransferResult(selection.iteration, selection.score, selection.curve, test_metrics, model,
-                          config.metric_name, seconds, step_seconds / len(losses), len(losses), converged,
-                          test_cases, losses)
+    return TransferResult(
+        selection.iteration,
+        selection.score,
+        selection.curve,
+        test_metrics,
+        model,
+        config.metric_name,
+        seconds,
+        step_seconds / len(losses),
+        len(losses),
+        converged,
+        test_cases,
+        losses,
+    )
 
 
-def _optimise(model: TransferModel, sampler: _CropSampler, optimizer: torch.optim.Optimizer,
-              loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], val: Sequence[Case],
-              config: TransferConfig, device: torch.device, log: _Log,
-              progress: bool) -> tuple[_Selection, list[float], float]:
+def _optimise(
+    model: TransferModel,
+    sampler: _CropSampler,
+    optimizer: torch.optim.Optimizer,
+    loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    val: Sequence[Case],
+    config: TransferConfig,
+    device: torch.device,
+    log: _Log,
+    progress: bool,
+) -> tuple[_Selection, list[float], float]:
     """The training loop: up to ``config.iterations`` steps, validating every ``config.val_every`` and after the
     last; with ``config.stop_on_plateau`` it ends at the first validation where the curve has plateaued.
 
@@ -205,8 +237,12 @@ def _optimise(model: TransferModel, sampler: _CropSampler, optimizer: torch.opti
     selection = _Selection()
     losses: list[float] = []
     step_seconds = 0.0
-    bar = tqdm(total=config.iterations, disable=not progress, desc=f"transfer {config.task} {config.protocol}",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=config.iterations,
+        disable=not progress,
+        desc=f"transfer {config.task} {config.protocol}",
+        dynamic_ncols=True,
+    )
     model.train()
     for done in range(1, config.iterations + 1):
         step_began = time.perf_counter()

@@ -50,8 +50,9 @@ def bezier_intensity_curve(points: torch.Tensor, samples: int = 1001) -> tuple[t
     return torch.sort(curve[:, 0]).values, torch.sort(curve[:, 1]).values
 
 
-def bezier_intensity_map(image: torch.Tensor, points: torch.Tensor, samples: int = 1001,
-                         decreasing: bool = False) -> torch.Tensor:
+def bezier_intensity_map(
+    image: torch.Tensor, points: torch.Tensor, samples: int = 1001, decreasing: bool = False
+) -> torch.Tensor:
     """Map intensities through the monotone Bézier curve of ``points`` (``np.interp`` on its table).
 
     Args:
@@ -77,8 +78,9 @@ def bezier_intensity_map(image: torch.Tensor, points: torch.Tensor, samples: int
     return y_lo + weight * (y_hi - y_lo)
 
 
-def _random_box(spatial: Sequence[int], size_bounds: Callable[[int], tuple[int, int]],
-                generator: torch.Generator) -> tuple[slice, ...]:
+def _random_box(
+    spatial: Sequence[int], size_bounds: Callable[[int], tuple[int, int]], generator: torch.Generator
+) -> tuple[slice, ...]:
     """One axis-aligned box: per axis a size in ``size_bounds(axis_size)`` = [low, high), placed at random
     at least ``_BOX_MARGIN`` voxels from the border where the axis is long enough."""
     box = []
@@ -137,9 +139,17 @@ class AppearanceTransform:
             authors 0). Drawn only when it is above 0, so the default keeps the random stream.
     """
 
-    def __init__(self, local_shuffle_prob: float = 0.8, nonlinear_prob: float = 0.9, inpaint_prob: float = 0.9,
-                 outpaint_prob: float = 0.0, max_inpaint_blocks: int = 30, shuffle_fraction: float = 0.4,
-                 inpaint_sides: Sequence[float] = (0.1, 0.2), invert_prob: float = 0.0):
+    def __init__(
+        self,
+        local_shuffle_prob: float = 0.8,
+        nonlinear_prob: float = 0.9,
+        inpaint_prob: float = 0.9,
+        outpaint_prob: float = 0.0,
+        max_inpaint_blocks: int = 30,
+        shuffle_fraction: float = 0.4,
+        inpaint_sides: Sequence[float] = (0.1, 0.2),
+        invert_prob: float = 0.0,
+    ):
         self.local_shuffle_prob = check_probability("local_shuffle_prob", local_shuffle_prob)
         self.nonlinear_prob = check_probability("nonlinear_prob", nonlinear_prob)
         self.inpaint_prob = check_probability("inpaint_prob", inpaint_prob)
@@ -176,8 +186,9 @@ class AppearanceTransform:
             out = self.local_pixel_shuffle(out, generator)
         if happens(generator, self.nonlinear_prob):
             points = rand(generator, (2, 2))
-            out = bezier_intensity_map(out, points, decreasing=bool(self.invert_prob)
-                                       and happens(generator, self.invert_prob))
+            out = bezier_intensity_map(
+                out, points, decreasing=bool(self.invert_prob) and happens(generator, self.invert_prob)
+            )
         if happens(generator, self.outpaint_prob):
             out = self.outpaint(out, generator)
         elif happens(generator, self.inpaint_prob):
@@ -228,7 +239,9 @@ class AppearanceTransform:
             out[(slice(None), *box)] = noise.to(out)
         return out
 
-    def sample_outpaint_boxes(self, spatial_shape: Sequence[int], generator: torch.Generator) -> list[tuple[slice, ...]]:
+    def sample_outpaint_boxes(
+        self, spatial_shape: Sequence[int], generator: torch.Generator
+    ) -> list[tuple[slice, ...]]:
         """The boxes that :meth:`outpaint` keeps: one, plus up to four more each with probability 0.95."""
         boxes = [_random_box(spatial_shape, _outpaint_size, generator)]
         while len(boxes) < 5 and happens(generator, _ANOTHER_BOX_PROB):

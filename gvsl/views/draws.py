@@ -11,8 +11,16 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["check_non_negative", "check_probability", "check_range", "check_volume", "happens", "rand", "randint",
-           "uniform"]
+__all__ = [
+    "check_non_negative",
+    "check_probability",
+    "check_range",
+    "check_volume",
+    "happens",
+    "rand",
+    "randint",
+    "uniform",
+]
 
 
 def rand(generator: torch.Generator, shape: Sequence[int]) -> torch.Tensor:

@@ -77,8 +77,9 @@ def elastic_smoothing_matrix(size: int, sigma: float, coarse_size: int | None = 
     return interpolation @ smoothing / math.sqrt(spacing)
 
 
-def elastic_displacement(noise: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor,
-                         spatial_shape: Sequence[int]) -> torch.Tensor:
+def elastic_displacement(
+    noise: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, spatial_shape: Sequence[int]
+) -> torch.Tensor:
     """α · Gaussian_σ(noise) on the voxel grid: the authors' elastic field.
 
     Args:
@@ -98,11 +99,15 @@ def elastic_displacement(noise: torch.Tensor, alpha: torch.Tensor, sigma: torch.
         raise ValueError(f"spatial_shape: expecting (D, H, W), got {tuple(spatial_shape)}")
     batch = noise.shape[0]
     if alpha.shape != (batch,) or sigma.shape != (batch,):
-        raise ValueError(f"alpha and sigma: expecting shape ({batch},), got {tuple(alpha.shape)} and {tuple(sigma.shape)}")
+        raise ValueError(
+            f"alpha and sigma: expecting shape ({batch},), got {tuple(alpha.shape)} and {tuple(sigma.shape)}"
+        )
     fields = []
     for sample, amplitude, smoothness in zip(noise, alpha.tolist(), sigma.tolist()):
-        m_d, m_h, m_w = (elastic_smoothing_matrix(size, smoothness, nodes).to(noise)
-                         for size, nodes in zip(spatial_shape, sample.shape[1:]))
+        m_d, m_h, m_w = (
+            elastic_smoothing_matrix(size, smoothness, nodes).to(noise)
+            for size, nodes in zip(spatial_shape, sample.shape[1:])
+        )
         # Contract the smallest axes first: (3, nD, nH, nW) -> (3, nD, nH, W) -> (3, nD, H, W) -> (3, D, H, W).
         field = sample @ m_w.T
         field = torch.einsum("hy,cdyw->cdhw", m_h, field)
@@ -134,9 +139,16 @@ class RandSpatialTransform:
             ``max(1, int(σ / 3))`` (3 or 4 for the paper's σ); 1 is the full-resolution definition.
     """
 
-    def __init__(self, rotation: float = math.pi / 9, scale: Sequence[float] = (0.75, 1.25), translation: float = 0.1,
-                 shear: float = math.pi / 18, elastic_alpha: Sequence[float] = (0.0, 512.0),
-                 elastic_sigma: Sequence[float] = (10.0, 13.0), elastic_grid_step: int | None = None):
+    def __init__(
+        self,
+        rotation: float = math.pi / 9,
+        scale: Sequence[float] = (0.75, 1.25),
+        translation: float = 0.1,
+        shear: float = math.pi / 18,
+        elastic_alpha: Sequence[float] = (0.0, 512.0),
+        elastic_sigma: Sequence[float] = (10.0, 13.0),
+        elastic_grid_step: int | None = None,
+    ):
         self.rotation = check_non_negative("rotation", rotation)
         self.translation = check_non_negative("translation", translation)
         self.shear = check_non_negative("shear", shear)
@@ -150,7 +162,8 @@ class RandSpatialTransform:
         self.elastic_grid_step = elastic_grid_step
 
     def sample_affine(self, batch: int, spatial_shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
-        """Draw (batch, 3, 4) affines in the kit's convention (voxel units, (D, H, W) order), on the generator's device."""
+        """Draw (batch, 3, 4) affines in the kit's convention (voxel units, (D, H, W) order), on the generator's
+        device."""
         depth, height, width = spatial_shape
         rotation = uniform(generator, (batch, 3), -self.rotation, self.rotation)
         scale = uniform(generator, (batch, 3), *self.scale)
@@ -164,8 +177,14 @@ class RandSpatialTransform:
         step = self.elastic_grid_step or max(1, int(sigma / _NODES_PER_SIGMA))
         return size if step == 1 or size == 1 else math.ceil((size - 1) / step) + 1
 
-    def elastic_field(self, alpha: torch.Tensor, sigma: torch.Tensor, spatial_shape: Sequence[int],
-                      generator: torch.Generator, device=None) -> torch.Tensor:
+    def elastic_field(
+        self,
+        alpha: torch.Tensor,
+        sigma: torch.Tensor,
+        spatial_shape: Sequence[int],
+        generator: torch.Generator,
+        device=None,
+    ) -> torch.Tensor:
         """Draw the elastic displacement for given per-sample α and σ.
 
         Args:
@@ -212,8 +231,9 @@ class RandSpatialTransform:
             flow = torch.zeros(batch, 3, *spatial_shape, device=device)
         return compose_affine_ddf(affine, flow)
 
-    def __call__(self, *volumes: torch.Tensor, generator: torch.Generator,
-                 modes: Sequence[str] | None = None) -> tuple[torch.Tensor, ...]:
+    def __call__(
+        self, *volumes: torch.Tensor, generator: torch.Generator, modes: Sequence[str] | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """Warp every volume by the same freshly drawn transform.
 
         Args:
@@ -231,8 +251,10 @@ class RandSpatialTransform:
         first = volumes[0]
         for index, volume in enumerate(volumes[1:], start=1):
             if volume.shape[0] != first.shape[0] or volume.shape[2:] != first.shape[2:]:
-                raise ValueError(f"volume {index} shape {tuple(volume.shape)} does not match volume 0 shape "
-                                 f"{tuple(first.shape)} (batch and spatial sizes must agree)")
+                raise ValueError(
+                    f"volume {index} shape {tuple(volume.shape)} does not match volume 0 shape "
+                    f"{tuple(first.shape)} (batch and spatial sizes must agree)"
+                )
         modes = ["bilinear"] * len(volumes) if modes is None else list(modes)
         if len(modes) != len(volumes):
             raise ValueError(f"modes: expecting one mode per volume ({len(volumes)}), got {len(modes)}")
@@ -240,8 +262,10 @@ class RandSpatialTransform:
             if mode not in _WARP_MODES:
                 raise ValueError(f"modes[{index}]: expecting one of {_WARP_MODES}, got {mode!r}")
             if mode == "bilinear" and not volume.is_floating_point():
-                raise ValueError(f"volume {index}: bilinear warping needs a floating-point tensor, got {volume.dtype} "
-                                 "(use mode 'nearest' for label maps)")
+                raise ValueError(
+                    f"volume {index}: bilinear warping needs a floating-point tensor, got {volume.dtype} "
+                    "(use mode 'nearest' for label maps)"
+                )
 
         ddf = self.sample(first.shape[0], first.shape[2:], generator, first.device)
         warped: list[torch.Tensor | None] = [None] * len(volumes)

@@ -30,8 +30,13 @@ class Views:
     image_b: torch.Tensor
 
 
-def make_views(x_a: torch.Tensor, x_b: torch.Tensor, appearance: AppearanceTransform,
-               spatial: RandSpatialTransform, generator: torch.Generator) -> Views:
+def make_views(
+    x_a: torch.Tensor,
+    x_b: torch.Tensor,
+    appearance: AppearanceTransform,
+    spatial: RandSpatialTransform,
+    generator: torch.Generator,
+) -> Views:
     """Corrupt x_A, then move x_A, t'(x_A) and x_B by one shared random spatial transform.
 
     Args:
@@ -52,8 +57,9 @@ def make_views(x_a: torch.Tensor, x_b: torch.Tensor, appearance: AppearanceTrans
     return Views(view_a=view_a, target_a=target_a, image_b=image_b)
 
 
-def time_augmentation(size: int = 128, repeats: int = 3, device: str | torch.device = "cpu",
-                      seed: int = 0) -> dict[str, float]:
+def time_augmentation(
+    size: int = 128, repeats: int = 3, device: str | torch.device = "cpu", seed: int = 0
+) -> dict[str, float]:
     """Median wall-clock seconds of the default transforms on ``size``³ volumes, batch 1, after one warm-up.
 
     Returns:
