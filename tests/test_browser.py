@@ -4,7 +4,7 @@ import pytest
 
 from gvsl.errors import GVSLInputError
 from gvsl.report.browser import check_report, find_browser
-from gvsl.report.page import FIGURE_CAPTIONS
+from gvsl.report.page import FIGURE_CAPTIONS, FIGURE_FOLDER
 from tests.test_pipeline import ROOT
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def test_the_committed_report_shows_every_image_and_table_within_the_page(tmp_pa
 
 
 def test_a_broken_page_names_each_problem(tmp_path):
-    (tmp_path / "present.png").write_bytes((ROOT / "results" / "figures" / "fig6_validation.png").read_bytes())
+    (tmp_path / "present.png").write_bytes((ROOT / "results" / FIGURE_FOLDER / "fig6_validation.png").read_bytes())
     (tmp_path / "page.html").write_text(
         "<!doctype html><html><head><style>body{max-width:600px;margin:auto}</style></head><body>"
         "<img src='present.png' style='max-width:100%'><img src='missing.png'>"

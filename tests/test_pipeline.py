@@ -15,6 +15,7 @@ from gvsl import pipeline, report
 from gvsl.errors import GVSLInputError
 from gvsl.pretrain import PretrainConfig
 from gvsl.rehearsal import copy_project
+from gvsl.report.page import FIGURE_CAPTIONS, FIGURE_FOLDER
 from gvsl.transfer import PlateauRule, TransferConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,8 +223,12 @@ def test_pipeline_reproduces_the_report(tiny_project):
         )
     )
     assert len(summary["per_case"]) == 4 and len(summary["per_case"][0]["dice"]) == len(summary["case_ids"])
-    for name in ("fig6_validation", "fig7_tsne", "pretext_losses", "fig8_ncc", "registration", "cohort-SHC"):
-        assert (tiny_project / "results" / "figures" / f"{name}.png").stat().st_size > 1000
+    for name in FIGURE_CAPTIONS:
+        assert (tiny_project / "results" / FIGURE_FOLDER / f"{name}.png").stat().st_size > 1000
+    assert (tiny_project / "results" / "figures" / "cohort-SHC.png").stat().st_size > 1000
+    page = (tiny_project / "results" / "report.html").read_text()
+    # the summary opens the page, and the page shows no NaN
+    assert page.index("<h2>Summary</h2>") < page.index("<h2>Table 1</h2>") and "NaN" not in page
     assert "paper" in (tiny_project / "results" / "table1.md").read_text()
     metrics = json.loads((tiny_project / "results" / "metrics.json").read_text())
     assert set(metrics) == {"linear", "finetune", "pretext", "pretext_loss"}

@@ -28,6 +28,7 @@ __all__ = [
     "GVSL_METHODS",
     "METHOD_TITLES",
     "PRETRAIN_METHODS",
+    "SCRATCH",
     "TABLE1_METHODS",
     "Crops",
     "GVSLMethod",
@@ -47,7 +48,9 @@ BASELINES: dict[str, type[PretrainMethod]] = {
 PRETRAIN_METHODS: dict[str, type[PretrainMethod]] = {**BASELINES, **GVSL_METHODS}
 
 #: Table 1's rows: no pre-training, the baselines, GVSL's ablations, GVSL
-TABLE1_METHODS: tuple[str, ...] = ("scratch", *PRETRAIN_METHODS)
+#: the row of a backbone that is not pre-trained (random initialisation)
+SCRATCH = "scratch"
+TABLE1_METHODS: tuple[str, ...] = (SCRATCH, *PRETRAIN_METHODS)
 
 METHOD_TITLES: dict[str, str] = {"scratch": "Scratch", **{key: m.title for key, m in PRETRAIN_METHODS.items()}}
 

@@ -12,10 +12,12 @@ them under ``results/``.
 - :mod:`gvsl.report.figures` — Figures 6 and 7 (validation curves, t-SNE of local features).
 - :mod:`gvsl.report.pretext` — the pretext task: held-out metrics, Figure 8, a registered example.
 - :mod:`gvsl.report.page` — the HTML page.
+- :mod:`gvsl.report.build` — the report stage: all of the above written to ``results/`` in one call.
 """
 
 # Importable from here besides __all__: PROTOCOL_NAMES, TASK_METRICS and PRETEXT_KEYS. Table 1's vocabulary
 # (method names, paper values, ablations) is gvsl.table1's, re-exported.
+from gvsl.report.build import Report, write_report
 from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsne, figure_run_curves, local_features
 from gvsl.report.page import write_html
 from gvsl.report.paper_claims import ALPHA, CLAIMS_COLUMNS, FINETUNE_CLAIM, claims, claims_markdown
@@ -55,6 +57,7 @@ __all__ = [
     "PAPER_TABLE1",
     "PRETEXT_LABELS",
     "TABLE1_COLUMNS",
+    "Report",
     "cell_overview",
     "claims",
     "claims_markdown",
@@ -79,4 +82,5 @@ __all__ = [
     "training_terms",
     "with_sources",
     "write_html",
+    "write_report",
 ]

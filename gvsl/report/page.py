@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,10 @@ are the loss (lower is better) before
 and after pre-training."""
 
 
-#: what each figure of ``results/figures`` shows, as its caption on the page
+#: where the report's figures go, relative to ``results/`` and to the page (``dvc.yaml`` names the folder)
+FIGURE_FOLDER = "figures/report"
+#: every figure the report stage draws (:func:`gvsl.report.build.write_report`), in page order, with what it
+#: shows as its caption
 FIGURE_CAPTIONS = {
     "fig6_validation": (
         "Fig. 6: validation score during transfer (report.fig6's task and protocol), mean ± sd over runs"
@@ -66,6 +68,68 @@ def _wide(table_html: str) -> str:
     return f'<div class="wide">{table_html}</div>'
 
 
+#: columns that count things (shown as integers)
+_COUNTS = ("seeds", "iterations", "subjects", "pairs")
+
+
+def _frame_html(frame: pd.DataFrame, **kwargs) -> str:
+    """A table whose empty cells read "—" and whose counts read as integers."""
+    frame = frame.copy()
+    for column in _COUNTS:
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column]).round().astype("Int64")
+    return _wide(frame.to_html(index=False, na_rep="—", **kwargs))
+
+
+def _setting_rows(value: Any, name: str = "") -> list[tuple[str, str]]:
+    """Nested settings as (dotted name, value) rows; lists of scalars on one row."""
+    if isinstance(value, Mapping) and value:
+        return [
+            row for key, item in value.items() for row in _setting_rows(item, f"{name}.{key}" if name else str(key))
+        ]
+    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        return [row for i, item in enumerate(value) for row in _setting_rows(item, f"{name}[{i}]")]
+    if isinstance(value, list):
+        return [(name, ", ".join(str(v) for v in value))]
+    return [(name, "—" if value is None else str(value))]
+
+
+def _settings_table(provenance: Mapping[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(key)}</th><td><code>{html.escape(value)}</code></td></tr>"
+        for key, value in _setting_rows(provenance)
+    )
+    return _wide(f"<table>{rows}</table>")
+
+
+def _summary(provenance: Mapping[str, Any], claims: pd.DataFrame | None) -> str:
+    """What the run is and what it shows, in a few lines at the top of the page."""
+    sources = provenance.get("data sources") or {}
+    data = "; ".join(f"{task}: {', '.join(found)}" for task, found in sources.items()) or "—"
+    seeds = provenance.get("pre-training seeds") or []
+    items = [
+        f"<li><b>Profile</b> {html.escape(str(provenance.get('profile')))}; <b>data</b> {html.escape(data)}; "
+        f"<b>pre-training seeds</b> {len(seeds)} ({html.escape(', '.join(str(s) for s in seeds))}); "
+        f"<b>commits</b> {html.escape(', '.join(provenance.get('commits') or []))}.</li>"
+    ]
+    if claims is not None and len(claims):
+        tested = claims[claims["tested"].astype(bool)]
+        shown = tested[tested["shown"].astype(bool)]
+        verdict = f"<b>{len(shown)} of {len(tested)}</b> tested claims are shown (Holm-corrected, 5 %)"
+        untested = len(claims) - len(tested)
+        if untested:
+            verdict += f"; {untested} not tested"
+        items.append(f"<li>{verdict}.</li>")
+        for row in shown.itertuples():
+            items.append(
+                f"<li>Shown: {html.escape(row.claim)}, {html.escape(row.task)}: {row.estimate:+.1f} "
+                f"[{row.low_adj:+.1f}, {row.high_adj:+.1f}] (corrected interval).</li>"
+            )
+        if tested.empty or shown.empty:
+            items.append("<li>Not shown is not refuted: the claims section gives every estimate and interval.</li>")
+    return "<h2>Summary</h2><ul>" + "".join(items) + "</ul>"
+
+
 def write_html(
     path: str | Path,
     table: pd.DataFrame,
@@ -75,10 +139,12 @@ def write_html(
     pretext: Mapping[str, Mapping[str, float]] | None = None,
     claims_table: str | None = None,
     losses: Mapping[str, Mapping[str, float]] | None = None,
+    claims: pd.DataFrame | None = None,
 ) -> Path:
-    """One page: Table 1 (paper layout and ``table`` in long format), the paper's claims as this run
-    shows them (:func:`claims_markdown`), every method's pretext loss (:func:`pretext_losses`), the
-    pretext task on held-out pairs (:func:`pretext_metrics`), the figures, what produced every number.
+    """One page: a summary (profile, data, which claims are shown), Table 1 (paper layout and ``table`` in long
+    format), the paper's claims as this run shows them (:func:`claims_markdown`; ``claims`` is the frame it
+    was made from), every method's pretext loss (:func:`pretext_losses`), the pretext task on held-out pairs
+    (:func:`pretext_metrics`), the figures, what produced every number.
 
     ``table`` is normally :func:`with_sources` of :func:`table1`, so each row names its runs and commit.
     """
@@ -86,6 +152,7 @@ def write_html(
 
     body = [
         f"<h1>GVSL reproduction report — profile {html.escape(str(provenance.get('profile')))}</h1>",
+        _summary(provenance, claims),
         "<h2>Table 1</h2>",
         markdown_it.MarkdownIt().enable("table").render(markdown),
         f"<p>{_READING_GUIDE}</p>",
@@ -100,13 +167,13 @@ def write_html(
         body += [
             "<h2>Pre-training losses</h2>",
             f"<p>{_LOSS_GUIDE}</p>",
-            _wide(pd.DataFrame(losses).T.rename_axis("method").reset_index().to_html(index=False)),
+            _frame_html(pd.DataFrame(losses).T.rename_axis("method").reset_index()),
         ]
     if pretext:
         body += [
             "<h2>Registration of held-out pairs</h2>",
             f"<p>{_PRETEXT_GUIDE}</p>",
-            _wide(pd.DataFrame(pretext).T.rename_axis("method").reset_index().to_html(index=False)),
+            _frame_html(pd.DataFrame(pretext).T.rename_axis("method").reset_index()),
         ]
     body.append("<h2>Figures</h2>")
     for name, src in figures.items():
@@ -115,13 +182,11 @@ def write_html(
             f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
-    body += ["<h2>Provenance</h2>", "<table>"]
-    for key, value in provenance.items():
-        body.append(f"<tr><th>{html.escape(str(key))}</th><td><code>{html.escape(json.dumps(value))}</code></td></tr>")
     body += [
-        "</table>",
+        "<h2>Provenance and settings</h2>",
+        _settings_table(provenance),
         "<h2>Every number, with its source</h2>",
-        _wide(table.to_html(index=False, float_format="%.1f")),
+        _frame_html(table, float_format="%.1f"),
     ]
     page = (
         '<!doctype html><html><head><meta charset="utf-8"><title>GVSL reproduction report</title>'
