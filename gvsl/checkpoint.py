@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from gvsl.errors import GVSLInputError
-from gvsl.nets.gvsl import GVSL, GVSLConfig
+from gvsl.nets.gvsl_network import GVSL, GVSLConfig
 from gvsl.nets.unet import UNet3D
 
 __all__ = [
@@ -199,7 +199,7 @@ def load_official(source: str | os.PathLike | Mapping[str, Any]) -> GVSL:
     Widths and present heads are read from the tensors' shapes, so narrower or partial checkpoints
     load too; heads absent from the file are switched off. Backbone features and the restoration
     equal the authors' on the same input. Their affine head's translation output is divided by the
-    volume size in their code and read in half-extents here (see :class:`~gvsl.nets.heads.AffineHead`),
+    volume size in their code and read in half-extents here (see :class:`~gvsl.nets.gvsl_heads.AffineHead`),
     so predicted translations differ. A file with backbone weights only loads with :func:`load_backbone`.
     """
     mapped, in_channels, channels = _map_official(source)

@@ -17,7 +17,10 @@ from gvsl.nets.unet import parse_channels  # noqa: F401  re-exported: commands' 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("gvsl.data.prepare", "build a prepared dataset from a generated cohort or real data"),
-    "pretrain": ("gvsl.pretrain", "pre-train GVSL or one of its ablations"),
+    "pretrain": (
+        "gvsl.pretrain",
+        "pre-train GVSL, one of its ablations or a baseline (Models Genesis, SimCLR, BYOL, …; see gvsl.methods)",
+    ),
     "transfer": ("gvsl.transfer", "train and test a transfer protocol (linear or fine-tune)"),
     "export": ("gvsl.export", "write a pre-trained backbone as a MONAI Bundle"),
     "plan": ("gvsl.plan", "estimate jobs, device-hours, memory and wall time of a pipeline run before it starts"),

@@ -15,7 +15,7 @@ import torch
 from monai.networks.layers import separable_filtering
 from torch import nn
 
-from gvsl.nets.gvsl import GVSLOutput
+from gvsl.nets.gvsl_network import GVSLOutput
 from gvsl.runtime import full_precision
 
 __all__ = ["GVSLLoss", "LossTerms", "local_ncc_loss", "mse_loss", "smoothness_loss"]

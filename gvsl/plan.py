@@ -3,7 +3,7 @@
 For a ``params.yaml`` (or ``--params FILE``) and a number of devices of one kind, it prints per stage
 (prepare, pretrain, transfer, report) the number of jobs, the device-hours, the memory per job and the
 wall time with the jobs spread one per device. Nothing is prepared or trained; the counts follow the
-pipeline's own rules (:func:`gvsl.pipeline.transfer.transfer_jobs`, :mod:`gvsl.pipeline.layout`).
+pipeline's own rules (:func:`gvsl.pipeline.stage_transfer.transfer_jobs`, :mod:`gvsl.pipeline.layout`).
 
 How the numbers are made (approximations, all printed with the plan):
 
@@ -47,6 +47,7 @@ from typing import Any
 import yaml
 
 from gvsl.errors import GVSLInputError
+from gvsl.methods import SCRATCH
 
 __all__ = [
     "COST_SIZE",
@@ -412,7 +413,7 @@ def make_plan(params: Mapping[str, Any], devices: int, kind: str, table: Mapping
     pairs = int(heldout.get("pairs", 0)) if isinstance(heldout, Mapping) else 0
     voxels = padded_voxels(crop)
     pretrain = StageEstimate("pretrain")
-    trained = [m for m in methods if m != "scratch"]
+    trained = [m for m in methods if m != SCRATCH]
     for method in trained:
         cost = costs["methods"][method]
         step = cost["flop_per_voxel"] * voxels * batch
@@ -425,7 +426,7 @@ def make_plan(params: Mapping[str, Any], devices: int, kind: str, table: Mapping
         )
         for seed in seeds:
             pretrain.jobs.append(JobEstimate(f"{method} seed {seed}", seconds, memory, measured is not None))
-    if "scratch" in methods:
+    if SCRATCH in methods:
         pretrain.note = f"+ {len(seeds)} scratch initialisation(s), no training"
 
     transfer = StageEstimate("transfer")
@@ -574,7 +575,7 @@ def _prepared_shape(params: Mapping[str, Any], task: str) -> tuple[int, int, int
     default box) at its spacing (or the source's default), as :mod:`gvsl.data.sources` builds it. Real
     datasets' cases vary; this is the box the kit crops them to."""
     from gvsl.data.preprocess import roi_shape
-    from gvsl.data.sources.preprocessing import PAPER_SPACING, ROI_MM
+    from gvsl.data.sources.conventions import PAPER_SPACING, ROI_MM
     from gvsl.pipeline.layout import setting
 
     spec = setting(params, "prepare", "tasks", task)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from gvsl.data import TASK_TYPES
-from gvsl.methods import GVSL_METHODS, METHOD_TITLES, PRETRAIN_METHODS, TABLE1_METHODS
+from gvsl.methods import GVSL_METHODS, METHOD_TITLES, PRETRAIN_METHODS, SCRATCH, TABLE1_METHODS
 
 __all__ = [
     "ABLATIONS",
@@ -43,7 +43,7 @@ ABLATIONS = tuple(key for key in GVSL_METHODS if key != "gvsl")
 REGISTERING = tuple(key for key, method in PRETRAIN_METHODS.items() if method.registers)
 #: how the figures name the initialisations they compare, by what each one learns
 FIGURE_NAMES = {
-    "scratch": "scratch",
+    SCRATCH: "scratch",
     "no_zmatch": "restoration only",
     "no_fundament": "Z-matching only",
     "no_affine": "w/o affine head",
@@ -55,7 +55,7 @@ FIGURE_NAMES = {
 # other baselines (Denoising, In-painting, DeepCluster, SimSiam, BYOL) are not recorded here, so their
 # paper_value is NaN and the report says "not recorded".
 _PAPER = {
-    "scratch": {"linear": (21.9, 10.0, 52.7, 56.4), "finetune": (87.8, 80.4, 74.4, 89.7)},
+    SCRATCH: {"linear": (21.9, 10.0, 52.7, 56.4), "finetune": (87.8, 80.4, 74.4, 89.7)},
     "models_genesis": {"linear": (47.4, 22.5, 60.4, 44.9), "finetune": (90.3, 79.9, 80.7, 89.4)},
     "rotation": {"linear": (56.1, 21.9, 62.1, 54.1), "finetune": (90.6, 81.1, 77.1, 89.6)},
     "simclr": {"linear": (48.7, 15.5, 61.3, 58.7), "finetune": (86.9, 79.9, 74.3, 89.3)},

@@ -25,7 +25,7 @@ from gvsl.data.phantom import (
 )
 from gvsl.data.phantom_heart import CHAMBER_SCALE, HeartShape
 from gvsl.data.preprocess import crop_or_pad
-from gvsl.data.sources.preprocessing import ROI_CENTRE_MM, ROI_MM, fixed_roi
+from gvsl.data.sources.conventions import ROI_CENTRE_MM, ROI_MM, fixed_roi
 from gvsl.errors import GVSLInputError
 
 SHAPE = (64, 64, 64)

@@ -14,6 +14,7 @@ from gvsl import pipeline
 from gvsl.cli import main
 from gvsl.data.prepare import prepare
 from gvsl.errors import GVSLInputError
+from gvsl.pipeline import stage_pretrain
 from gvsl.pipeline.cluster import executor_settings
 from gvsl.pipeline.devices import stage_devices
 
@@ -180,7 +181,7 @@ def test_a_bad_params_value_names_its_key(key, value, stage, message, data, tmp_
             params["pipeline"]["methods"] = ["scratch"]
             pipeline.pretrain_stage(params, build)
         elif stage == "heldout":
-            pipeline.pretrain._load_heldout(params["pretrain"]["heldout"], (32, 32, 32), build)
+            stage_pretrain._load_heldout(params["pretrain"]["heldout"], (32, 32, 32), build)
         elif stage == "processes":
             pipeline.layout.process_count(params, "pretrain")
         elif stage == "methods":

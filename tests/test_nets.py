@@ -147,7 +147,7 @@ def test_widths_that_do_not_fit_group_norm(kwargs, message):
 
 
 def test_affine_head_starts_at_identity_and_bounds_its_translation():
-    from gvsl.nets.heads import MAX_TRANSLATION, AffineHead
+    from gvsl.nets.gvsl_heads import MAX_TRANSLATION, AffineHead
 
     head = AffineHead(16, hidden_channels=16)
     g_moving, g_fixed = torch.rand(2, 16, 2, 2, 2), torch.rand(2, 16, 2, 2, 2)

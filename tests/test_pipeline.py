@@ -336,7 +336,7 @@ def test_transfer_keeps_finished_runs_and_redoes_changed_or_unfinished_ones(tiny
     lines = capfd.readouterr().out.splitlines()
     assert sum("kept from an earlier run" in line for line in lines) == 4  # fine-tuning: 2 tasks × 2 pre-training seeds
     assert sum(": test " in line for line in lines) == 4  # SHC and CCC linear, two pre-training seeds
-    # each pre-training seed's run has its own transfer seed (gvsl.pipeline.transfer.transfer_seed)
+    # each pre-training seed's run has its own transfer seed (gvsl.pipeline.stage_transfer.transfer_seed)
     assert sorted(p.name for p in cell.iterdir() if p.is_dir()) == ["p0-t0", "p1-t1"]
 
 

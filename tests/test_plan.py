@@ -51,7 +51,7 @@ def test_paper_profile_plan_prints_jobs_and_device_hours(capsys):
 
 
 def test_plan_counts_jobs_as_the_pipeline_does():
-    from gvsl.pipeline.transfer import transfer_seed
+    from gvsl.pipeline.stage_transfer import transfer_seed
 
     params = yaml.safe_load(DEFAULT.read_text())
     plan = make_plan(params, 2, "cpu")

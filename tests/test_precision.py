@@ -246,7 +246,7 @@ def test_transfer_trains_with_finite_losses_under_cpu_bf16(protocol):
 
 
 def test_the_pipeline_and_the_rehearsal_pass_the_precision_on():
-    from gvsl.pipeline.pretrain import pretrain_configs
+    from gvsl.pipeline.stage_pretrain import pretrain_configs
     from gvsl.rehearsal import rehearsal_params, with_precision
     from tests.test_pipeline import ROOT
 

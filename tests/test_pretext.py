@@ -8,7 +8,7 @@ from torch import nn
 from gvsl.data import Case
 from gvsl.errors import GVSLInputError
 from gvsl.nets import GVSL
-from gvsl.nets.gvsl import GVSLOutput
+from gvsl.nets.gvsl_network import GVSLOutput
 from gvsl.pretext import evaluate_pretext, heldout_pairs
 
 SHAPE = (16, 16, 16)

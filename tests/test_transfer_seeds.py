@@ -1,8 +1,9 @@
-"""Each pre-training seed's transfer runs have transfer seeds of their own (gvsl.pipeline.transfer.transfer_seed)."""
+"""Each pre-training seed's transfer runs have transfer seeds of their own
+(gvsl.pipeline.stage_transfer.transfer_seed)."""
 
 import itertools
 
-from gvsl.pipeline.transfer import transfer_seed
+from gvsl.pipeline.stage_transfer import transfer_seed
 
 
 def test_default_gives_pretraining_seed_p_transfer_seed_p():

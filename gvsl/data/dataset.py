@@ -122,21 +122,23 @@ class DatasetInfo:
 
 @dataclass
 class Case:
-    """One case loaded as arrays.
+    """One case held in memory: a prepared dataset's (:meth:`PreparedDataset.load_split`) or one a caller builds
+    for :mod:`gvsl.transfer`, which reads ``id``, ``image``, ``label`` and ``target`` only.
 
     Attributes:
-        id: case id.
-        image: float32 (D, H, W) in [0, 1].
-        label: uint8 (D, H, W) class ids, or None.
-        target: 0/1 for classification, else None.
-        affine: (4, 4) voxel -> RAS+ world (mm).
+        id: case id, used in error messages.
+        image: float32 (D, H, W), or (C, D, H, W) for transfer, intensities already normalised ([0, 1] when
+            prepared).
+        label: uint8 (D, H, W) class ids (segmentation), or None.
+        target: 0/1 (binary classification), or None.
+        affine: (4, 4) voxel -> RAS+ world (mm); None for a case built without a grid.
     """
 
     id: str
     image: np.ndarray
-    label: np.ndarray | None
-    target: int | None
-    affine: np.ndarray
+    label: np.ndarray | None = None
+    target: int | None = None
+    affine: np.ndarray | None = None
 
 
 @contextlib.contextmanager

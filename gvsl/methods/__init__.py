@@ -52,7 +52,7 @@ PRETRAIN_METHODS: dict[str, type[PretrainMethod]] = {**BASELINES, **GVSL_METHODS
 SCRATCH = "scratch"
 TABLE1_METHODS: tuple[str, ...] = (SCRATCH, *PRETRAIN_METHODS)
 
-METHOD_TITLES: dict[str, str] = {"scratch": "Scratch", **{key: m.title for key, m in PRETRAIN_METHODS.items()}}
+METHOD_TITLES: dict[str, str] = {SCRATCH: "Scratch", **{key: m.title for key, m in PRETRAIN_METHODS.items()}}
 
 
 def build_method(key: str, options: Mapping[str, Any] | None = None) -> PretrainMethod:

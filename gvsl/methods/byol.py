@@ -27,8 +27,8 @@ from torch import nn
 
 from gvsl.losses import LossTerms
 from gvsl.methods.base import PretextNetwork, PretrainMethod
-from gvsl.methods.heads import LAYOUT_CELLS, MLP
 from gvsl.methods.options import Bounds
+from gvsl.methods.pretext_heads import LAYOUT_CELLS, MLP
 from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views, split_views
 
 __all__ = ["BYOL", "BYOLNetwork", "BYOLOptions", "regression_loss", "target_momentum"]

@@ -3,7 +3,7 @@ ECCV 2018): k-means on the pooled features gives pseudo-labels, a classifier lea
 the data are re-clustered every ``recluster_every`` iterations.
 
 Each clustering draws ``crop_set`` crops of the training volumes (uniform volumes and positions),
-embeds them by the current encoder (f^g pooled to 2³ cells, :func:`gvsl.methods.heads.layout`),
+embeds them by the current encoder (f^g pooled to 2³ cells, :func:`gvsl.methods.pretext_heads.layout`),
 centres and L2-normalises the embeddings, and clusters them into ``clusters`` groups with
 scikit-learn's k-means. The classifier's top layer is re-initialised and
 its optimiser state dropped, as DeepCluster does. Until the next clustering, each step draws its
@@ -34,8 +34,8 @@ from gvsl.errors import GVSLInputError
 from gvsl.losses import LossTerms
 from gvsl.methods.augment import random_flips
 from gvsl.methods.base import Crops, PretextNetwork, PretrainMethod
-from gvsl.methods.heads import LAYOUT_CELLS, layout
 from gvsl.methods.options import Bounds, MethodOptions, Probability
+from gvsl.methods.pretext_heads import LAYOUT_CELLS, layout
 from gvsl.runtime import full_precision
 
 __all__ = ["DeepCluster", "DeepClusterNetwork", "DeepClusterOptions"]

@@ -18,7 +18,7 @@ from gvsl.losses import GVSLLoss, LossTerms
 from gvsl.methods.base import Crops, PretrainMethod
 from gvsl.methods.options import MethodOptions
 from gvsl.nets import GVSL, VARIANTS
-from gvsl.nets.gvsl import GVSLOutput
+from gvsl.nets.gvsl_network import GVSLOutput
 from gvsl.views import AppearanceTransform, RandSpatialTransform, make_views
 
 __all__ = ["GVSL_METHODS", "GVSLMethod", "GVSLOptions"]
@@ -30,7 +30,7 @@ class GVSLOptions(MethodOptions):
 
     Args:
         affine_channels: width of the affine head's block (paper 256); None: the paper's ratio to
-            the backbone (:func:`gvsl.nets.gvsl.head_widths`).
+            the backbone (:func:`gvsl.nets.gvsl_network.head_widths`).
         local_head_channels: width of the deformable and restoration heads (paper 16); None: the
             paper's ratio to the backbone.
         appearance: keyword arguments of :class:`gvsl.views.AppearanceTransform`.

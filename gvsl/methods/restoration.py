@@ -9,7 +9,7 @@ import torch
 
 from gvsl.losses import LossTerms, mse_loss
 from gvsl.methods.base import Crops, PretextNetwork, PretrainMethod
-from gvsl.methods.heads import VoxelOutput
+from gvsl.methods.pretext_heads import VoxelOutput
 
 __all__ = ["RestorationMethod", "RestorationNetwork", "restoration_loss"]
 

@@ -5,7 +5,7 @@ classify which of ten 3-D rotations turned a cubic crop, from the global feature
 The classes (:data:`gvsl.methods.augment.CUBE_ROTATIONS`): no turn, and quarter, half and
 three-quarter turns about each of the three axes (Taleb et al.'s ten); every class is drawn with
 probability 1/10 per sample. Head: an MLP with BatchNorm on f^g pooled to 2³ cells and flattened
-(:func:`gvsl.methods.heads.layout`): at the default 32³ crops that is Taleb et al.'s fully
+(:func:`gvsl.methods.pretext_heads.layout`): at the default 32³ crops that is Taleb et al.'s fully
 connected classifier on the flattened encoder output, and larger crops keep their layout at 2³
 cells. Without the BatchNorm the loss stayed at chance (ln 10) for 200 default steps; with it,
 it fell to 1.86 (held-out 1.75).
@@ -25,7 +25,7 @@ from gvsl.errors import GVSLInputError
 from gvsl.losses import LossTerms
 from gvsl.methods.augment import CUBE_ROTATIONS, rotate
 from gvsl.methods.base import Crops, PretextNetwork, PretrainMethod
-from gvsl.methods.heads import LAYOUT_CELLS, MLP, layout
+from gvsl.methods.pretext_heads import LAYOUT_CELLS, MLP, layout
 
 __all__ = ["Rotation", "RotationNetwork"]
 

@@ -11,8 +11,8 @@ import torch
 
 from gvsl.methods.augment import ViewAugmentation
 from gvsl.methods.base import Crops, PretrainMethod
-from gvsl.methods.heads import layout
 from gvsl.methods.options import Bounds, MethodOptions
+from gvsl.methods.pretext_heads import layout
 from gvsl.nets.unet import UNet3D
 
 __all__ = ["TwoViewMethod", "ViewOptions", "encode_views", "split_views"]
@@ -41,7 +41,7 @@ class ViewOptions(MethodOptions):
 
 
 def encode_views(backbone: UNet3D, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:
-    """:func:`~gvsl.methods.heads.layout` of f^g of both views, view 1's rows first, in one encoder pass
+    """:func:`~gvsl.methods.pretext_heads.layout` of f^g of both views, view 1's rows first, in one encoder pass
     (GroupNorm is per sample, so this equals two passes; the MLPs' BatchNorm then sees both views)."""
     return layout(backbone.encode(torch.cat([view_1, view_2])))
 

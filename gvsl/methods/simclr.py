@@ -4,7 +4,7 @@ ICML 2020): NT-Xent between the projected, pooled f^g of two augmented views of 
 Views: two crops of one volume offset by up to ``view_shift`` of the crop, each moved by its own
 affine + elastic transform, intensity-curved and noised (:class:`gvsl.methods.augment.ViewAugmentation`).
 Projector: Linear(8C, C) → BatchNorm → ReLU → Linear(C, ``projection_dim`` = 128) on f^g pooled to
-2³ cells (:func:`gvsl.methods.heads.layout`; C = the bottleneck width); the loss is MONAI's
+2³ cells (:func:`gvsl.methods.pretext_heads.layout`; C = the bottleneck width); the loss is MONAI's
 ``ContrastiveLoss`` (NT-Xent) at ``temperature`` 0.5, SimCLR's value for small batches. Only the
 encoder is trained.
 
@@ -24,8 +24,8 @@ from monai.losses import ContrastiveLoss
 from gvsl.errors import GVSLInputError
 from gvsl.losses import LossTerms
 from gvsl.methods.base import PretextNetwork, PretrainMethod
-from gvsl.methods.heads import LAYOUT_CELLS, MLP
 from gvsl.methods.options import Bounds
+from gvsl.methods.pretext_heads import LAYOUT_CELLS, MLP
 from gvsl.methods.siamese import TwoViewMethod, ViewOptions, encode_views, split_views
 
 __all__ = ["SimCLR", "SimCLRNetwork", "SimCLROptions"]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from gvsl.losses import LossTerms
 from gvsl.methods.base import PretextNetwork, PretrainMethod
-from gvsl.methods.heads import LAYOUT_CELLS, MLP
+from gvsl.methods.pretext_heads import LAYOUT_CELLS, MLP
 from gvsl.methods.siamese import TwoViewMethod, encode_views, split_views
 
 __all__ = ["SimSiam", "SimSiamNetwork"]

@@ -1,7 +1,7 @@
 """Networks: the GVSL backbone and heads."""
 
-from gvsl.nets.gvsl import GVSL, VARIANTS, GVSLConfig, GVSLOutput
-from gvsl.nets.heads import AffineHead, DeformableHead, RestorationHead
+from gvsl.nets.gvsl_heads import AffineHead, DeformableHead, RestorationHead
+from gvsl.nets.gvsl_network import GVSL, VARIANTS, GVSLConfig, GVSLOutput
 from gvsl.nets.unet import PAPER_CHANNELS, ConvBlock, LocalFeatureUNet, UNet3D, parse_channels
 
 __all__ = [

@@ -23,9 +23,9 @@ from gvsl.pipeline.layout import (
     pretrain_seeds,
     transfer_dir,
 )
-from gvsl.pipeline.prepare import prepare_stage
-from gvsl.pipeline.pretrain import pretrain_configs, pretrain_stage
-from gvsl.pipeline.transfer import RUN_INPUTS, TransferJob, transfer_jobs, transfer_stage
+from gvsl.pipeline.stage_prepare import prepare_stage
+from gvsl.pipeline.stage_pretrain import pretrain_configs, pretrain_stage
+from gvsl.pipeline.stage_transfer import RUN_INPUTS, TransferJob, transfer_jobs, transfer_stage
 from gvsl.table1 import METHODS, PROTOCOLS, TASKS
 
 __all__ = [

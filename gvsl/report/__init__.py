@@ -10,7 +10,7 @@ them under ``results/``.
 - :mod:`gvsl.report.table` — the transfer summaries, Table 1, its gains over scratch, metrics and provenance.
 - :mod:`gvsl.report.paper_claims` — the paper's claims, tested per task, corrected for multiplicity (Holm).
 - :mod:`gvsl.report.figures` — Figures 6 and 7 (validation curves, t-SNE of local features).
-- :mod:`gvsl.report.pretext` — the pretext task: held-out metrics, Figure 8, a registered example.
+- :mod:`gvsl.report.pretext_task` — the pretext task: held-out metrics, Figure 8, a registered example.
 - :mod:`gvsl.report.page` — the HTML page.
 - :mod:`gvsl.report.build` — the report stage: all of the above written to ``results/`` in one call.
 """
@@ -21,7 +21,7 @@ from gvsl.report.build import Report, write_report
 from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsne, figure_run_curves, local_features
 from gvsl.report.page import write_html
 from gvsl.report.paper_claims import ALPHA, CLAIMS_COLUMNS, FINETUNE_CLAIM, claims, claims_markdown
-from gvsl.report.pretext import (  # noqa: F401
+from gvsl.report.pretext_task import (  # noqa: F401
     PRETEXT_KEYS,
     PRETEXT_LABELS,
     figure8_pretext,

@@ -23,7 +23,7 @@ from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir, pretrain_see
 from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsne, local_features
 from gvsl.report.page import FIGURE_CAPTIONS, FIGURE_FOLDER, write_html
 from gvsl.report.paper_claims import claims, claims_markdown
-from gvsl.report.pretext import (
+from gvsl.report.pretext_task import (
     figure8_pretext,
     figure_pretext_losses,
     figure_registration,

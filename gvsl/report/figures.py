@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
+from gvsl.methods import SCRATCH
 from gvsl.table1 import FIGURE_NAMES, METHOD_NAMES, PROTOCOL_NAMES
 
 #: the initialisations the paper's Fig. 6 (validation curves) and Fig. 7 (t-SNE) compare
-FIGURE6_METHODS = ("scratch", "no_zmatch", "gvsl")
-FIGURE7_METHODS = ("scratch", "no_zmatch", "no_fundament", "gvsl")
+FIGURE6_METHODS = (SCRATCH, "no_zmatch", "gvsl")
+FIGURE7_METHODS = (SCRATCH, "no_zmatch", "no_fundament", "gvsl")
 
 
 def _curves(summaries: pd.DataFrame, task: str, protocol: str, method: str) -> pd.DataFrame | None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gvsl.methods import BASELINES
+from gvsl.methods import BASELINES, SCRATCH
 from gvsl.report.table import _setting, paired_gains
 from gvsl.stats import MIN_SEEDS, Interval, holm, holm_levels, seed_case_interval
 from gvsl.table1 import ABLATIONS, METHOD_NAMES, TASKS
@@ -67,11 +67,11 @@ def claims(table: pd.DataFrame, summaries: pd.DataFrame, finetune_claims: bool =
     for task in TASKS:
         cell = {
             (method, protocol): _setting(summaries, method, protocol, task)
-            for method in ("gvsl", "scratch", *_COMPARED)
+            for method in ("gvsl", SCRATCH, *_COMPARED)
             for protocol in ("linear", "finetune")
         }
-        linear, scratch = lookup.get(("gvsl", "linear", task)), lookup.get(("scratch", "linear", task))
-        linear_gain = _gains(cell[("gvsl", "linear")], cell[("scratch", "linear")])
+        linear, scratch = lookup.get(("gvsl", "linear", task)), lookup.get((SCRATCH, "linear", task))
+        linear_gain = _gains(cell[("gvsl", "linear")], cell[(SCRATCH, "linear")])
         if linear_gain is not None and linear is not None and scratch is not None:
             rows.append(
                 _claim(
@@ -93,9 +93,9 @@ def claims(table: pd.DataFrame, summaries: pd.DataFrame, finetune_claims: bool =
                         linear.converged and other.converged,
                     )
                 )
-        finetune_gain = _gains(cell[("gvsl", "finetune")], cell[("scratch", "finetune")])
+        finetune_gain = _gains(cell[("gvsl", "finetune")], cell[(SCRATCH, "finetune")])
         if linear_gain is not None and finetune_gain is not None:
-            cells = [lookup.get((m, p, task)) for m in ("gvsl", "scratch") for p in ("linear", "finetune")]
+            cells = [lookup.get((m, p, task)) for m in ("gvsl", SCRATCH) for p in ("linear", "finetune")]
             difference = _difference(linear_gain, finetune_gain)
             rows.append(
                 _claim(

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from gvsl.errors import GVSLInputError
+from gvsl.methods import SCRATCH
 from gvsl.stats import MIN_SEEDS, Interval
 from gvsl.table1 import METHOD_NAMES, METHODS, PAPER_TABLE1, PROTOCOL_NAMES, PROTOCOLS, TASK_METRICS, TASKS
 
@@ -117,8 +118,8 @@ def table1(summaries: pd.DataFrame, profile: str) -> pd.DataFrame:
                 summary = _setting(summaries, method, protocol, task)
                 if summary is None:
                     continue
-                scratch = _setting(summaries, "scratch", protocol, task)
-                gain = gain_interval(summary, scratch) if method != "scratch" and scratch is not None else None
+                scratch = _setting(summaries, SCRATCH, protocol, task)
+                gain = gain_interval(summary, scratch) if method != SCRATCH and scratch is not None else None
                 gain = (math.nan,) * 3 if gain is None else tuple(100.0 * g for g in gain)
                 paper = PAPER_TABLE1[(method, protocol, task)]
                 rows.append(
@@ -136,8 +137,8 @@ def table1(summaries: pd.DataFrame, profile: str) -> pd.DataFrame:
                         "gain_high": gain[2],
                         "paper_value": paper,
                         "paper_gain": math.nan
-                        if method == "scratch"
-                        else paper - PAPER_TABLE1[("scratch", protocol, task)],
+                        if method == SCRATCH
+                        else paper - PAPER_TABLE1[(SCRATCH, protocol, task)],
                         "dataset": summary["dataset_source"],
                         "profile": profile,
                     }
@@ -281,7 +282,7 @@ def table1_markdown(table: pd.DataFrame, caption: str = "") -> str:
         ]
         if any(cells):
             lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
-        if method != "scratch" and any(cells):
+        if method != SCRATCH and any(cells):
             gains.append(
                 f"| {METHOD_NAMES[method]} | "
                 + " | ".join("" if row is None else _gain_cell(row) for row in rows)
@@ -307,7 +308,7 @@ def metrics_summary(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for row in table.itertuples():
         cell: dict[str, Any] = {"value": number(row.value)}
-        if row.method != "scratch":
+        if row.method != SCRATCH:
             cell.update(gain=number(row.gain), gain_low=number(row.gain_low), gain_high=number(row.gain_high))
         cell["converged"] = bool(row.converged)
         out.setdefault(row.protocol, {}).setdefault(row.task, {})[row.method] = cell

@@ -14,34 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gvsl.data import Case
 from gvsl.errors import GVSLInputError
 from gvsl.transfer.config import TransferConfig
 
+# one Case for prepared datasets and for transfer (gvsl.data.Case), importable from here too
 __all__ = ["Case"]
 
 #: Probability that a segmentation training crop is centred on a foreground voxel.
 FOREGROUND_PROBABILITY = 0.5
-
-
-@dataclass
-class Case:
-    """One subject, held in memory.
-
-    :mod:`gvsl.transfer` reads ``id``, ``image``, ``label`` and ``target`` only, so the cases of a
-    prepared dataset (:class:`gvsl.data.Case`) serve as well; this class lets callers build a case
-    without the affine, label and target that :class:`gvsl.data.Case` requires.
-
-    Attributes:
-        id: subject name, used in error messages.
-        image: float32 (C, D, H, W) or (D, H, W), intensities already normalised.
-        label: uint8 (D, H, W) class ids (segmentation), or ``None``.
-        target: 0 or 1 (binary classification), or ``None``.
-    """
-
-    id: str
-    image: np.ndarray
-    label: np.ndarray | None = None
-    target: int | None = None
 
 
 @dataclass

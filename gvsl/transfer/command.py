@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from gvsl.errors import GVSLInputError
+from gvsl.methods import SCRATCH
 from gvsl.nets.unet import PAPER_CHANNELS, UNet3D, parse_channels
 from gvsl.runtime import PRECISIONS
 from gvsl.table1 import PROTOCOLS
@@ -50,7 +51,7 @@ def transfer_prepared(
             f"{data}: dataset {info.task} is {info.task_type} with {num_classes} output(s); "
             f"the run asks for {config.task} with {config.num_classes}"
         )
-    if init == "scratch":
+    if init == SCRATCH:
         torch.manual_seed(config.seed)
         backbone = UNet3D(1, channels)
     else:

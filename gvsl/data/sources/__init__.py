@@ -9,7 +9,7 @@ that grid), the task's ROI crop, then the intensity window.
 - :mod:`~gvsl.data.sources.request` — :class:`PrepareRequest`, the one typed prepare config.
 - :mod:`~gvsl.data.sources.registry` — :data:`SOURCES`.
 - :mod:`~gvsl.data.sources.splits` — the paper's splits, subject seeds, seeded split assignment.
-- :mod:`~gvsl.data.sources.preprocessing` — the shared path: orientation, resampling, ROI, window.
+- :mod:`~gvsl.data.sources.conventions` — the shared path: orientation, resampling, ROI, window.
 - :mod:`~gvsl.data.sources.discovery` — finding a dataset's files and image/label pairs.
 - :mod:`~gvsl.data.sources.segmentation` — labelled pairs to a segmentation dataset (MM-WHS, ASOCA, MSD).
 - one module per dataset family: :mod:`~gvsl.data.sources.generated` (phantom-ct, mni-brain),
@@ -20,7 +20,7 @@ that grid), the task's ROI crop, then the intensity window.
 from gvsl.data.sources.candi import FREESURFER_NAMES
 from gvsl.data.sources.heart import MMWHS_LABELS
 from gvsl.data.sources.msd import MSD_KEYS
-from gvsl.data.sources.preprocessing import ROI_MM
+from gvsl.data.sources.conventions import ROI_MM
 from gvsl.data.sources.registry import SOURCES, SourceSpec
 from gvsl.data.sources.request import MODALITIES, PrepareRequest
 from gvsl.data.sources.splits import PAPER_SPLITS, PHANTOM_COUNTS, assign_splits, scale_counts, subject_seed

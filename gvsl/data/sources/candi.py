@@ -11,7 +11,7 @@ from gvsl.data.dataset import DatasetInfo, DatasetWriter
 from gvsl.data.io import read_volume
 from gvsl.data.preprocess import roi_shape
 from gvsl.data.sources.discovery import match_pairs, read_pair
-from gvsl.data.sources.preprocessing import PAPER_SPACING, ROI_MM, brain_crop, cut_warning, label_lut, window_info
+from gvsl.data.sources.conventions import PAPER_SPACING, ROI_MM, brain_crop, cut_warning, label_lut, window_info
 from gvsl.data.sources.splits import PAPER_SPLITS, select, split_counts
 from gvsl.errors import GVSLInputError
 

@@ -3,7 +3,7 @@
 
 Regions of interest of the generated chest CTs are placed **without the case's labels**, as a user's
 preprocessing of a new scan would have to: SHC and SAC crop a fixed physical box
-(:func:`~gvsl.data.sources.preprocessing.fixed_roi`: ``ROI_MM["phantom-heart"]`` /
+(:func:`~gvsl.data.sources.conventions.fixed_roi`: ``ROI_MM["phantom-heart"]`` /
 ``ROI_MM["phantom-coronary"]``) centred a fixed offset (``ROI_CENTRE_MM``) from the field of view's
 centre, where the heart / coronaries sit on average. The subjects' whole-body pose (shift, rotation, size,
 :class:`gvsl.data.phantom.BodyPose`) then moves the heart inside the ROI from case to case, as in scans
@@ -29,7 +29,7 @@ import numpy as np
 from gvsl.data.dataset import SPLITS, DatasetInfo, DatasetWriter
 from gvsl.data.io import Volume, check_label_values
 from gvsl.data.preprocess import centred_roi, crop_or_pad, ct_window, foreground_box, roi_shape
-from gvsl.data.sources.preprocessing import (
+from gvsl.data.sources.conventions import (
     ROI_CENTRE_MM,
     ROI_MM,
     brain_crop,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from gvsl.data.dataset import DatasetInfo, DatasetWriter
 from gvsl.data.io import VOLUME_SUFFIXES, read_volume, volume_suffix
 from gvsl.data.sources.discovery import case_id, unique_ids, visible
-from gvsl.data.sources.preprocessing import PAPER_SPACING, standardise, window, window_info
+from gvsl.data.sources.conventions import PAPER_SPACING, standardise, window, window_info
 from gvsl.data.sources.segmentation import segmentation_from_pairs
 from gvsl.data.sources.splits import seeded_subset
 from gvsl.errors import GVSLInputError

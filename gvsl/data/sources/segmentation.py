@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from gvsl.data.dataset import DatasetInfo, DatasetWriter
 from gvsl.data.preprocess import centred_roi, crop_or_pad, foreground_box, roi_shape
 from gvsl.data.sources.discovery import read_pair
-from gvsl.data.sources.preprocessing import (
+from gvsl.data.sources.conventions import (
     PAPER_SPACING, ROI_MM, label_lut, margin_voxels, standardise, window, window_info)
 from gvsl.data.sources.splits import PAPER_SPLITS, select, split_counts
 from gvsl.errors import GVSLInputError

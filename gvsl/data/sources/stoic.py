@@ -11,7 +11,7 @@ from gvsl.data.dataset import DatasetInfo, DatasetWriter
 from gvsl.data.io import read_volume, volume_suffix
 from gvsl.data.preprocess import centred_roi, crop_or_pad, ct_window, foreground_box, lung_mask, roi_shape
 from gvsl.data.sources.discovery import unique_ids, visible
-from gvsl.data.sources.preprocessing import PAPER_SPACING, ROI_MM, margin_voxels, standardise, window_info
+from gvsl.data.sources.conventions import PAPER_SPACING, ROI_MM, margin_voxels, standardise, window_info
 from gvsl.data.sources.splits import PAPER_SPLITS, select, split_counts
 from gvsl.errors import GVSLInputError
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from gvsl.errors import GVSLInputError
-from gvsl.methods import PRETRAIN_METHODS
+from gvsl.methods import PRETRAIN_METHODS, SCRATCH
 from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir, pretrain_seeds, setting
 from gvsl.pipeline.workers import run_jobs
 from gvsl.runtime import progress_line
@@ -70,21 +70,21 @@ def pretrain_stage(params: Mapping[str, Any], build: Path = BUILD, progress: boo
     """
     methods = _methods(params)
     _remove_stale_runs(methods, params, build)
-    backbones = {"scratch": _scratch(params, build)} if "scratch" in methods else {}
-    configs = [config for method in methods if method != "scratch" for config in pretrain_configs(method, params)]
+    backbones = {SCRATCH: _scratch(params, build)} if SCRATCH in methods else {}
+    configs = [config for method in methods if method != SCRATCH for config in pretrain_configs(method, params)]
     if configs:
         heldout = _load_heldout(setting(params, "pretrain", "heldout"), configs[0].crop, build)
         configs.sort(key=_expected_cost, reverse=True)  # the longest first, so that the workers end evenly
         paths = run_jobs(_pretrain_job, [(config, build, heldout, progress) for config in configs], params, "pretrain")
         done = {(config.method, config.seed): path for config, path in zip(configs, paths)}
-        for method in (m for m in methods if m != "scratch"):
+        for method in (m for m in methods if m != SCRATCH):
             backbones[method] = [done[method, seed] for seed in pretrain_seeds(params)]
     return {method: backbones[method] for method in methods}
 
 
 def _methods(params: Mapping[str, Any]) -> list[str]:
     methods = setting(params, "pipeline", "methods")
-    valid = ["scratch", *PRETRAIN_METHODS]
+    valid = [SCRATCH, *PRETRAIN_METHODS]
     if not isinstance(methods, list) or not set(methods) <= set(valid) or len(set(methods)) != len(methods):
         raise GVSLInputError(f"params.yaml: pipeline.methods must be distinct methods of {valid}; got {methods!r}")
     return methods
@@ -116,12 +116,12 @@ def _scratch(params: Mapping[str, Any], build: Path) -> list[Path]:
     backbones = []
     for seed in pretrain_seeds(params):
         torch.manual_seed(seed)
-        backbone, path = UNet3D(1, channels), pretrain_dir("scratch", build, seed) / "backbone.pt"
+        backbone, path = UNet3D(1, channels), pretrain_dir(SCRATCH, build, seed) / "backbone.pt"
         if not _same_weights(path, backbone):  # an unchanged file keeps its provenance, and its transfer stage
             save_backbone(
                 path,
                 backbone,
-                method="scratch",
+                method=SCRATCH,
                 iterations=0,
                 seed=seed,
                 commit=git_commit(),

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from gvsl.geometry import affine_to_ddf, compose_affine_ddf, warp, warp_affine
-from gvsl.nets.heads import AffineHead, DeformableHead, RestorationHead
+from gvsl.nets.gvsl_heads import AffineHead, DeformableHead, RestorationHead
 from gvsl.nets.unet import PAPER_CHANNELS, UNet3D, check_volume
 from gvsl.settings import from_mapping
 
