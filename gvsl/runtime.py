@@ -1,18 +1,15 @@
 """Where a run executes: device choice, the precision and memory format there, torch.distributed (torchrun)
-set-up, and provenance."""
+set-up, and its progress lines. What produced a result is :mod:`gvsl.provenance`'s."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import multiprocessing
 import os
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -26,14 +23,10 @@ __all__ = [
     "autocast",
     "channels_last",
     "check_precision",
-    "code_digest",
     "cpu_bf16_supported",
-    "environment",
     "eta",
-    "files_digest",
     "format_duration",
     "full_precision",
-    "git_commit",
     "progress_line",
     "resolve_device",
     "setup_distributed",
@@ -240,66 +233,3 @@ def setup_distributed(device_name: str = "auto") -> tuple[DistributedContext, to
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return ctx, device
-
-
-def environment(device: str | torch.device = "cpu") -> dict[str, str]:
-    """The versions that produced a result (Python, torch, MONAI, NumPy) and the device it ran on."""
-    import platform
-
-    import monai
-    import numpy
-
-    device = torch.device(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    return {
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "monai": str(monai.__version__),
-        "numpy": str(numpy.__version__),
-        "device": f"{device} ({name})",
-    }
-
-
-def code_digest() -> str:
-    """A digest of the ``gvsl`` package's source files: the code a run was made with, committed or not."""
-    return files_digest(Path(__file__).resolve().parent, "*.py")
-
-
-def files_digest(folder: str | os.PathLike, pattern: str = "*") -> str:
-    """A digest of every file under ``folder`` matching ``pattern``, with its relative path: which inputs a run read."""
-    folder = Path(folder)
-    hasher = hashlib.blake2b(digest_size=16)
-    for file in sorted(p for p in folder.rglob(pattern) if p.is_file()):
-        hasher.update(str(file.relative_to(folder)).encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                hasher.update(block)
-    return hasher.hexdigest()
-
-
-#: tracked files the pipeline itself rewrites while it runs; changes to them do not make the code dirty
-_PIPELINE_OUTPUTS = (":(top,exclude)dvc.lock", ":(top,exclude)results")
-
-
-def git_commit(path: str | os.PathLike = ".") -> str:
-    """The commit checked out at ``path`` (with ``+dirty`` for uncommitted changes), or ``unknown``.
-
-    ``dvc.lock`` and ``results/`` are left out of the check: ``dvc repro`` rewrites them as its
-    stages finish, so a fresh clone's run would otherwise always call itself dirty.
-    """
-    try:
-        cwd = Path(path).resolve()
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", *_PIPELINE_OUTPUTS],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"

@@ -207,7 +207,7 @@ def test_architecture_mismatch_is_reported(tmp_path):
 
 
 def test_a_backbone_records_its_environment_and_loads_weights_only(tmp_path):
-    from gvsl.runtime import environment
+    from gvsl.provenance import environment
 
     path = save_backbone(tmp_path / "backbone.pt", UNet3D(1, TINY), method="gvsl", environment=environment())
     state = torch.load(path, map_location="cpu", weights_only=True)  # plain types only: no torch version objects

@@ -84,7 +84,7 @@ def test_the_conda_environment_installs_the_lock():
 
 
 def test_the_commit_is_dirty_for_code_changes_not_for_what_the_pipeline_rewrites(tmp_path):
-    from gvsl.runtime import git_commit
+    from gvsl.provenance import git_commit
 
     def git(*args):
         return subprocess.run(
@@ -107,3 +107,18 @@ def test_the_commit_is_dirty_for_code_changes_not_for_what_the_pipeline_rewrites
     assert git_commit(tmp_path) == head
     (tmp_path / "params.yaml").write_text("b\n")
     assert git_commit(tmp_path) == f"{head}+dirty"
+
+
+def test_changed_inputs_names_every_difference_in_the_current_runs_order():
+    from gvsl.provenance import changed_inputs
+
+    same = {"config": {"lr": 1e-3, "crop": [32, 32, 32]}, "data": "abc"}
+    assert changed_inputs(same, json_round_trip(same)) == []
+    saved = {"data": "abc", "code": "old", "dropped": 1}
+    assert changed_inputs(saved, {"code": "new", "data": "abc", "added": 2}) == ["code", "added", "dropped"]
+
+
+def json_round_trip(value):
+    import json
+
+    return json.loads(json.dumps(value))

@@ -14,6 +14,7 @@ from gvsl.checkpoint import PRETRAIN_STATE_FORMAT
 from gvsl.data.dataset import DatasetInfo, DatasetWriter
 from gvsl.errors import GVSLInputError
 from gvsl.nets import GVSL, GVSLConfig
+from gvsl.pretext import registration_example
 
 TINY_CHANNELS = (8,) * 9
 
@@ -394,7 +395,7 @@ def reference_ncc_loss(pred, target, window=9):
 
 def test_registration_example_warps_one_heldout_case_onto_another(tmp_path):
     data = tiny_dataset(tmp_path / "SHC")
-    example = report.registration_example(save_model(tmp_path / "checkpoint.pt"), data)
+    example = registration_example(save_model(tmp_path / "checkpoint.pt"), data)
     assert example["ids"] == ["case1", "case2"]
     assert example["fixed"].shape == example["warped"].shape == (16, 16, 16)
     assert example["ddf"].shape == (3, 16, 16, 16)
@@ -419,12 +420,12 @@ def test_registration_needs_a_zmatching_checkpoint(tmp_path):
     data = tiny_dataset(tmp_path / "SHC")
     restoration_only = save_model(tmp_path / "no_zmatch.pt", affine=False, deformable=False)
     with pytest.raises(GVSLInputError, match="no Z-matching head"):
-        report.registration_example(restoration_only, data)
+        registration_example(restoration_only, data)
     torch.save({"state_dict": {}}, tmp_path / "backbone.pt")
     with pytest.raises(GVSLInputError, match="expecting a pre-training checkpoint"):
-        report.registration_example(tmp_path / "backbone.pt", data)
+        registration_example(tmp_path / "backbone.pt", data)
     with pytest.raises(GVSLInputError, match="two different cases"):
-        report.registration_example(save_model(tmp_path / "gvsl.pt"), data, ids=["case1", "case1"])
+        registration_example(save_model(tmp_path / "gvsl.pt"), data, ids=["case1", "case1"])
 
 
 # ------------------------------------------------------------------------------------------------ HTML

@@ -109,7 +109,7 @@ def _scratch(params: Mapping[str, Any], build: Path) -> list[Path]:
     from gvsl.checkpoint import save_backbone
     from gvsl.nets import UNet3D
     from gvsl.nets.unet import check_channels
-    from gvsl.runtime import environment, git_commit
+    from gvsl.provenance import environment, git_commit
 
     channels = tuple(setting(params, "model", "channels"))
     check_channels(channels, "params.yaml: model.channels")

@@ -18,6 +18,7 @@ import torch
 from gvsl.errors import GVSLInputError
 from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir, pretrain_seeds, setting, transfer_dir
 from gvsl.pipeline.workers import run_jobs
+from gvsl.provenance import changed_inputs
 from gvsl.runtime import progress_line
 from gvsl.table1 import METHODS, PROTOCOLS, TASKS
 
@@ -148,7 +149,7 @@ def _weights_digest(path: Path) -> str:
 
 def _with_inputs(jobs: list[TransferJob]) -> list[TransferJob]:
     """The jobs with their inputs: settings, and digests of the backbone, the prepared data and the code."""
-    from gvsl.runtime import code_digest, files_digest
+    from gvsl.provenance import code_digest, files_digest
 
     code = code_digest()
     data = {task: files_digest(prepared_dir(task, jobs[0].build)) for task in {job.task for job in jobs}}
@@ -173,9 +174,10 @@ def _with_inputs(jobs: list[TransferJob]) -> list[TransferJob]:
 
 def _run_inputs(job: TransferJob) -> dict[str, Any]:
     """The job's inputs with what the process running it adds: the thread count, which fixes the order
-    of CPU float reductions, and the package versions and device (:func:`gvsl.runtime.environment`: ``cpu``
+    of CPU float reductions, and the package versions and device (:func:`gvsl.provenance.environment`: ``cpu``
     or ``cuda:0``, a worker's only visible GPU, whichever GPU of the node that is)."""
-    from gvsl.runtime import environment, resolve_device
+    from gvsl.provenance import environment
+    from gvsl.runtime import resolve_device
 
     return {
         **job.inputs,
@@ -191,7 +193,7 @@ def _finished_run(job: TransferJob) -> dict[str, Any] | None:
         metrics = json.loads((job.out / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    return metrics if saved == _run_inputs(job) else None
+    return None if changed_inputs(saved, _run_inputs(job)) else metrics
 
 
 def _remove_stale_runs(method: str, jobs: list[TransferJob], build: Path) -> None:
@@ -267,7 +269,7 @@ def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) 
 
 
 def _cell_summary(jobs: list[TransferJob], records: list[dict[str, Any]], params: Mapping[str, Any]) -> dict[str, Any]:
-    from gvsl.runtime import git_commit
+    from gvsl.provenance import git_commit
 
     first = records[0]
     tests = [r["test"][r["metric"]] for r in records]

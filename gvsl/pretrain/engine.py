@@ -28,17 +28,8 @@ from gvsl.pretext import HeldOutPairs
 from gvsl.pretrain.config import PretrainConfig, lr_factor
 from gvsl.pretrain.heldout import PRETEXT_NAME, HeldoutEvaluation
 from gvsl.pretrain.resume import CHECKPOINT_FORMAT, CHECKPOINT_NAME, restore, should_resume, truncate_log
-from gvsl.runtime import (
-    DistributedContext,
-    autocast,
-    channels_last,
-    code_digest,
-    environment,
-    eta,
-    git_commit,
-    progress_line,
-    setup_distributed,
-)
+from gvsl.provenance import code_digest, environment, git_commit
+from gvsl.runtime import DistributedContext, autocast, channels_last, eta, progress_line, setup_distributed
 
 __all__ = ["BACKBONE_NAME", "PretrainResult", "pretrain", "pretrain_prepared"]
 

@@ -17,6 +17,7 @@ from gvsl.checkpoint import load_file
 from gvsl.errors import GVSLInputError
 from gvsl.pretrain.config import PretrainConfig
 from gvsl.pretrain.heldout import HELDOUT_LOG, HELDOUT_LOSS_LOG, MISALIGNMENT_LOG
+from gvsl.provenance import changed_inputs
 from gvsl.runtime import DistributedContext, progress_line
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "RESUME_IF_UNCHANGED", "restore", "should_resume", "truncate_log"]
@@ -58,9 +59,8 @@ def _keep_matching_run(
         except GVSLInputError:
             changed = ["a checkpoint that cannot be read"]
         else:
-            saved_inputs = state.get("inputs") or {}
-            changed = [key for key, value in config.to_dict().items() if state.get("config", {}).get(key) != value]
-            changed += [key for key, value in inputs.items() if saved_inputs.get(key) != value]
+            changed = changed_inputs(state.get("config") or {}, config.to_dict())
+            changed += changed_inputs(state.get("inputs") or {}, inputs)
             if state.get("format") != CHECKPOINT_FORMAT:
                 changed.append("format")
     matches = checkpoint_path.is_file() and not changed

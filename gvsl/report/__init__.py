@@ -10,7 +10,10 @@ them under ``results/``.
 - :mod:`gvsl.report.table` — the transfer summaries, Table 1, its gains over scratch, metrics and provenance.
 - :mod:`gvsl.report.paper_claims` — the paper's claims, tested per task, corrected for multiplicity (Holm).
 - :mod:`gvsl.report.figures` — Figures 6 and 7 (validation curves, t-SNE of local features).
-- :mod:`gvsl.report.pretext_task` — the pretext task: held-out metrics, Figure 8, a registered example.
+- :mod:`gvsl.report.pretext_task` — the pretext task: held-out metrics, Figure 8, a registered example drawn.
+
+The report reads and draws; what runs a network (local features: :func:`gvsl.transfer.local_features`; a
+registration: :func:`gvsl.pretext.registration_example`) lives in the compute packages.
 - :mod:`gvsl.report.page` — the HTML page.
 - :mod:`gvsl.report.build` — the report stage: all of the above written to ``results/`` in one call.
 """
@@ -18,7 +21,7 @@ them under ``results/``.
 # Importable from here besides __all__: PROTOCOL_NAMES, TASK_METRICS and PRETEXT_KEYS. Table 1's vocabulary
 # (method names, paper values, ablations) is gvsl.table1's, re-exported.
 from gvsl.report.build import Report, write_report
-from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsne, figure_run_curves, local_features
+from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsne, figure_run_curves
 from gvsl.report.page import write_html
 from gvsl.report.paper_claims import ALPHA, CLAIMS_COLUMNS, FINETUNE_CLAIM, claims, claims_markdown
 from gvsl.report.pretext_task import (  # noqa: F401
@@ -31,7 +34,6 @@ from gvsl.report.pretext_task import (  # noqa: F401
     load_pretext,
     pretext_losses,
     pretext_metrics,
-    registration_example,
     training_terms,
 )
 from gvsl.report.table import (
@@ -71,12 +73,10 @@ __all__ = [
     "gain_interval",
     "load_pretext",
     "load_summaries",
-    "local_features",
     "metrics_summary",
     "pretext_losses",
     "pretext_metrics",
     "provenance",
-    "registration_example",
     "table1",
     "table1_markdown",
     "training_terms",

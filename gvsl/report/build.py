@@ -20,7 +20,8 @@ from matplotlib import pyplot as plt
 from gvsl.data import load_prepared
 from gvsl.methods import SCRATCH
 from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir, pretrain_seeds
-from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsne, local_features
+from gvsl.pretext import registration_example
+from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsne
 from gvsl.report.page import FIGURE_CAPTIONS, FIGURE_FOLDER, write_html
 from gvsl.report.paper_claims import claims, claims_markdown
 from gvsl.report.pretext_task import (
@@ -30,9 +31,9 @@ from gvsl.report.pretext_task import (
     load_pretext,
     pretext_losses,
     pretext_metrics,
-    registration_example,
 )
 from gvsl.report.table import load_summaries, metrics_summary, provenance, table1, table1_markdown, with_sources
+from gvsl.transfer.features import local_features
 
 __all__ = ["Report", "write_report"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -74,31 +73,6 @@ def figure_run_curves(summaries: Sequence[Mapping]) -> plt.Figure:
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
-
-
-def local_features(
-    pretrain_root: str | Path,
-    pretrain_seed: int,
-    methods: Sequence[str],
-    dataset_path: str | Path,
-    max_per_class: int = 150,
-    seed: int = 0,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Local features of each method's backbone (of ``pretrain_seed``) at labelled voxels of the dataset's
-    test cases; ``seed`` draws the voxels."""
-    from gvsl.checkpoint import load_backbone
-    from gvsl.data import load_prepared
-    from gvsl.transfer import extract_local_features
-
-    cases = load_prepared(dataset_path).load_split("test")
-    features = {}
-    for method in methods:
-        path = Path(pretrain_root) / method / f"seed{pretrain_seed}" / "backbone.pt"
-        if path.is_file():
-            features[method] = extract_local_features(
-                load_backbone(path), cases, max_per_class=max_per_class, seed=seed
-            )
-    return features
 
 
 def figure7_tsne(

@@ -1,5 +1,6 @@
-"""The pretext task (registering pairs of subjects): held-out metrics, the training curves of Figure 8 and
-one registered example, from ``build/pretrain/<method>/seed<N>/`` (``pretext.json``, DVCLive logs, checkpoints)."""
+"""The pretext task (registering pairs of subjects) as the report reads and draws it: held-out metrics and the
+training curves of Figure 8 from ``build/pretrain/<method>/seed<N>/`` (``pretext.json``, DVCLive logs), and the
+drawing of one registered example (:func:`gvsl.pretext.registration_example` registers it)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 
 from gvsl.errors import GVSLInputError
 from gvsl.table1 import FIGURE_NAMES, METHOD_NAMES, REGISTERING
@@ -270,64 +270,6 @@ def figure8_pretext(
             ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
-
-
-def registration_example(
-    checkpoint_path: str | Path, dataset_path: str | Path, split: str = "val", ids: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """Register two different cases with a pre-trained GVSL (fixed = image A, moving = image B).
-
-    The cases are centre-cropped to the checkpoint's training crop, as the held-out evaluation does
-    (:func:`gvsl.pretext.heldout_pairs`). No augmentation, eval mode. Returns the volumes (fixed,
-    moving, warped), their label maps when
-    the dataset has labels (the moving labels warped by nearest neighbour), the fused displacement
-    field (3, D, H, W) in voxels, the NCC loss before and after, and the warped-label Dice before
-    and after (percent, foreground classes).
-    """
-    from gvsl.checkpoint import load_file, load_pretrained_gvsl
-    from gvsl.data import load_prepared
-    from gvsl.pretext import evaluate_pretext, heldout_pairs
-
-    state = load_file(checkpoint_path)
-    model = load_pretrained_gvsl(state)
-    if not model.z_matching:
-        raise GVSLInputError(f"{checkpoint_path}: this variant has no Z-matching head; nothing registers")
-    dataset = load_prepared(dataset_path)
-    chosen = list(ids) if ids is not None else list(dataset.ids(split))[:2]
-    if len(chosen) != 2 or chosen[0] == chosen[1]:
-        raise GVSLInputError(f"registration_example needs two different cases, got {chosen}")
-    cases = [dataset.load_case(i) for i in chosen]
-    if cases[0].image.shape != cases[1].image.shape:
-        raise GVSLInputError(f"cases {chosen} differ in shape: {cases[0].image.shape} vs {cases[1].image.shape}")
-    # the field of view of the held-out evaluation: the training crop (centred), else the whole volume
-    crop = state.get("config", {}).get("crop", cases[0].image.shape)
-    pair = heldout_pairs(cases, crop, num_classes=len(dataset.info.classes) + 1).subset(slice(0, 1))
-    model.eval()
-    with torch.no_grad():
-        out = model(pair.fixed, pair.moving)
-    scores = evaluate_pretext(model, pair).summary()
-    example = {
-        "ids": chosen,
-        "fixed": pair.fixed[0, 0].numpy(),
-        "moving": pair.moving[0, 0].numpy(),
-        "warped": out.warped[0, 0].numpy(),
-        "ddf": out.ddf[0].numpy(),
-        "ncc_before": scores["identity_ncc"],
-        "ncc_after": scores["ncc"],
-    }
-    if pair.labelled:
-        from gvsl.geometry import warp
-
-        moving_label = pair.moving_labels[:1]
-        example.update(
-            fixed_label=pair.fixed_labels[0, 0].numpy(),
-            moving_label=moving_label[0, 0].numpy(),
-            warped_label=warp(moving_label.float(), out.ddf, "nearest")[0, 0].long().numpy(),
-            dice_before=100 * scores["identity_dice"],
-            dice_after=100 * scores["warped_dice"],
-            num_classes=pair.num_classes,
-        )
-    return example
 
 
 def figure_registration(example: Mapping[str, Any], axis: int = 2) -> plt.Figure:

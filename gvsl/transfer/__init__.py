@@ -35,7 +35,7 @@ from gvsl.transfer.config import (  # noqa: F401
     TransferConfig,
     num_outputs,
 )
-from gvsl.transfer.features import extract_local_features
+from gvsl.transfer.features import extract_local_features, local_features
 from gvsl.transfer.metrics import evaluate_cases, evaluate_classification, evaluate_segmentation, validate
 from gvsl.transfer.model import TransferModel, build_transfer_model
 from gvsl.transfer.objectives import _class_weights  # noqa: F401
@@ -55,6 +55,7 @@ __all__ = [
     "evaluate_classification",
     "evaluate_segmentation",
     "extract_local_features",
+    "local_features",
     "num_outputs",
     "run_transfer",
     "validate",

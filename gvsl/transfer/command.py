@@ -41,7 +41,8 @@ def transfer_prepared(
     """
     from gvsl.checkpoint import atomic_save, load_backbone
     from gvsl.data import load_prepared
-    from gvsl.runtime import environment, git_commit, resolve_device
+    from gvsl.provenance import environment, git_commit
+    from gvsl.runtime import resolve_device
 
     dataset = load_prepared(data, task=("SHC", "SAC", "CCC", "SBM"))
     info = dataset.info

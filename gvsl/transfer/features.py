@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from gvsl.nets.unet import UNet3D
 from gvsl.runtime import resolve_device
 from gvsl.transfer.cases import Case, _prepare
 
-__all__ = ["extract_local_features"]
+__all__ = ["extract_local_features", "local_features"]
 
 
 def extract_local_features(
@@ -71,3 +72,27 @@ def extract_local_features(
     features = [torch.cat(gathered[cls]) for cls in classes]
     labels = [torch.full((len(f),), cls, dtype=torch.int64) for cls, f in zip(classes, features)]
     return torch.cat(features).numpy(), torch.cat(labels).numpy()
+
+
+def local_features(
+    pretrain_root: str | Path,
+    pretrain_seed: int,
+    methods: Sequence[str],
+    dataset_path: str | Path,
+    max_per_class: int = 150,
+    seed: int = 0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Local features of each method's backbone (of ``pretrain_seed``) at labelled voxels of the dataset's
+    test cases; ``seed`` draws the voxels."""
+    from gvsl.checkpoint import load_backbone
+    from gvsl.data import load_prepared
+
+    cases = load_prepared(dataset_path).load_split("test")
+    features = {}
+    for method in methods:
+        path = Path(pretrain_root) / method / f"seed{pretrain_seed}" / "backbone.pt"
+        if path.is_file():
+            features[method] = extract_local_features(
+                load_backbone(path), cases, max_per_class=max_per_class, seed=seed
+            )
+    return features
