@@ -64,7 +64,7 @@ repro-paper: $(STAMP)
 	cp profiles/paper.yaml params.yaml
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-# The paper profile's stages on small stand-ins of its datasets, in their own formats (gvsl/rehearsal.py):
+# The paper profile's stages on small stand-ins of its datasets, in their own formats (gvsl/rehearsal/):
 # profiles/paper.yaml with profiles/paper-rehearsal.yaml's sizes, iterations and widths, in build/rehearsal;
 # PRECISION=bf16 trains and evaluates under CPU bf16 autocast, as the paper profile does on CUDA
 rehearse-paper: $(ITK_STAMP)

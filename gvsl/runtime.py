@@ -24,6 +24,7 @@ __all__ = [
     "channels_last",
     "check_precision",
     "cpu_bf16_supported",
+    "end_live",
     "eta",
     "format_duration",
     "full_precision",
@@ -233,3 +234,18 @@ def setup_distributed(device_name: str = "auto") -> tuple[DistributedContext, to
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return ctx, device
+
+
+def end_live(live) -> None:
+    """``live.end()`` for a DVCLive run that may end at the same moment as another run of the same repository.
+
+    DVCLive's last act in ``end()`` removes the signal file it leaves for DVC's VS Code extension
+    (``.dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED``, one per repository) after checking that it exists; when two
+    of the pipeline's worker processes end their runs together, the second removal finds the file gone and
+    raises ``FileNotFoundError`` (it failed a pipeline stage that way). Nothing of the run is lost by then.
+    """
+    try:
+        live.end()
+    except FileNotFoundError as err:
+        if not str(err.filename).endswith("DVCLIVE_STEP_COMPLETED"):
+            raise

@@ -1,10 +1,11 @@
-"""The mni-brain generator (gvsl.data.brain): determinism, geometry, labels, T1 contrast, input checks, prepare."""
+"""The mni-brain generator (gvsl.data.cohorts.brain): determinism, geometry, labels, T1 contrast, input checks,
+prepare."""
 
 import numpy as np
 import pytest
 
 from gvsl.data import load_prepared, prepare
-from gvsl.data.brain import (
+from gvsl.data.cohorts.brain import (
     BRAIN_CLASSES,
     CEREBELLUM,
     CLASS_TISSUE,

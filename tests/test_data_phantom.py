@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from gvsl.data.phantom import (
+from gvsl.data.cohorts.phantom import (
     AO,
     BODY_ROLL_DEG,
     BODY_SCALE,
@@ -23,7 +23,7 @@ from gvsl.data.phantom import (
     body_pose,
     generate_subject,
 )
-from gvsl.data.phantom_heart import CHAMBER_SCALE, HeartShape
+from gvsl.data.cohorts.phantom_heart import CHAMBER_SCALE, HeartShape
 from gvsl.data.preprocess import crop_or_pad
 from gvsl.data.sources.conventions import ROI_CENTRE_MM, ROI_MM, fixed_roi
 from gvsl.errors import GVSLInputError

@@ -329,7 +329,7 @@ class FakePhantomSubject:
 
 
 def fake_phantom_module():
-    """Stand-in for gvsl.data.phantom with its API: a thorax, a 7-part heart, a coronary ring."""
+    """Stand-in for gvsl.data.cohorts.phantom with its API: a thorax, a 7-part heart, a coronary ring."""
 
     def generate_subject(seed, shape=(64, 64, 64), spacing=(5.0, 5.0, 5.0), opacity=None):
         rng = np.random.default_rng(seed)
@@ -379,8 +379,8 @@ def fake_brain_module():
 
 @pytest.fixture
 def fake_generators(monkeypatch):
-    monkeypatch.setitem(sys.modules, "gvsl.data.phantom", fake_phantom_module())
-    monkeypatch.setitem(sys.modules, "gvsl.data.brain", fake_brain_module())
+    monkeypatch.setitem(sys.modules, "gvsl.data.cohorts.phantom", fake_phantom_module())
+    monkeypatch.setitem(sys.modules, "gvsl.data.cohorts.brain", fake_brain_module())
 
 
 def test_phantom_ct_builds_four_tasks(fake_generators, tmp_path):

@@ -5,6 +5,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import tomllib
 import yaml
 from packaging.requirements import Requirement
@@ -122,3 +123,19 @@ def json_round_trip(value):
     import json
 
     return json.loads(json.dumps(value))
+
+
+def test_a_dvclive_run_ending_beside_another_survives_their_race_on_the_signal_file(tmp_path):
+    from gvsl.runtime import end_live
+
+    class Ending:
+        def __init__(self, missing):
+            self.missing = missing
+
+        def end(self):
+            # what dvclive.vscode.cleanup_dvclive_step_completed raises when another run removed the file first
+            raise FileNotFoundError(2, "No such file or directory", str(tmp_path / self.missing))
+
+    end_live(Ending(".dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED"))
+    with pytest.raises(FileNotFoundError):
+        end_live(Ending("dvclive/metrics.json"))

@@ -12,7 +12,7 @@ import torch
 
 from gvsl.checkpoint import load_backbone, load_file
 from gvsl.data import Case
-from gvsl.data.phantom import generate_subject
+from gvsl.data.cohorts.phantom import generate_subject
 from gvsl.errors import GVSLInputError
 from gvsl.pretext import heldout_pairs
 from gvsl.pretrain import (

@@ -12,13 +12,14 @@ import pytest
 import yaml
 
 from gvsl import rehearsal
-from gvsl.data import load_prepared, phantom
-from gvsl.data.fixtures import write_fixture
+from gvsl.data import load_prepared
+from gvsl.data.cohorts import phantom
 from gvsl.data.io import read_volume
 from gvsl.data.prepare import prepare
 from gvsl.data.preprocess import to_canonical
 from gvsl.data.sources import FREESURFER_NAMES
 from gvsl.errors import GVSLInputError
+from gvsl.rehearsal.stand_ins import write_fixture
 from tests.test_pipeline import ROOT
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from gvsl.data.dataset import atomic_output
 from gvsl.data.preprocess import CT_WINDOW_WIDTH, DEFAULT_HU_OFFSET
-from gvsl.data.sources import MODALITIES, SOURCES, PrepareRequest
+from gvsl.data.sources import MODALITIES, SOURCES, PrepareRequest, source_spec
 
 __all__ = ["add_arguments", "prepare", "prepare_request", "run"]
 
@@ -53,7 +53,7 @@ def prepare(source: str, out: str | os.PathLike, root: str | os.PathLike | None 
 
 def prepare_request(request: PrepareRequest, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Prepare what ``request`` asks for into the folder ``out`` (written atomically; see :func:`prepare`)."""
-    spec = request.spec
+    spec = source_spec(request)
     all_tasks = request.task is None and len(spec.tasks) > 1 and spec.generated
     tasks = spec.tasks if all_tasks else (request.task or spec.tasks[0],)
     with atomic_output(out, overwrite=overwrite) as tmp:

@@ -29,7 +29,15 @@ from gvsl.pretrain.config import PretrainConfig, lr_factor
 from gvsl.pretrain.heldout import PRETEXT_NAME, HeldoutEvaluation
 from gvsl.pretrain.resume import CHECKPOINT_FORMAT, CHECKPOINT_NAME, restore, should_resume, truncate_log
 from gvsl.provenance import code_digest, environment, git_commit
-from gvsl.runtime import DistributedContext, autocast, channels_last, eta, progress_line, setup_distributed
+from gvsl.runtime import (
+    DistributedContext,
+    autocast,
+    channels_last,
+    end_live,
+    eta,
+    progress_line,
+    setup_distributed,
+)
 
 __all__ = ["BACKBONE_NAME", "PretrainResult", "pretrain", "pretrain_prepared"]
 
@@ -348,7 +356,7 @@ def _finish(run: _Run, live: Any, provenance: Mapping[str, Any] | None) -> None:
             **dict(provenance or {}),
         )
         if live is not None:
-            live.end()
+            end_live(live)
     if run.ctx.enabled:
         torch.distributed.barrier()
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from gvsl.errors import GVSLInputError, NonFiniteLossError
 from gvsl.nets.unet import UNet3D
-from gvsl.runtime import autocast, resolve_device
+from gvsl.runtime import autocast, end_live, resolve_device
 from gvsl.transfer.cases import Case, _CropSampler, _prepare, _Prepared
 from gvsl.transfer.config import TransferConfig
 from gvsl.transfer.metrics import _class_names, evaluate_cases, validate
@@ -117,7 +117,7 @@ class _Log:
         self.live.log_metric(f"best_val/{metric_name}", selection.score, plot=False)
         for name, value in test_metrics.items():
             self.live.log_metric(f"test/{name}", value, plot=False)
-        self.live.end()
+        end_live(self.live)
 
 
 def _check_evaluation_splits(

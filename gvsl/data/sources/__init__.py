@@ -21,7 +21,7 @@ from gvsl.data.sources.candi import FREESURFER_NAMES
 from gvsl.data.sources.heart import MMWHS_LABELS
 from gvsl.data.sources.msd import MSD_KEYS
 from gvsl.data.sources.conventions import ROI_MM
-from gvsl.data.sources.registry import SOURCES, SourceSpec
+from gvsl.data.sources.registry import SOURCES, SourceSpec, source_spec
 from gvsl.data.sources.request import MODALITIES, PrepareRequest
 from gvsl.data.sources.splits import PAPER_SPLITS, PHANTOM_COUNTS, assign_splits, scale_counts, subject_seed
 from gvsl.data.sources.stoic import STOIC_COLUMNS
@@ -38,6 +38,7 @@ __all__ = [
     "STOIC_COLUMNS",
     "PrepareRequest",
     "SourceSpec",
+    "source_spec",
     "assign_splits",
     "scale_counts",
     "subject_seed",

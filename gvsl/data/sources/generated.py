@@ -6,7 +6,7 @@ preprocessing of a new scan would have to: SHC and SAC crop a fixed physical box
 (:func:`~gvsl.data.sources.conventions.fixed_roi`: ``ROI_MM["phantom-heart"]`` /
 ``ROI_MM["phantom-coronary"]``) centred a fixed offset (``ROI_CENTRE_MM``) from the field of view's
 centre, where the heart / coronaries sit on average. The subjects' whole-body pose (shift, rotation, size,
-:class:`gvsl.data.phantom.BodyPose`) then moves the heart inside the ROI from case to case, as in scans
+:class:`gvsl.data.cohorts.phantom.BodyPose`) then moves the heart inside the ROI from case to case, as in scans
 whose field of view a technician centred on the chest; the boxes are sized so that every subject's heart
 (all seven labels) or coronaries stay inside (seeds 0-199 checked by the tests; a case that would be cut
 is reported by a warning). CCC crops the lung box the generator knows (thresholding, the STOIC path, finds
@@ -50,7 +50,7 @@ __all__ = ["build_mni_brain", "build_phantom_ct"]
 
 def _phantom_module(name: str):
     # Imported on use: the generators are only needed by the generated sources.
-    return importlib.import_module(f"gvsl.data.{name}")
+    return importlib.import_module(f"gvsl.data.cohorts.{name}")
 
 
 def _split_counts(req: PrepareRequest, task: str) -> tuple[int, ...]:
@@ -108,7 +108,7 @@ def build_phantom_ct(dest: Path, req: PrepareRequest, task: str) -> None:
     cut_warning(cut, f"phantom-ct {task}")
     classes = {"pretrain": (), "SHC": phantom.HEART_CLASSES, "SAC": ("coronary_artery",),
                "CCC": ("opacity",)}[task]
-    generator = {"generator": "gvsl.data.phantom", "seed": req.seed, "shape": list(shape),
+    generator = {"generator": "gvsl.data.cohorts.phantom", "seed": req.seed, "shape": list(shape),
                  "split_counts": list(counts), "subject_seed": SUBJECT_SEED_RULE}
     if task != "pretrain":
         roi = ("lung box (the generator's lungs)" if task == "CCC" else
@@ -141,7 +141,7 @@ def build_mni_brain(dest: Path, req: PrepareRequest, task: str) -> None:
     cut_warning(cut, "mni-brain")
     writer.finish(DatasetInfo(task=task, classes=classes, spacing=spacing, source=req.source,
                               window=window_info("mr", 0.0),
-                              generator={"generator": "gvsl.data.brain", "seed": req.seed, "shape": list(shape),
+                              generator={"generator": "gvsl.data.cohorts.brain", "seed": req.seed, "shape": list(shape),
                                          "split_counts": list(counts), "roi": "brain centre",
                                          "roi_mm": list(roi_mm), "roi_shape": list(crop_shape),
                                          "subject_seed": SUBJECT_SEED_RULE}))

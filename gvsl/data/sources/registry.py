@@ -5,18 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from gvsl.data.sources.candi import build_candi
 from gvsl.data.sources.generated import build_mni_brain, build_phantom_ct
 from gvsl.data.sources.heart import build_asoca, build_mmwhs
 from gvsl.data.sources.msd import build_folder, build_msd
 from gvsl.data.sources.stoic import build_stoic
+from gvsl.data.sources.request import PrepareRequest
+from gvsl.errors import GVSLInputError
 
-if TYPE_CHECKING:
-    from gvsl.data.sources.request import PrepareRequest
-
-__all__ = ["SOURCES", "SourceSpec"]
+__all__ = ["SOURCES", "SourceSpec", "source_spec"]
 
 
 @dataclass(frozen=True)
@@ -40,3 +38,25 @@ SOURCES: dict[str, SourceSpec] = {
     "msd": SourceSpec(build_msd, ("MSD", "pretrain"), False, "Medical Segmentation Decathlon task folder"),
     "folder": SourceSpec(build_folder, ("pretrain",), False, "your own unlabeled scans (any readable volumes)"),
 }
+
+
+def source_spec(request: PrepareRequest) -> SourceSpec:
+    """The source ``request`` names, checked against what that source prepares and reads.
+
+    Raises:
+        GVSLInputError: an unknown source, a task it does not prepare, ``--root`` given to a generated source
+            or missing for a real one, ``--shape`` for a real one.
+    """
+    if request.source not in SOURCES:
+        raise GVSLInputError(f"source {request.source!r} is not one of {', '.join(SOURCES)}")
+    spec = SOURCES[request.source]
+    if request.task is not None and request.task not in spec.tasks:
+        raise GVSLInputError(f"source {request.source} prepares task {' or '.join(spec.tasks)}, not {request.task!r}")
+    if spec.generated and request.root is not None:
+        raise GVSLInputError(f"source {request.source} is generated and reads no --root")
+    if not spec.generated:
+        if request.root is None:
+            raise GVSLInputError(f"source {request.source} needs --root, the folder holding the dataset")
+        if request.shape is not None:
+            raise GVSLInputError(f"--shape applies to generated sources only, not to {request.source}")
+    return spec

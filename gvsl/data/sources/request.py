@@ -13,7 +13,6 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from gvsl.data.preprocess import DEFAULT_HU_OFFSET
-from gvsl.data.sources.registry import SOURCES, SourceSpec
 from gvsl.errors import GVSLInputError
 
 __all__ = ["MODALITIES", "PrepareRequest"]
@@ -70,18 +69,6 @@ class PrepareRequest:
     progress: bool = False
 
     def __post_init__(self):
-        if self.source not in SOURCES:
-            raise GVSLInputError(f"source {self.source!r} is not one of {', '.join(SOURCES)}")
-        spec = self.spec
-        if self.task is not None and self.task not in spec.tasks:
-            raise GVSLInputError(f"source {self.source} prepares task {' or '.join(spec.tasks)}, not {self.task!r}")
-        if spec.generated and self.root is not None:
-            raise GVSLInputError(f"source {self.source} is generated and reads no --root")
-        if not spec.generated:
-            if self.root is None:
-                raise GVSLInputError(f"source {self.source} needs --root, the folder holding the dataset")
-            if self.shape is not None:
-                raise GVSLInputError(f"--shape applies to generated sources only, not to {self.source}")
         if self.modality is not None and self.modality not in MODALITIES:
             raise GVSLInputError(f"modality {self.modality!r} is not one of {', '.join(MODALITIES)}")
         if self.subjects is not None and self.subjects < 1:
@@ -107,10 +94,6 @@ class PrepareRequest:
         if "source" not in settings:
             raise GVSLInputError("missing 'source'")
         return cls(**settings, task=task, seed=seed, progress=progress)
-
-    @property
-    def spec(self) -> SourceSpec:
-        return SOURCES[self.source]
 
     def root_folder(self) -> Path:
         """:attr:`root`, which must be a folder (real sources only)."""

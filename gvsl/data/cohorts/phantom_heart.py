@@ -1,4 +1,4 @@
-"""The canonical heart of the generated chest CT (:mod:`gvsl.data.phantom`): seven labelled structures
+"""The canonical heart of the generated chest CT (:mod:`gvsl.data.cohorts.phantom`): seven labelled structures
 (MM-WHS 2017 order, :data:`HEART_CLASSES`), the unlabelled walls and vessels, and the coronary arteries.
 
 The heart is built in its own frame (mm, RAS+, origin at the LV cavity centre) from per-subject
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gvsl.data.shapes import Points, ellipsoid, frame, tube
+from gvsl.data.cohorts.shapes import Points, ellipsoid, frame, tube
 
 __all__ = ["AO", "AXIS_SCALE", "CHAMBER_SCALE", "CORONARY_RADIUS_MM", "DESCENDING_TOP", "HEART_CENTRE",
            "HEART_CLASSES", "LA", "LV", "MAX_AXIS_TILT_DEG", "MYO", "PA", "RA", "RV", "HeartMasks", "HeartShape",

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from gvsl.data.splines import upsample_lattice
+from gvsl.data.cohorts.splines import upsample_lattice
 from gvsl.errors import GVSLInputError
 
 __all__ = ["BRAIN_CLASSES", "BrainSubject", "generate_subject"]

@@ -3,7 +3,7 @@
 ``make rehearse-paper`` (``python -m gvsl.rehearsal``) does what a user of the paper profile does on
 a fresh clone, as the README's "The paper profile" describes it, in a copy of the project:
 
-1. one folder per dataset that ``profiles/paper.yaml`` reads, written by :mod:`gvsl.data.fixtures`
+1. one folder per dataset that ``profiles/paper.yaml`` reads, written by :mod:`gvsl.rehearsal.stand_ins`
    in the dataset's own formats (MM-WHS NIfTI, ASOCA NRRD, STOIC MetaImage with ``reference.csv``,
    CANDI, a folder of unlabeled CT);
 2. ``data/`` pointed at that folder with the README's commands (``dvc import-url``, ``dvc unfreeze``);
@@ -203,7 +203,7 @@ def _run(command: Sequence[str], cwd: Path) -> None:
 
 def write_datasets(params: Mapping[str, Any], folder: Path) -> None:
     """One stand-in per prepared task of the profile, in the folder its ``root`` names under ``data/``."""
-    from gvsl.data.fixtures import write_fixture
+    from gvsl.rehearsal.stand_ins import write_fixture
 
     for task, settings in params["prepare"]["tasks"].items():
         root = Path(settings["root"])
@@ -314,7 +314,3 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(f'{t}={s}' for t, s in summary['sources'].items())} in {summary['seconds']:.0f} s"
     )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

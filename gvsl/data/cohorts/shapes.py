@@ -1,5 +1,5 @@
 """Implicit shapes evaluated at every voxel centre, in world millimetres: the anatomy primitives of the
-generated chest CT (:mod:`gvsl.data.phantom`).
+generated chest CT (:mod:`gvsl.data.cohorts.phantom`).
 
 A shape is a function of the voxel-centre coordinates (:class:`Points`, three arrays of the volume's
 shape in some frame): an ellipsoid's normalised radius, the inside of a tube along a polyline. Frames
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gvsl.data.splines import upsample_lattice
+from gvsl.data.cohorts.splines import upsample_lattice
 
 __all__ = ["Points", "ellipsoid", "frame", "rotation", "smooth_field", "tube"]
 

@@ -3,7 +3,7 @@
 Each writer lays a folder out as its dataset does, with that dataset's file format, file names,
 label values, stored orientation and metadata, so that the matching source of
 :mod:`gvsl.data.sources` reads it exactly as it reads the real download. The voxels are the kit's
-generated subjects (:mod:`gvsl.data.phantom` chest CTs, :mod:`gvsl.data.brain` brain MRs): nothing
+generated subjects (:mod:`gvsl.data.cohorts.phantom` chest CTs, :mod:`gvsl.data.cohorts.brain` brain MRs): nothing
 here is real data. ``make rehearse-paper`` (:mod:`gvsl.rehearsal`) runs the paper profile on them,
 so that a reader, a split or a label map that would fail on the real data fails here first.
 
@@ -32,7 +32,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from gvsl.data import brain, phantom
+from gvsl.data.cohorts import brain, phantom
 from gvsl.data.io import LPS_TO_RAS, write_nifti
 from gvsl.data.sources import FREESURFER_NAMES, MMWHS_LABELS, STOIC_COLUMNS, subject_seed
 from gvsl.errors import GVSLInputError
@@ -54,9 +54,15 @@ _CONFORMED = ("L", "I", "A")
 # CANDI's groups (folder, case prefix) and the FreeSurfer values of the generator's tissues by
 # hemisphere (left, right): lateral ventricles (all CSF), cortex (grey matter, cerebellum), white matter.
 _CANDI_GROUPS = (("BPDwithPsy", "BPDwPsy"), ("BPDwithoutPsy", "BPDwoPsy"), ("HC", "HC"), ("SS", "SS"))
-_FREESURFER_TISSUES = {"ventricles": (4, 43), "external_csf": (4, 43), "left_grey_matter": (3, 42),
-                       "right_grey_matter": (3, 42), "left_white_matter": (2, 41), "right_white_matter": (2, 41),
-                       "cerebellum": (3, 42)}
+_FREESURFER_TISSUES = {
+    "ventricles": (4, 43),
+    "external_csf": (4, 43),
+    "left_grey_matter": (3, 42),
+    "right_grey_matter": (3, 42),
+    "left_white_matter": (2, 41),
+    "right_white_matter": (2, 41),
+    "cerebellum": (3, 42),
+}
 
 
 def _scanner_storage(array: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -69,8 +75,9 @@ def _scanner_storage(array: np.ndarray, spacing: Sequence[float]) -> tuple[np.nd
 
 def _conformed_storage(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A RAS-ordered array as FreeSurfer stores it (axes left, inferior, anterior) and its RAS+ affine."""
-    transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
-                                                nib.orientations.axcodes2ornt(_CONFORMED))
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt(_CONFORMED)
+    )
     stored = np.ascontiguousarray(nib.orientations.apply_orientation(array, transform))
     return stored, affine @ nib.orientations.inv_ornt_aff(transform, array.shape)
 
@@ -83,8 +90,13 @@ def _write_nrrd(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     import nrrd  # pynrrd, the reader's own library (an optional extra)
 
     lps = LPS_TO_RAS @ affine
-    header = {"space": "left-posterior-superior", "space directions": lps[:3, :3].T, "space origin": lps[:3, 3],
-              "encoding": "gzip", "kinds": ["domain"] * 3}
+    header = {
+        "space": "left-posterior-superior",
+        "space directions": lps[:3, :3].T,
+        "space origin": lps[:3, 3],
+        "encoding": "gzip",
+        "kinds": ["domain"] * 3,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     nrrd.write(str(path), array, header)
 
@@ -175,8 +187,9 @@ def write_candi(root: Path, count: int, seed: int) -> dict[str, int]:
     for index in range(count):
         group, prefix = _CANDI_GROUPS[index % len(_CANDI_GROUPS)]
         case = f"{prefix}_{index + 1:03d}"
-        subject = brain.generate_subject(seeds.setdefault(case, subject_seed(seed, "SBM", index)), shape=shape,
-                                         spacing=spacing)
+        subject = brain.generate_subject(
+            seeds.setdefault(case, subject_seed(seed, "SBM", index)), shape=shape, spacing=spacing
+        )
         folder = root / "SchizBull_2008" / group / case
         folder.mkdir(parents=True, exist_ok=True)
         image, affine = _conformed_storage(np.round(subject.image * 255).astype(np.uint8), subject.affine)
@@ -205,8 +218,12 @@ def write_ct_folder(root: Path, count: int, seed: int) -> dict[str, int]:
 
 #: source of :data:`gvsl.data.sources.SOURCES` -> the writer of its stand-in
 WRITERS: Mapping[str, Callable[[Path, int, int], dict[str, int]]] = {
-    "mmwhs": write_mmwhs, "asoca": write_asoca, "stoic": write_stoic, "candi": write_candi,
-    "folder": write_ct_folder}
+    "mmwhs": write_mmwhs,
+    "asoca": write_asoca,
+    "stoic": write_stoic,
+    "candi": write_candi,
+    "folder": write_ct_folder,
+}
 
 
 def write_fixture(source: str, root: str | Path, *, count: int | None = None, seed: int = 0) -> dict[str, int]:

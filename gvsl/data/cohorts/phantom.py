@@ -1,6 +1,6 @@
 """phantom-ct: a synthetic contrast-enhanced chest CT cohort with a seven-structure heart.
 
-Each subject is drawn from one seed. Anatomy is built from implicit shapes (:mod:`gvsl.data.shapes`:
+Each subject is drawn from one seed. Anatomy is built from implicit shapes (:mod:`gvsl.data.cohorts.shapes`:
 oriented ellipsoids and tubes along polylines) evaluated at every voxel centre, in world millimetres,
 RAS+ (array axis 0 runs towards the patient's right, 1 towards anterior, 2 towards superior; the
 affine is ``diag(spacing)``):
@@ -24,7 +24,7 @@ Subjects differ as patients do:
   ±20 % in all), and a position in the field of view of ±20 mm left-right, ±15 mm front-back and ±12 mm
   along the table (the scan range is planned on the scout, so it varies least). A smooth elastic
   deformation of the whole body follows;
-* **the heart's own pose and shape** (:class:`~gvsl.data.phantom_heart.HeartShape`): ±8 mm, ±0.2 rad and
+* **the heart's own pose and shape** (:class:`~gvsl.data.cohorts.phantom_heart.HeartShape`): ±8 mm, ±0.2 rad and
   0.9–1.08 on top of the body's pose; each of LV, RV, LA, RA, aorta and pulmonary trunk scaled on its own
   (0.82–1.18), and the LV long axis tilted up to 14°;
 * **contrast timing**: a per-subject phase between early arterial and venous. Arterial blood (LA, LV,
@@ -52,9 +52,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from gvsl.data.phantom_heart import (  # noqa: F401  the label values are the phantom's too
+from gvsl.data.cohorts.phantom_heart import (  # noqa: F401  the label values are the phantom's too
     AO, DESCENDING_TOP, HEART_CENTRE, HEART_CLASSES, LA, LV, MYO, PA, RA, RV, HeartMasks, HeartShape, canonical_heart)
-from gvsl.data.shapes import Points, ellipsoid, rotation, smooth_field
+from gvsl.data.cohorts.shapes import Points, ellipsoid, rotation, smooth_field
 from gvsl.errors import GVSLInputError
 
 __all__ = ["HEART_CLASSES", "BodyPose", "PhantomSubject", "body_pose", "generate_subject"]

@@ -1,0 +1,5 @@
+"""``python -m gvsl.rehearsal`` (``make rehearse-paper``)."""
+
+from gvsl.rehearsal import main
+
+raise SystemExit(main())
