@@ -63,22 +63,21 @@ def main(argv=None) -> None:
         f"{len(pairs)} held-out pairs of {args.data.name}/{args.split}, crop {tuple(args.crop)}; "
         f"optimised in {seconds:.0f} s at 2 threads\n"
     )
+
+    def dice(value) -> str:  # unlabelled held-out subjects have NCC only
+        return "—" if value is None else f"{100 * float(value.mean()):.1f}"
+
     print(f"{'registration':40s} {'Dice %':>7s} {'NCC loss':>9s}")
-    print(
-        f"{'none (identity)':40s} {100 * float(scores.identity_dice.mean()):7.1f} "
-        f"{float(scores.identity_ncc.mean()):9.3f}"
-    )
-    print(f"{'optimised affine':40s} {100 * float(scores.affine_dice.mean()):7.1f} {'':>9s}")
-    print(
-        f"{'optimised affine + displacement':40s} {100 * float(scores.warped_dice.mean()):7.1f} "
-        f"{float(scores.ncc.mean()):9.3f}"
-    )
+    print(f"{'none (identity)':40s} {dice(scores.identity_dice):>7s} {float(scores.identity_ncc.mean()):9.3f}")
+    print(f"{'optimised affine':40s} {dice(scores.affine_dice):>7s} {'':>9s}")
+    print(f"{'optimised affine + displacement':40s} {dice(scores.warped_dice):>7s} {float(scores.ncc.mean()):9.3f}")
     for run in args.runs:
         pretext = json.loads((run / "pretext.json").read_text())
         last = pretext["last"]["mean"]
         name = f"head: {run.parent.name}/{run.name} @ {pretext['last'].get('iteration', 'last')}"
+        warped = f"{100 * last['warped_dice']:.1f}" if "warped_dice" in last else "—"
         affine = f" (affine {100 * last['affine_dice']:.1f})" if "affine_dice" in last else ""
-        print(f"{name:40s} {100 * last['warped_dice']:7.1f} {last['ncc']:9.3f}{affine}")
+        print(f"{name:40s} {warped:>7s} {last['ncc']:9.3f}{affine}")
 
 
 if __name__ == "__main__":

@@ -462,6 +462,33 @@ def test_html_page_holds_tables_figures_and_provenance(tmp_path, summaries):
     assert "<td>def5678</td>" in page and "<td>p0-t0, p1-t1, p2-t2</td>" in page
 
 
+def test_the_page_opens_on_a_summary_and_shows_empty_cells_and_counts_plainly(tmp_path, summaries):
+    table = report.table1(summaries, profile="unit")
+    facts = report.provenance(summaries, {"profile": "unit", "pretrain": {"seeds": [0, 1], "options": {}}})
+    found = report.claims(table, summaries)
+    page = report.write_html(
+        tmp_path / "report.html",
+        report.with_sources(table, summaries),
+        report.table1_markdown(table),
+        {},
+        facts,
+        pretext={
+            "gvsl": {"seeds": 5.0, "warped_dice": 21.0},
+            "no_affine": {"seeds": float("nan"), "warped_dice": 20.0},
+        },
+        claims=found,
+    ).read_text()
+    assert page.index("<h2>Summary</h2>") < page.index("<h2>Table 1</h2>")
+    tested = int(found["tested"].sum())
+    assert f"<b>{int(found['shown'].sum())} of {tested}</b> tested claims are shown" in page
+    # a count reads as an integer, a missing one as "—", never NaN or <NA>
+    assert "<td>5</td>" in page and "<td>5.0</td>" not in page
+    assert "NaN" not in page and "&lt;NA&gt;" not in page and "—" in page
+    # settings are table rows, not JSON
+    assert "<th>pre-training.seeds</th><td><code>0, 1</code></td>" in page
+    assert "<th>pre-training.options</th><td><code>—</code></td>" in page
+
+
 def test_claims_follow_their_fixed_criteria(tmp_path):
     root = tmp_path / "transfer"
     write_summary(root, "SHC", "linear", "scratch", [0.20, 0.30, 0.25, 0.20, 0.30])

@@ -77,7 +77,9 @@ def _frame_html(frame: pd.DataFrame, **kwargs) -> str:
     frame = frame.copy()
     for column in _COUNTS:
         if column in frame:
-            frame[column] = pd.to_numeric(frame[column]).round().astype("Int64")
+            frame[column] = [
+                "—" if pd.isna(value) else str(round(float(value))) for value in pd.to_numeric(frame[column])
+            ]
     return _wide(frame.to_html(index=False, na_rep="—", **kwargs))
 
 
@@ -89,9 +91,9 @@ def _setting_rows(value: Any, name: str = "") -> list[tuple[str, str]]:
         ]
     if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
         return [row for i, item in enumerate(value) for row in _setting_rows(item, f"{name}[{i}]")]
-    if isinstance(value, list):
+    if isinstance(value, list) and value:
         return [(name, ", ".join(str(v) for v in value))]
-    return [(name, "—" if value is None else str(value))]
+    return [(name, "—" if value is None or value == [] or value == {} else str(value))]
 
 
 def _settings_table(provenance: Mapping[str, Any]) -> str:
