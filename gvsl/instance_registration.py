@@ -13,38 +13,33 @@ must be of the objective the head is trained with, on the same grid, interpolati
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
 from gvsl.geometry import affine_from_parameters, affine_to_ddf, compose_affine_ddf, warp
 from gvsl.losses import local_ncc_loss, smoothness_loss
+from gvsl.methods.options import Bounds, MethodOptions
 from gvsl.pretext import HeldOutPairs, PretextScores, score_registration
 
 __all__ = ["InstanceSettings", "register_instances"]
 
 
-@dataclass(frozen=True)
-class InstanceSettings:
-    """Adam steps and learning rates of the two stages; the loss weights are GVSL's (1, 1).
+@dataclass
+class InstanceSettings(MethodOptions):
+    """Adam steps and learning rates of the two stages; the loss weights are GVSL's (1, 1). Each field's bounds are
+    checked when the settings are built, as a method's options are (:mod:`gvsl.methods.options`).
 
     The affine's translation is optimised in units of ``translation_unit`` voxels, so that one Adam step
     moves it about as far as it turns or scales the image.
     """
 
-    affine_steps: int = 200
-    deformable_steps: int = 200
-    affine_lr: float = 0.02
-    deformable_lr: float = 0.05
-    translation_unit: float = 8.0
-    ncc_window: int = 9
-
-    def __post_init__(self):
-        for name in ("affine_steps", "deformable_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("affine_lr", "deformable_lr", "translation_unit"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+    affine_steps: Annotated[int, Bounds(0, integer=True)] = 200
+    deformable_steps: Annotated[int, Bounds(0, integer=True)] = 200
+    affine_lr: Annotated[float, Bounds(0.0, open_low=True)] = 0.02
+    deformable_lr: Annotated[float, Bounds(0.0, open_low=True)] = 0.05
+    translation_unit: Annotated[float, Bounds(0.0, open_low=True)] = 8.0
+    ncc_window: Annotated[int, Bounds(1, integer=True)] = 9
 
 
 def _optimise_affine(fixed: torch.Tensor, moving: torch.Tensor, settings: InstanceSettings) -> torch.Tensor:
@@ -78,7 +73,7 @@ def _optimise_flow(
     return flow.detach()
 
 
-def register_instances(pairs: HeldOutPairs, settings: InstanceSettings = InstanceSettings()) -> PretextScores:
+def register_instances(pairs: HeldOutPairs, settings: InstanceSettings | None = None) -> PretextScores:
     """Register every pair of ``pairs`` by optimisation (on the CPU, in fp32) and score it as
     :func:`gvsl.pretext.evaluate_pretext` scores the head: ``affine_dice`` for the optimised affine alone,
     ``warped_dice`` and ``ncc`` for the affine and the displacement together.
@@ -86,6 +81,7 @@ def register_instances(pairs: HeldOutPairs, settings: InstanceSettings = Instanc
     The pairs are optimised together in one batch; each pair's parameters see only its own loss (the batch
     loss is a sum over pairs), so a pair's result does not depend on the others'.
     """
+    settings = InstanceSettings() if settings is None else settings
     fixed, moving = pairs.fixed.float(), pairs.moving.float()
     affine = _optimise_affine(fixed, moving, settings)
     ddf = compose_affine_ddf(affine, _optimise_flow(fixed, moving, affine, settings))
