@@ -4,6 +4,7 @@ cohorts, and ``gvsl prepare``. Stand-ins of the paper's datasets live beside the
 
 - :mod:`gvsl.data.dataset` — the folder format every later stage reads (:func:`load_prepared`).
 - :mod:`gvsl.data.io` — NIfTI / NRRD / MetaImage readers with input checks.
+- :mod:`gvsl.data.dicom` — DICOM series (one file per slice): grouping, ordering, HU, RAS+ affine, checks.
 - :mod:`gvsl.data.preprocess` — canonical orientation, resampling, CT window, ROI crops.
 - :mod:`gvsl.data.sources` — one builder per source (generated cohorts, MM-WHS, ASOCA, STOIC, CANDI, MSD, a folder).
 - :mod:`gvsl.data.cohorts` — the generated subjects (chest CT and brain MR) the default profile prepares.

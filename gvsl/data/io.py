@@ -9,7 +9,8 @@ Readers and checks raise :class:`gvsl.errors.GVSLInputError` with one line that 
 unreadable or truncated files, arrays that are not 3-D (a trailing singleton fourth axis is
 squeezed), NaN/Inf voxels, label grids that differ from their image, unexpected label values.
 ITK (``pip install 'gvsl-kit[itk]'``, ~550 MB) is an optional extra used for ``.mha``/``.mhd``
-and as a fallback for ``.nrrd``.
+and as a fallback for ``.nrrd``. DICOM series (one file per slice) are read by :mod:`gvsl.data.dicom`
+into the same :class:`Volume`.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ SOURCES: dict[str, SourceSpec] = {
     "stoic": SourceSpec(build_stoic, ("CCC",), False, "STOIC 2021 (*.mha + reference.csv)"),
     "candi": SourceSpec(build_candi, ("SBM",), False, "CANDI T1 (*_procimg.nii.gz + *_seg.nii.gz)"),
     "msd": SourceSpec(build_msd, ("MSD", "pretrain"), False, "Medical Segmentation Decathlon task folder"),
-    "folder": SourceSpec(build_folder, ("pretrain",), False, "your own unlabeled scans (any readable volumes)"),
+    "folder": SourceSpec(build_folder, ("pretrain",), False, "your own unlabeled scans (volume files and DICOM series)"),
 }
 
 
