@@ -59,10 +59,13 @@ lock: $(STAMP)
 repro: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-# the paper's settings on real data (see profiles/paper.yaml); `git checkout params.yaml` goes back
+# the paper's settings on real data (profiles/paper.yaml) in a copy of the project whose data/ is the folder DATA
+# (one sub-folder per dataset), so that this project's params.yaml and results/ stay as they are
+# (build/<profile>/project; run again, it refreshes the copy and resumes). PROFILE=FILE runs another overlay.
+PROFILE ?= profiles/paper.yaml
 repro-paper: $(STAMP)
-	cp profiles/paper.yaml params.yaml
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@test -n "$(DATA)" || { echo "make repro-paper DATA=<folder of the datasets: pretrain, mmwhs, asoca, stoic, candi>"; exit 2; }
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m gvsl.pipeline.profile $(PROFILE) --data "$(DATA)"
 
 # The paper profile's stages on small stand-ins of its datasets, in their own formats (gvsl/rehearsal/):
 # profiles/paper.yaml with profiles/paper-rehearsal.yaml's sizes, iterations and widths, in build/rehearsal;

@@ -24,20 +24,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from gvsl.data import load_prepared, prepare
+from gvsl.pipeline import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _settings(task: str, params: dict) -> dict:
-    spec = dict(params["prepare"]["tasks"][task])
-    source = spec.pop("source")
-    settings = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k in ("shape", "spacing", "roi_mm")
-    }
-    return {"source": source, "seed": int(params["prepare"].get("seed", 0)), **settings}
+def _settings(task: str, settings: Settings) -> dict:
+    request = settings.prepare.request(task)
+    sizes = {k: getattr(request, k) for k in ("shape", "spacing", "roi_mm") if getattr(request, k) is not None}
+    return {"source": request.source, "seed": request.seed, **sizes}
 
 
 def _centre_crop(array: np.ndarray, crop: tuple[int, ...]) -> np.ndarray:
@@ -146,11 +143,11 @@ def brain_stats(root: Path, pairs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["pretrain", "SHC", "SAC", "CCC", "SBM"])
-    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="settings over the defaults")
     parser.add_argument("--pairs", type=int, default=40)
     parser.add_argument("--crop", type=int, nargs=3, default=(32, 32, 32), help="pre-training crop (held-out view)")
     args = parser.parse_args()
-    params = yaml.safe_load(args.params.read_text())
+    params = load_settings(args.params)
     with tempfile.TemporaryDirectory() as tmp:
         timings = {}
         for task in args.tasks:

@@ -18,27 +18,27 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from gvsl.instance_registration import InstanceSettings, register_instances
+from gvsl.pipeline import PARAMS, load_settings
 from gvsl.pretrain.heldout import load_heldout
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> None:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    heldout = params["pretrain"]["heldout"]
+    settings = load_settings(ROOT / PARAMS)
+    heldout = settings.pretrain.heldout
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--data",
         type=Path,
-        default=ROOT / "build" / "prepared" / heldout["task"],
+        default=ROOT / "build" / "prepared" / heldout.task,
         help="prepared dataset whose split holds the held-out subjects",
     )
-    parser.add_argument("--split", default=heldout["split"])
-    parser.add_argument("--pairs", type=int, default=heldout["pairs"])
-    parser.add_argument("--crop", type=int, nargs=3, default=params["pretrain"]["crop"])
+    parser.add_argument("--split", default=heldout.split)
+    parser.add_argument("--pairs", type=int, default=heldout.pairs)
+    parser.add_argument("--crop", type=int, nargs=3, default=list(settings.pretrain.crop))
     parser.add_argument(
         "--steps",
         type=int,

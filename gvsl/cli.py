@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "transfer": ("gvsl.transfer", "train and test a transfer protocol (linear or fine-tune)"),
     "export": ("gvsl.export", "write a pre-trained backbone as a MONAI Bundle"),
+    "settings": ("gvsl.pipeline.config", "print the pipeline's settings: a profile laid over the paper's defaults"),
     "plan": ("gvsl.plan", "estimate jobs, device-hours, memory and wall time of a pipeline run before it starts"),
 }
 

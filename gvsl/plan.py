@@ -378,39 +378,28 @@ def _precision(value: Any, kind: str) -> str:
     return str(value)
 
 
-def make_plan(params: Mapping[str, Any], devices: int, kind: str, table: Mapping[str, Any] | None = None) -> Plan:
-    """The estimate of every stage for ``params`` on ``devices`` devices of ``kind`` (see the module docstring)."""
-    from gvsl.pipeline.layout import pretrain_seeds, setting
-    from gvsl.table1 import METHODS, PROTOCOLS, TASKS
+def make_plan(settings: Any, devices: int, kind: str, table: Mapping[str, Any] | None = None) -> Plan:
+    """The estimate of every stage for ``settings`` (the pipeline's :class:`~gvsl.pipeline.config.Settings`, or a
+    ``params.yaml`` mapping over the defaults) on ``devices`` devices of ``kind`` (see the module docstring)."""
+    from gvsl.pipeline.config import as_settings
+    from gvsl.table1 import PROTOCOLS
 
-    if not isinstance(params, Mapping):
-        raise GVSLInputError("params: not a mapping of settings")
+    settings = as_settings(settings)
     if not isinstance(devices, int) or devices < 1:
         raise GVSLInputError(f"--devices must be an integer >= 1, got {devices!r}")
     table = load_timings() if table is None else table
     notes: list[str] = []
-    methods = list(setting(params, "pipeline", "methods"))
-    tasks = list(setting(params, "pipeline", "tasks"))
-    for method in methods:
-        if method not in METHODS:
-            raise GVSLInputError(f"params.yaml: pipeline.methods: unknown method {method!r}; valid: {list(METHODS)}")
-    for task in tasks:
-        if task not in TASKS:
-            raise GVSLInputError(f"params.yaml: pipeline.tasks: unknown task {task!r}; valid: {list(TASKS)}")
-    channels = _int_list(setting(params, "model", "channels"), "model.channels", 9)
-    seeds = pretrain_seeds(params)
+    methods, tasks = list(settings.pipeline.methods), list(settings.pipeline.tasks)
+    channels = list(settings.model.channels)
+    seeds = settings.pretrain.seeds
     costs = _costs(channels, table, notes)
     used: set[int] = set()
 
-    pre = setting(params, "pretrain")
-    pre_precision = _precision(pre.get("precision"), kind)
+    pre = settings.pretrain
+    pre_precision = _precision(pre.precision, kind)
     rates = _Rates(kind, table, pre_precision)
-    crop = _int_list(setting(params, "pretrain", "crop"), "pretrain.crop", 3)
-    batch = _positive(setting(params, "pretrain", "batch_size"), "pretrain.batch_size")
-    iterations = _positive(setting(params, "pretrain", "iterations"), "pretrain.iterations")
-    eval_every = _positive(setting(params, "pretrain", "eval_every"), "pretrain.eval_every")
-    heldout = setting(params, "pretrain", "heldout")
-    pairs = int(heldout.get("pairs", 0)) if isinstance(heldout, Mapping) else 0
+    crop, batch, iterations, eval_every = list(pre.crop), pre.batch_size, pre.iterations, pre.eval_every
+    pairs = pre.heldout.pairs if pre.heldout is not None else 0
     voxels = padded_voxels(crop)
     pretrain = StageEstimate("pretrain")
     trained = [m for m in methods if m != SCRATCH]
@@ -430,20 +419,15 @@ def make_plan(params: Mapping[str, Any], devices: int, kind: str, table: Mapping
         pretrain.note = f"+ {len(seeds)} scratch initialisation(s), no training"
 
     transfer = StageEstimate("transfer")
-    shapes = {task: _prepared_shape(params, task) for task in tasks}
-    splits = {task: _split_counts(params, task) for task in tasks}
+    shapes = {task: _prepared_shape(settings.prepare.tasks[task], task) for task in tasks}
+    splits = {task: _split_counts(settings.prepare.tasks[task], task) for task in tasks}
     for task in tasks:
         for protocol in PROTOCOLS:
-            settings = setting(params, "transfer", protocol)
-            listed = setting(params, "transfer", protocol, "seeds")
-            if not isinstance(listed, list) or not listed:
-                raise GVSLInputError(f"params.yaml: transfer.{protocol}.seeds must be a non-empty list, got {listed!r}")
-            run = _transfer_run(
-                task, protocol, settings, shapes[task], splits[task], costs["transfer"], kind, table, used
-            )
+            runs = settings.transfer.protocol(protocol)
+            run = _transfer_run(task, protocol, runs, shapes[task], splits[task], costs["transfer"], kind, table, used)
             for method in methods:
                 for pretrain_seed in seeds:
-                    for seed in listed:
+                    for seed in runs.seeds:
                         transfer.jobs.append(
                             JobEstimate(
                                 f"{task}-{protocol}-{method} p{pretrain_seed} t{seed}",
@@ -452,12 +436,9 @@ def make_plan(params: Mapping[str, Any], devices: int, kind: str, table: Mapping
                                 dvc_stage=f"transfer@{method}",
                             )
                         )
-    prepare_tasks = setting(params, "prepare", "tasks")
-    if not isinstance(prepare_tasks, Mapping):
-        raise GVSLInputError("params.yaml: prepare.tasks must map tasks to their sources")
     prepare = StageEstimate(
         "prepare",
-        [JobEstimate(task, 0.0, 0.0) for task in prepare_tasks],
+        [JobEstimate(task, 0.0, 0.0) for task in settings.prepare.tasks],
         note="CPU: reading, resampling, cropping; not estimated",
         estimated=False,
     )
@@ -466,7 +447,7 @@ def make_plan(params: Mapping[str, Any], devices: int, kind: str, table: Mapping
     )
     rows = [_describe_row(r, kind) for entry in [table["devices"][kind]] for r in entry["rows"] if id(r) in used]
     return Plan(
-        str(params.get("profile", "unnamed")),
+        settings.profile,
         kind,
         rates.label,
         devices,
@@ -474,22 +455,6 @@ def make_plan(params: Mapping[str, Any], devices: int, kind: str, table: Mapping
         rows,
         notes,
     )
-
-
-def _int_list(value: Any, key: str, length: int) -> list[int]:
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) != length
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        raise GVSLInputError(f"params.yaml: {key} must be a list of {length} positive integers, got {value!r}")
-    return [int(v) for v in value]
-
-
-def _positive(value: Any, key: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise GVSLInputError(f"params.yaml: {key} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def _train_memory(
@@ -513,7 +478,7 @@ def _windows(shape: Sequence[int], window: Sequence[int]) -> int:
 def _transfer_run(
     task: str,
     protocol: str,
-    settings: Mapping[str, Any],
+    runs: Any,
     shape: tuple[int, ...],
     splits: tuple[int, int, int],
     cost: Mapping[str, Any],
@@ -523,20 +488,13 @@ def _transfer_run(
 ) -> tuple[float, float]:
     """(seconds, GiB) of one transfer run of ``task``/``protocol``."""
     from gvsl.data import TASK_TYPES
-    from gvsl.pipeline.layout import setting
 
-    where = f"transfer.{protocol}"
-    crops = settings.get("crop") if isinstance(settings, Mapping) else None
-    if not isinstance(crops, Mapping) or task not in crops:
-        raise GVSLInputError(f"params.yaml: {where}.crop must map every task to a crop or null (missing {task})")
-    crop = shape if crops[task] is None else tuple(_int_list(crops[task], f"{where}.crop.{task}", 3))
-    iterations = settings.get("iterations")
-    if isinstance(iterations, Mapping):
-        iterations = setting({"t": settings}, "t", "iterations", task)
-    iterations = _positive(iterations, f"{where}.iterations")
-    val_every = _positive(settings.get("val_every"), f"{where}.val_every")
-    batch = _positive(settings.get("batch_size"), f"{where}.batch_size")
-    precision = _precision(settings.get("precision"), kind)
+    try:
+        crop, iterations = runs.task_crop(task) or shape, runs.cap(task)
+    except GVSLInputError as err:
+        raise GVSLInputError(f"transfer.{protocol}: {err}") from None
+    val_every, batch = runs.val_every, runs.batch_size
+    precision = _precision(runs.precision, kind)
     rates = _Rates(kind, table, precision)
     train, val, test = splits
     segmentation = TASK_TYPES[task] == "segmentation"
@@ -570,17 +528,13 @@ def _transfer_run(
     return seconds, memory / _GIB
 
 
-def _prepared_shape(params: Mapping[str, Any], task: str) -> tuple[int, int, int]:
+def _prepared_shape(spec: Mapping[str, Any], task: str) -> tuple[int, int, int]:
     """The prepared volume shape of ``task`` from ``prepare.tasks.<task>``: its ROI (``roi_mm`` or the source's
     default box) at its spacing (or the source's default), as :mod:`gvsl.data.sources` builds it. Real
     datasets' cases vary; this is the box the kit crops them to."""
     from gvsl.data.preprocess import roi_shape
     from gvsl.data.sources.conventions import PAPER_SPACING, ROI_MM
-    from gvsl.pipeline.layout import setting
 
-    spec = setting(params, "prepare", "tasks", task)
-    if not isinstance(spec, Mapping) or "source" not in spec:
-        raise GVSLInputError(f"params.yaml: prepare.tasks.{task} must be a mapping with a source")
     source = spec["source"]
     kinds = {
         "phantom-ct": ({"CCC": "phantom-lung", "SAC": "phantom-coronary"}.get(task, "phantom-heart"), (5.0,) * 3),
@@ -601,11 +555,9 @@ def _prepared_shape(params: Mapping[str, Any], task: str) -> tuple[int, int, int
     return roi_shape(roi, spacing)
 
 
-def _split_counts(params: Mapping[str, Any], task: str) -> tuple[int, int, int]:
+def _split_counts(spec: Mapping[str, Any], task: str) -> tuple[int, int, int]:
     from gvsl.data.sources import PAPER_SPLITS, PHANTOM_COUNTS, scale_counts
-    from gvsl.pipeline.layout import setting
 
-    spec = setting(params, "prepare", "tasks", task)
     counts = PHANTOM_COUNTS[task] if spec["source"] in ("phantom-ct", "mni-brain") else PAPER_SPLITS[task]
     if spec.get("subjects"):
         import warnings
@@ -677,7 +629,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--params",
         default="params.yaml",
-        help="the pipeline's settings (default params.yaml; e.g. profiles/paper.yaml)",
+        help="the pipeline's settings over the paper's defaults (default params.yaml; e.g. profiles/paper.yaml)",
     )
     parser.add_argument(
         "--devices",
@@ -692,25 +644,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.params)
-    try:
-        params = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise GVSLInputError(f"{path}: cannot read: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        raise GVSLInputError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(params, Mapping):
-        raise GVSLInputError(f"{path}: expected a mapping of settings, got {type(params).__name__}")
+    from gvsl.pipeline.config import load_settings
+
+    settings = load_settings(args.params)
     kind, count = this_device_kind()
     if args.device_kind:
         kind = args.device_kind.lower()
         count = args.devices or 1
     devices = args.devices or count
     try:
-        plan = make_plan(params, devices, kind, load_timings(args.timings))
+        plan = make_plan(settings, devices, kind, load_timings(args.timings))
     except GVSLInputError as err:
-        raise GVSLInputError(f"{path}: {err}") from None
-    except (TypeError, ValueError, AttributeError, KeyError) as err:
-        raise GVSLInputError(f"{path}: malformed settings ({type(err).__name__}: {err})") from None
+        raise GVSLInputError(f"{args.params}: {err}") from None
     print(format_plan(plan))
     return 0

@@ -1,7 +1,8 @@
 """Run one pipeline stage's notebook: ``python -m gvsl.stage NOTEBOOK OUTPUT [-p NAME VALUE]…``.
 
-The stage's settings are ``params.yaml`` (every group, as papermill's ``-f params.yaml`` injects them)
-plus the ``-p`` values, which are strings (the stage's task or method). The notebook runs on the
+The stage's settings are ``params.yaml`` laid over the paper's defaults (:mod:`gvsl.pipeline.config`),
+checked, and injected whole as the notebook's ``settings`` parameter, plus the ``-p`` values, which are
+strings (the stage's task or method). The notebook runs on the
 environment's Python kernel, as papermill's command line would run it, with two differences:
 
 * the kernel is reached over IPC sockets in a private temporary folder rather than over TCP on
@@ -133,24 +134,26 @@ def main(argv: list[str] | None = None) -> int:
         help="a string parameter after params.yaml's groups (repeatable)",
     )
     parser.add_argument(
-        "-f", "--parameters-file", default="params.yaml", help="YAML file of parameters (default: params.yaml)"
+        "-f",
+        "--parameters-file",
+        default="params.yaml",
+        help="the settings, over the paper's defaults (default: params.yaml)",
     )
     args = parser.parse_args(argv)
     import logging
 
-    import yaml
-
     # as papermill's --log-level ERROR: it would warn of every params.yaml group the notebook does not use
     logging.getLogger("papermill").setLevel(logging.ERROR)
 
-    path = Path(args.parameters_file)
-    if not path.is_file():
-        print(f"gvsl.stage: error: no parameters file {path}", file=sys.stderr)
+    from gvsl.errors import GVSLInputError
+    from gvsl.pipeline.config import load_settings
+
+    try:
+        settings = load_settings(args.parameters_file)
+    except GVSLInputError as err:
+        print(f"gvsl.stage: error: {err}", file=sys.stderr)
         return 2
-    params = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(params, dict):
-        print(f"gvsl.stage: error: {path} must hold a mapping of settings", file=sys.stderr)
-        return 2
+    params = {"settings": settings.to_mapping()}
     from papermill.exceptions import PapermillExecutionError
 
     try:

@@ -15,18 +15,18 @@ from tests.test_pipeline import TINY, dvc, make_project
 
 def test_the_default_executor_is_local_and_never_imports_submitit():
     code = (
-        "import sys; from gvsl.pipeline.workers import run_jobs; "
+        "import sys; from gvsl.pipeline import compose; from gvsl.pipeline.workers import run_jobs; "
         "print(run_jobs(lambda job, device: (job, device), [1], "
-        "{'executor': {'kind': 'local'}, 'transfer': {'processes': 1, 'devices': ['cpu']}}, 'transfer'), "
+        "compose({'executor': {'kind': 'local'}, 'transfer': {'processes': 1, 'devices': ['cpu']}}), 'transfer'), "
         "'submitit' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[(1, 'cpu')] False"
-    assert executor_settings({})["kind"] == "local"
+    assert executor_settings({"kind": "local"}) == {"kind": "local"}
 
 
 def test_slurm_settings_get_their_defaults():
-    settings = executor_settings({"executor": {"kind": "slurm", "partition": "gpu"}})
+    settings = executor_settings({"kind": "slurm", "partition": "gpu"})
     assert (settings["gpus_per_job"], settings["cpus_per_job"], settings["max_parallel"]) == (1, 8, "auto")
 
 

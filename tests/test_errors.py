@@ -15,7 +15,6 @@ from gvsl.cli import main
 from gvsl.data.prepare import prepare
 from gvsl.errors import GVSLInputError
 from gvsl.pipeline import stage_pretrain
-from gvsl.pipeline.cluster import executor_settings
 from gvsl.pipeline.devices import stage_devices
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,26 +34,29 @@ PRETRAIN = "pretrain --data {p} --out {out} --crop 32 32 32 --iterations 2"
 TRANSFER = "transfer --data {s} --out {out} --protocol linear --iterations 2"
 CLI_ERRORS = [
     ("prepare --source phantom-ct --out {out} --task SHC --shape 4 4 4", "shape must be three sizes of at least 8"),
-    ("prepare --source phantom-ct --out {out} --task SHC --subjects 0", "subjects must be >= 1"),
-    ("prepare --source phantom-ct --out {out} --task SHC --spacing -1", "spacing: expecting one or three positive"),
-    ("prepare --source phantom-ct --out {out} --task SHC --spacing 1 2", "spacing: expecting one or three positive"),
-    ("prepare --source phantom-ct --out {out} --task SHC --roi 0 10 10", "roi: expecting one or three positive"),
-    ("prepare --source phantom-ct --out {out} --task SHC --window-offset nan", "window offset must be a finite"),
+    ("prepare --source phantom-ct --out {out} --task SHC --subjects 0", "subjects must be an integer >= 1"),
+    ("prepare --source phantom-ct --out {out} --task SHC --spacing -1", "spacing must be positive, got -1.0"),
+    ("prepare --source phantom-ct --out {out} --task SHC --spacing 1 2", "spacing must be a list of 3 numbers or null"),
+    ("prepare --source phantom-ct --out {out} --task SHC --roi 0 10 10", "roi_mm must be positive, got 0.0"),
+    (
+        "prepare --source phantom-ct --out {out} --task SHC --window-offset nan",
+        "window_offset must be a finite number, got nan",
+    ),
     ("prepare --source mmwhs --out {out}", "needs --root"),
     ("prepare --source mmwhs --out {out} --root nowhere", "input folder not found"),
     ("prepare --source phantom-ct --out {p} --task SHC", "folder exists and is not empty"),
     ("pretrain --data nowhere --out {out}", "is nowhere a prepared dataset"),
     ("pretrain --data {p} --out {out} --crop 64 64 64", "is larger than the volume"),
-    (PRETRAIN + " --iterations 0", "iterations must be >= 1"),
-    (PRETRAIN + " --batch-size 0", "batch_size must be >= 1"),
+    (PRETRAIN + " --iterations 0", "iterations must be an integer >= 1, got 0"),
+    (PRETRAIN + " --batch-size 0", "batch_size must be an integer >= 1, got 0"),
     (PRETRAIN + " --channels 8,8,8", "expecting nine widths"),
-    (PRETRAIN + " --channels a,b", "nine comma-separated integers"),
+    (PRETRAIN + " --channels a,b", "channels must be integers, got 'a'"),
     (PRETRAIN + f" --channels {BAD_WIDTHS}", "channels[0] must be a multiple of its GroupNorm group count"),
     (PRETRAIN + " --lr -1", "lr must be a positive number"),
     (PRETRAIN + " --lr-schedule cosine --warmup 500", "warmup (500) must be shorter than iterations"),
-    (PRETRAIN + " --crop-jitter -1", "crop_jitter must be >= 0"),
-    (PRETRAIN + " --eval-every 0", "eval_every must be >= 1"),
-    (PRETRAIN + " --checkpoint-every 0", "checkpoint_every must be >= 1"),
+    (PRETRAIN + " --crop-jitter -1", "crop_jitter must be an integer >= 0, got -1"),
+    (PRETRAIN + " --eval-every 0", "eval_every must be an integer >= 1, got 0"),
+    (PRETRAIN + " --checkpoint-every 0", "checkpoint_every must be an integer >= 1, got 0"),
     (PRETRAIN + " --option nothing=1", "pretrain.options.gvsl: unknown settings ['nothing']"),
     (PRETRAIN + " --option novalue", "--option: expecting KEY=VALUE"),
     (PRETRAIN + " --option affine_channels=4", "affine_channels must be an integer >= 8"),
@@ -69,13 +71,13 @@ CLI_ERRORS = [
     ("transfer --data {p} --out {out} --protocol linear", "has no transfer protocol"),
     (TRANSFER + " --init missing.pt", "missing.pt: checkpoint file not found"),
     (TRANSFER + " --init {bad}", "not a readable weights-only PyTorch checkpoint"),
-    (TRANSFER + " --iterations 0", "iterations must be >= 1"),
-    (TRANSFER + " --val-every 0", "val_every must be >= 1"),
+    (TRANSFER + " --iterations 0", "iterations must be an integer >= 1, got 0"),
+    (TRANSFER + " --val-every 0", "val_every must be an integer >= 1, got 0"),
     (TRANSFER + " --lr 0", "lr must be a positive number"),
     (TRANSFER + " --crop 99 99 99", "is larger than the volume"),
-    (TRANSFER + " --plateau-window 2", "plateau_window must lie in (0, 1)"),
-    (TRANSFER + " --plateau-delta -1", "plateau_delta must be a number >= 0"),
-    (TRANSFER + " --min-iterations -1", "min_iterations must be >= 0"),
+    (TRANSFER + " --plateau-window 2", "plateau_window must be in (0, 1), got 2.0"),
+    (TRANSFER + " --plateau-delta -1", "plateau_delta must be a number >= 0, got -1.0"),
+    (TRANSFER + " --min-iterations -1", "min_iterations must be an integer >= 0, got -1"),
     (TRANSFER + f" --channels {BAD_WIDTHS}", "channels[0] must be a multiple of its GroupNorm group count"),
     (TRANSFER + " --device cuda", "CUDA is not available"),
     ("export --bundle {out} --backbone missing.pt", "--backbone: no file missing.pt"),
@@ -100,69 +102,68 @@ def _set(params, dotted, value):
     *path, last = dotted.split(".")
     node = params
     for key in path:
-        node = node[key]
+        node = node.setdefault(key, {})
     node[last] = value
     return params
 
 
+BAD = [int(w) for w in BAD_WIDTHS.split(",")]
+# (key, bad value, where it is found, the error): "settings" when params.yaml is read; the others later, where
+# the error needs what the settings cannot know (the visible GPUs, the prepared data, a method's heads)
 PARAMS_ERRORS = [
-    ("model.channels", [int(w) for w in BAD_WIDTHS.split(",")], "pretrain", "params.yaml: pretrain (gvsl): channels: "),
-    ("model.channels", [8, 8, 8], "pretrain", "expecting nine widths"),
-    ("model.channels", [int(w) for w in BAD_WIDTHS.split(",")], "scratch", "params.yaml: model.channels: channels[0]"),
-    ("pretrain.iterations", 0, "pretrain", "params.yaml: pretrain (gvsl): iterations must be >= 1"),
-    ("pretrain.lr", -1.0, "pretrain", "lr must be a positive number"),
-    ("pretrain.lr_schedule", "linear", "pretrain", "lr_schedule: unknown 'linear'"),
-    ("pretrain.crop", [4, 4, 4], "pretrain", "crop: expecting three sizes >= 8"),
-    ("pretrain.seeds", [], "pretrain", "pretrain.seeds must be a non-empty list"),
-    ("pretrain.seeds", [0, 0], "pretrain", "pretrain.seeds repeats a seed"),
-    ("pretrain.options", {"gvsl": {"affine_channels": 4}}, "pretrain", "affine_channels must be an integer >= 8"),
+    ("model.channels", BAD, "settings", "params.yaml: model.channels: channels[0] must be a multiple of its GroupNorm"),
+    ("model.channels", [8, 8, 8], "settings", "params.yaml: model.channels: expecting nine widths"),
+    ("model.channels", "wide", "settings", "params.yaml: model.channels must be a list of integers, got 'wide'"),
+    ("pretrain.iterations", 0, "settings", "params.yaml: pretrain.iterations must be an integer >= 1, got 0"),
+    ("pretrain.lr", -1.0, "settings", "params.yaml: pretrain.lr must be a positive number, got -1.0"),
+    ("pretrain.lr_schedule", "linear", "settings", "params.yaml: pretrain.lr_schedule: unknown 'linear'"),
+    ("pretrain.crop", [4, 4, 4], "settings", "params.yaml: pretrain.crop must be at least 8 voxels, got 4"),
+    ("pretrain.crop", [32, 32], "settings", "params.yaml: pretrain.crop must be a list of 3 integers, got [32, 32]"),
+    ("pretrain.seeds", [], "settings", "params.yaml: pretrain.seeds must not be empty"),
+    ("pretrain.seeds", [0, 0], "settings", "params.yaml: pretrain.seeds repeats [0]"),
+    ("pretrain.seeds", [-1], "settings", "params.yaml: pretrain.seeds must be an integer >= 0, got -1"),
+    ("pretrain.options", {"gvsl": {"affine_channels": 4}}, "settings", "affine_channels must be an integer >= 8"),
     ("pretrain.options", {"gvsl": {"local_head_channels": 9}}, "pretrain", "local_head_channels (restoration)"),
-    ("pretrain.options", {"genesis": {}}, "pretrain", "pretrain.options: unknown methods ['genesis']"),
-    ("pretrain.options", [1], "pretrain", "pretrain.options must map methods to their settings"),
-    ("pretrain.heldout", {"task": "SHC", "split": "test", "pairs": 2}, "heldout", "must not be 'test'"),
-    ("pretrain.heldout", {"task": "SHC"}, "heldout", "must be a mapping with keys task, split, pairs"),
-    ("pretrain.processes", 0, "processes", "pretrain.processes must be an integer >= 1 or 'auto'"),
+    ("pretrain.options", {"genesis": {}}, "settings", "params.yaml: pretrain.options: unknown 'genesis'"),
+    ("pretrain.options", [1], "settings", "params.yaml: pretrain.options must be a mapping, got [1]"),
+    ("pretrain.heldout", {"split": "test"}, "settings", "params.yaml: pretrain.heldout.split: unknown 'test'"),
+    ("pretrain.heldout", {"pairs": 0}, "settings", "params.yaml: pretrain.heldout.pairs must be an integer >= 1"),
+    ("pretrain.heldout", {"task": "SAC"}, "heldout", "params.yaml: pretrain.heldout: "),
+    ("pretrain.processes", 0, "settings", "params.yaml: pretrain.processes must be an integer >= 1 or 'auto', got 0"),
+    ("pretrain.devices", "gpu", "settings", "params.yaml: pretrain.devices must be auto or a list of devices"),
     ("pretrain.devices", ["cuda:99"], "devices", "params.yaml: pretrain.devices: 'cuda:99' is not a visible device"),
-    ("pretrain.device", "cpu", "pretrain", "params.yaml: pretrain.device is replaced by pretrain.devices"),
-    ("transfer.linear.device", "cpu", "transfer", "transfer.linear.device is replaced by transfer.devices"),
-    (
-        "executor.kind",
-        "ray",
-        "executor",
-        "params.yaml: executor.kind must be one of ['local', 'submitit-local', 'slurm']",
-    ),
-    ("executor", {"kind": "slurm"}, "executor", "params.yaml: executor.partition: the SLURM partition is required"),
-    (
-        "executor",
-        {"kind": "slurm", "partition": "gpu", "gpus": 2},
-        "executor",
-        "executor (slurm): unknown settings ['gpus']",
-    ),
+    ("pretrain.device", "cpu", "settings", "params.yaml: pretrain: unknown settings ['device']"),
+    ("transfer.linear.device", "cpu", "settings", "params.yaml: transfer.linear: unknown settings ['device']"),
+    ("executor", {"kind": "ray"}, "settings", "executor.kind must be one of ['local', 'submitit-local', 'slurm']"),
+    ("executor", {"kind": "slurm"}, "settings", "executor.partition: the SLURM partition is required"),
+    ("executor", {"kind": "slurm", "partition": "gpu", "gpus": 2}, "settings", "executor (slurm): unknown settings"),
     (
         "executor",
         {"kind": "slurm", "partition": "gpu", "gpus_per_job": -1},
-        "executor",
+        "settings",
         "executor.gpus_per_job must be",
     ),
-    (
-        "pipeline.methods",
-        ["scratch", "genesis"],
-        "methods",
-        "params.yaml: pipeline.methods must be distinct methods of",
-    ),
-    ("prepare.tasks.SHC", {"source": "phantom-ct", "colour": 1}, "prepare", "unknown settings ['colour']"),
-    ("prepare.tasks.SHC", {"shape": [8, 8, 8]}, "prepare", "prepare.tasks.SHC: missing 'source'"),
+    ("pipeline.methods", ["scratch", "genesis"], "settings", "params.yaml: pipeline.methods: unknown 'genesis'"),
+    ("pipeline.methods", ["gvsl", "gvsl"], "settings", "params.yaml: pipeline.methods repeats ['gvsl']"),
+    ("pipeline.tasks", ["SHC", "XYZ"], "settings", "params.yaml: pipeline.tasks: unknown 'XYZ'"),
+    ("prepare.tasks.SHC", {"source": "phantom-ct", "colour": 1}, "settings", "prepare.tasks.SHC: unknown settings"),
+    ("prepare.tasks.MSD", {"shape": [8, 8, 8]}, "settings", "params.yaml: prepare.tasks.MSD: missing 'source'"),
     (
         "prepare.tasks.SHC",
         {"source": "phantom-ct", "shape": [4, 4, 4]},
         "prepare",
         "params.yaml: prepare.tasks.SHC: phantom-ct: shape must be three sizes of at least 8",
     ),
-    ("transfer.linear.lr", 0.0, "transfer", "params.yaml: transfer.linear (SHC): lr must be a positive number"),
-    ("transfer.linear.plateau_window", 2.0, "transfer", "plateau_window must lie in (0, 1)"),
-    ("transfer.linear.seeds", [], "transfer", "transfer.linear.seeds must be a non-empty list"),
-    ("transfer.finetune.class_weighting", "all", "transfer", "class_weighting"),
-    ("pipeline.tasks", ["SHC", "XYZ"], "transfer", "pipeline.tasks: unknown task 'XYZ'"),
+    ("prepare.seed", -2, "settings", "params.yaml: prepare.seed must be an integer >= 0, got -2"),
+    ("transfer.linear.lr", 0.0, "settings", "params.yaml: transfer.linear.lr must be a positive number, got 0.0"),
+    ("transfer.linear.plateau_window", 2.0, "settings", "transfer.linear.plateau_window must be in (0, 1), got 2.0"),
+    ("transfer.linear.seeds", [], "settings", "params.yaml: transfer.linear.seeds must not be empty"),
+    ("transfer.finetune.class_weighting", "all", "settings", "transfer.finetune.class_weighting: unknown 'all'"),
+    ("transfer.finetune.iterations", {"SHC": 0}, "settings", "transfer.finetune.iterations.SHC must be an integer"),
+    ("transfer.finetune.iterations", {"SAC": 90}, "transfer", "params.yaml: transfer.finetune: iterations: no cap for"),
+    ("transfer.linear.crop", {"SHC": [0, 8, 8]}, "settings", "transfer.linear.crop.SHC must be an integer >= 1, got 0"),
+    ("report.fig6", {"protocol": "probe"}, "settings", "params.yaml: report.fig6.protocol: unknown 'probe'"),
+    ("profile", ["x"], "settings", "params.yaml: profile must be text, got ['x']"),
 ]
 
 
@@ -175,25 +176,17 @@ def test_a_bad_params_value_names_its_key(key, value, stage, message, data, tmp_
     (build / "prepared").mkdir(parents=True)
     (build / "prepared" / "SHC").symlink_to(data["s"])
     with pytest.raises(GVSLInputError) as raised:
+        settings = pipeline.compose(params)
+        assert stage != "settings", f"{key}={value!r} was accepted"
         if stage == "pretrain":
-            pipeline.pretrain_configs("gvsl", params)
-        elif stage == "scratch":
-            params["pipeline"]["methods"] = ["scratch"]
-            pipeline.pretrain_stage(params, build)
+            settings.pretrain_configs("gvsl")
         elif stage == "heldout":
-            stage_pretrain._load_heldout(params["pretrain"]["heldout"], (32, 32, 32), build)
-        elif stage == "processes":
-            pipeline.layout.process_count(params, "pretrain")
-        elif stage == "methods":
-            pipeline.pretrain_stage(params, build)
+            stage_pretrain._load_heldout(settings.pretrain.heldout, (32, 32, 32), build)
         elif stage == "devices":
-            stage_devices(params, "pretrain")
-        elif stage == "executor":
-            executor_settings(params)
+            stage_devices(settings.pretrain, "pretrain")
         elif stage == "prepare":
-            pipeline.prepare_stage("SHC", params, build)
+            pipeline.prepare_stage("SHC", settings, build)
         else:
-            params["pipeline"]["tasks"] = [t for t in params["pipeline"]["tasks"] if t in ("SHC", "XYZ")]
-            pipeline.transfer_jobs("gvsl", params, build)
+            pipeline.transfer_jobs("gvsl", pipeline.compose(params, {"pipeline": {"tasks": ["SHC"]}}), build)
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)

@@ -62,6 +62,7 @@ def config(method, **kw):
                 crop=CROP,
                 seed=1,
                 checkpoint_every=2,
+                log_every=1,  # the tests read every step's log
                 channels=CHANNELS,
                 lr=1e-3,
                 device="cpu",

@@ -13,9 +13,10 @@ import yaml
 
 from gvsl import pipeline, report
 from gvsl.errors import GVSLInputError
+from gvsl.pipeline.profile import copy_project
 from gvsl.pretrain import PretrainConfig
-from gvsl.rehearsal import copy_project
 from gvsl.report.page import FIGURE_CAPTIONS, FIGURE_FOLDER
+from gvsl.settings import leaves
 from gvsl.transfer import PlateauRule, TransferConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,60 +27,68 @@ def load(path):
     return yaml.safe_load(Path(path).read_text())
 
 
-def key_paths(tree, prefix=()):
-    """Every key path of nested mappings, stopping at per-task dataset settings (their keys vary by source)."""
-    paths = set()
-    for key, value in tree.items():
-        path = (*prefix, key)
-        paths.add(path)
-        if isinstance(value, dict) and path[:2] != ("prepare", "tasks"):
-            paths |= key_paths(value, path)
-    return paths
-
-
-def test_profiles_have_the_same_settings():
-    default, paper = (load(p) for p in PROFILES.values())
-    assert key_paths(default) == key_paths(paper)
-    assert (default["profile"], paper["profile"]) == ("default", "paper")
+def test_the_paper_profile_is_the_defaults_and_the_default_profile_names_only_its_changes():
+    defaults = pipeline.Settings().to_mapping()
+    paper = pipeline.load_settings(PROFILES["paper"]).to_mapping()
+    assert paper == defaults  # the kit's defaults are the paper's; the paper profile is the empty overlay
+    overlay = load(PROFILES["default"])
+    # every group that dvc.yaml tracks is in params.yaml (DVC refuses a stage whose params are missing)
+    tracked = {
+        key for stage in load(ROOT / "dvc.yaml")["stages"].values() for key in stage.get("do", stage).get("params", [])
+    }
+    assert tracked <= set(overlay)
+    # and it names no setting at its default, but in the per-task crop tables, which read as wholes
+    redundant = [
+        path
+        for path, value in leaves(overlay).items()
+        if leaves(defaults).get(path, ...) == value
+        and not path.startswith(("transfer.linear.crop", "transfer.finetune.crop"))
+    ]
+    assert redundant == []
+    assert pipeline.load_settings(PROFILES["default"]).profile == "default"
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_profile_builds_typed_configs(profile):
-    params = load(PROFILES[profile])
-    assert set(params["pipeline"]["tasks"]) <= set(pipeline.TASKS)
-    assert set(params["pipeline"]["methods"]) <= set(pipeline.METHODS)
-    assert set(params["prepare"]["tasks"]) == {"pretrain", *params["pipeline"]["tasks"]}
-    for method in params["pipeline"]["methods"]:
-        if method != "scratch":
-            configs = pipeline.pretrain_configs(method, params)
-            assert [c.seed for c in configs] == params["pretrain"]["seeds"]
-            assert all(isinstance(c, PretrainConfig) and c.method == method for c in configs)
-    assert params["pretrain"]["heldout"]["split"] != "test"
+    settings = pipeline.load_settings(PROFILES[profile])
+    assert set(settings.prepare.tasks) == {"pretrain", *settings.pipeline.tasks}
+    for method in settings.pipeline.pretrained:
+        configs = pipeline.pretrain_configs(method, settings)
+        assert [c.seed for c in configs] == list(settings.pretrain.seeds)
+        assert all(isinstance(c, PretrainConfig) and c.method == method for c in configs)
+        assert all(c.channels == settings.model.channels for c in configs)
     for protocol in pipeline.PROTOCOLS:
-        settings = dict(params["transfer"][protocol])
+        runs = settings.transfer.protocol(protocol)
         # several runs (pre-training seed × transfer seed), so every value has an sd
-        assert len(settings.pop("seeds")) * len(params["pretrain"]["seeds"]) >= 2
-        assert set(settings.pop("crop")) == set(params["pipeline"]["tasks"])
-        iterations = settings.pop("iterations")
-        for task in params["pipeline"]["tasks"]:
-            cap = iterations[task] if isinstance(iterations, dict) else iterations
-            TransferConfig.from_dict(
-                {**settings, "iterations": cap, "task": "segmentation", "protocol": protocol, "num_classes": 8}
-            )
+        assert len(runs.seeds) * len(settings.pretrain.seeds) >= 2
+        for task in settings.pipeline.tasks:
+            crop = runs.task_crop(task) or (32, 32, 32)
+            TransferConfig(**runs.schedule(task), task="segmentation", protocol=protocol, num_classes=8, crop=crop)
 
 
 def test_paper_profile_is_the_papers_schedule():
-    paper = load(PROFILES["paper"])
-    assert paper["model"]["channels"] == [32, 64, 128, 256, 512, 256, 128, 64, 32]
-    assert (paper["pretrain"]["iterations"], paper["pretrain"]["batch_size"], paper["pretrain"]["lr"]) == (
-        200_000,
-        2,
-        1e-4,
-    )
+    paper = pipeline.load_settings(PROFILES["paper"])
+    assert paper.model.channels == (32, 64, 128, 256, 512, 256, 128, 64, 32)
+    assert (paper.pretrain.iterations, paper.pretrain.batch_size, paper.pretrain.lr) == (200_000, 2, 1e-4)
+    assert (paper.pretrain.crop, paper.pretrain.lr_schedule) == ((128, 128, 128), "constant")
+    assert len(paper.pipeline.methods) == 13
     for protocol in pipeline.PROTOCOLS:
-        settings = paper["transfer"][protocol]
-        caps = settings["iterations"].values() if isinstance(settings["iterations"], dict) else [settings["iterations"]]
-        assert set(caps) == {40_000} and settings["val_every"] == 200 and not settings["stop_on_plateau"]
+        runs = paper.transfer.protocol(protocol)
+        assert {runs.cap(task) for task in paper.pipeline.tasks} == {40_000}
+        assert (runs.val_every, runs.batch_size, runs.lr, runs.stop_on_plateau) == (200, 1, 1e-4, False)
+
+
+def test_profiles_overlay_the_defaults_and_a_new_source_replaces_the_task(tmp_path):
+    (tmp_path / "a.yaml").write_text("pretrain: {iterations: 7}\nprepare: {tasks: {SHC: {source: phantom-ct}}}\n")
+    (tmp_path / "b.yaml").write_text("pretrain: {lr: 0.5}\nexecutor: {kind: slurm, partition: gpu}\n")
+    settings = pipeline.load_settings(tmp_path / "a.yaml", [tmp_path / "b.yaml"])
+    assert (settings.pretrain.iterations, settings.pretrain.lr, settings.pretrain.crop) == (7, 0.5, (128, 128, 128))
+    # the paper's SHC is MM-WHS under data/mmwhs; a generated source takes none of its settings
+    assert settings.prepare.tasks["SHC"] == {"source": "phantom-ct"}
+    assert settings.prepare.tasks["SAC"] == {"source": "asoca", "root": "data/asoca"}
+    assert settings.executor["partition"] == "gpu" and settings.executor["gpus_per_job"] == 1
+    # the resolved settings read back to themselves: what a copy of the project runs with
+    assert pipeline.compose(settings.to_mapping()) == settings
 
 
 def test_stage_settings_errors_name_the_key(tmp_path):
@@ -87,11 +96,11 @@ def test_stage_settings_errors_name_the_key(tmp_path):
     params["prepare"]["tasks"]["SHC"]["colour"] = "blue"
     with pytest.raises(GVSLInputError, match=r"prepare\.tasks\.SHC: unknown settings \['colour'\]"):
         pipeline.prepare_stage("SHC", params, build=tmp_path)
-    del params["prepare"]["tasks"]["SAC"]
-    with pytest.raises(GVSLInputError, match=r"missing key prepare\.tasks\.SAC"):
-        pipeline.prepare_stage("SAC", params, build=tmp_path)
+    settings = pipeline.load_settings(PROFILES["default"])
+    with pytest.raises(GVSLInputError, match=r"prepare\.tasks: no task 'MSD'"):
+        pipeline.prepare_stage("MSD", settings, build=tmp_path)
     with pytest.raises(GVSLInputError, match="unknown method 'genesis'"):
-        pipeline.transfer_stage("genesis", params, build=tmp_path)
+        pipeline.transfer_stage("genesis", settings, build=tmp_path)
 
 
 def test_dvc_stages_use_the_package_layout():
@@ -100,7 +109,7 @@ def test_dvc_stages_use_the_package_layout():
     # one pre-training stage runs every (method, seed); it keeps its folder when it re-runs, so that an
     # interrupted run resumes and finished ones are kept (tests/test_resume.py)
     assert {"build/pretrain": {"persist": True}} in stages["pretrain"]["outs"]
-    assert {"pipeline.methods", "pretrain", "executor"} <= set(stages["pretrain"]["params"])
+    assert {"pipeline", "pretrain", "executor"} <= set(stages["pretrain"]["params"])
     # each method's transfer depends on its own folder inside that output, not on the other methods'
     assert "build/pretrain/${item}" in stages["transfer"]["do"]["deps"]
     assert "executor" in stages["transfer"]["do"]["params"]
@@ -155,6 +164,7 @@ TINY = {
             "val_every": 1,
             "stop_on_plateau": True,
             "min_iterations": 4,
+            "plateau_needs_rise": True,
             "lr": 1e-2,
         },
         "finetune": {
@@ -162,6 +172,7 @@ TINY = {
             "crop": {"SHC": [16, 16, 16], "CCC": None},
             "iterations": {"SHC": 3, "CCC": 2},
             "val_every": 1,
+            "min_iterations": 0,
             "lr": 1e-3,
             "class_weighting": "sqrt_inverse",
         },

@@ -246,16 +246,15 @@ def test_transfer_trains_with_finite_losses_under_cpu_bf16(protocol):
 
 
 def test_the_pipeline_and_the_rehearsal_pass_the_precision_on():
-    from gvsl.pipeline.stage_pretrain import pretrain_configs
-    from gvsl.rehearsal import rehearsal_params, with_precision
+    from gvsl.rehearsal import rehearsal_settings
     from tests.test_pipeline import ROOT
 
-    params = rehearsal_params(ROOT)
-    assert params["pretrain"]["precision"] == "auto"
-    assert {params["transfer"][p]["precision"] for p in ("linear", "finetune")} == {"auto"}
-    rehearsed = with_precision(params, "bf16")
-    assert rehearsed["pretrain"]["precision"] == "bf16" and params["pretrain"]["precision"] == "auto"
-    assert {rehearsed["transfer"][p]["precision"] for p in ("linear", "finetune")} == {"bf16"}
-    assert {config.precision for config in pretrain_configs("gvsl", rehearsed)} == {"bf16"}
+    settings = rehearsal_settings(ROOT)
+    assert settings.pretrain.precision == "auto"
+    assert {settings.transfer.protocol(p).precision for p in ("linear", "finetune")} == {"auto"}
+    rehearsed = rehearsal_settings(ROOT, "bf16")
+    assert rehearsed.pretrain.precision == "bf16"
+    assert {rehearsed.transfer.protocol(p).precision for p in ("linear", "finetune")} == {"bf16"}
+    assert {config.precision for config in rehearsed.pretrain_configs("gvsl")} == {"bf16"}
     with pytest.raises(GVSLInputError, match=r"^--precision: unknown 'fp16'"):
-        with_precision(params, "fp16")
+        rehearsal_settings(ROOT, "fp16")

@@ -49,6 +49,7 @@ def config(**kw):
         crop=(16, 16, 16),
         seed=3,
         checkpoint_every=2,
+        log_every=1,  # the tests read every step's log
         device="cpu",
         options=GVSL_OPTIONS,
         **TINY,
@@ -100,6 +101,18 @@ def test_resumed_run_ends_with_the_same_weights_and_logs_with_heldout_evaluation
     # one known misalignment per distinct fixed subject of the held-out pairs
     subjects = sorted({fixed for fixed, _ in record["pairs"]})
     assert sorted(record["last"]["misalignment"]["subjects"]) == subjects
+
+
+def test_a_run_with_mutual_information_logs_its_term_and_scores_it_on_the_heldout_pairs(tmp_path):
+    heldout = heldout_pairs(labelled_cases(), (16, 16, 16), pairs=2)
+    options = {**GVSL_OPTIONS, "similarity": "mi"}
+    result = pretrain(volumes(), tmp_path, config(iterations=2, options=options), progress=False, heldout=heldout)
+    assert set(result.final_terms) == {"total", "mi", "smooth", "mse"}
+    metrics = tmp_path / "dvclive" / "plots" / "metrics"
+    assert (metrics / "train" / "mi.tsv").exists() and not (metrics / "train" / "ncc.tsv").exists()
+    assert (metrics / "heldout_loss" / "mi.tsv").exists()
+    last = json.loads((tmp_path / "pretext.json").read_text())["last"]["mean"]
+    assert {"ncc", "identity_ncc", "mi", "identity_mi", "warped_dice"} <= set(last) and last["mi"] < 0
 
 
 def test_resuming_with_another_schedule_or_without_the_heldout_record_is_refused(tmp_path):
@@ -211,9 +224,9 @@ def test_misuse_errors():
         PretrainConfig(lr_schedule="step")
     with pytest.raises(GVSLInputError, match="warmup \\(10\\) must be shorter than iterations \\(10\\)"):
         PretrainConfig(iterations=10, lr_schedule="cosine", warmup=10)
-    with pytest.raises(GVSLInputError, match="crop_jitter must be >= 0"):
+    with pytest.raises(GVSLInputError, match="crop_jitter must be an integer >= 0, got -1"):
         PretrainConfig(crop_jitter=-1)
-    with pytest.raises(GVSLInputError, match="eval_every must be >= 1"):
+    with pytest.raises(GVSLInputError, match="eval_every must be an integer >= 1, got 0"):
         PretrainConfig(eval_every=0)
 
 

@@ -19,13 +19,19 @@ from gvsl.data.prepare import prepare
 from gvsl.data.preprocess import to_canonical
 from gvsl.data.sources import FREESURFER_NAMES
 from gvsl.errors import GVSLInputError
+from gvsl.pipeline import load_settings
+from gvsl.pipeline.profile import MARKER, README_DATA_COMMANDS
 from gvsl.rehearsal.stand_ins import write_fixture
 from tests.test_pipeline import ROOT
 
 
+def _paper():
+    return load_settings(ROOT / rehearsal.PAPER).to_mapping()
+
+
 def test_overlay_changes_only_sizes_iterations_and_widths():
-    paper = yaml.safe_load((ROOT / rehearsal.PAPER).read_text())
-    params = rehearsal.rehearsal_params(ROOT)
+    paper = _paper()
+    params = rehearsal.rehearsal_settings(ROOT).to_mapping()
     changed = rehearsal.changed_settings(paper, params)
     assert changed, "the overlay shrinks the paper profile"
     assert {"pretrain.iterations", "model.channels", "transfer.linear.iterations"} <= set(changed)
@@ -46,16 +52,17 @@ def test_an_overlay_that_changes_other_settings_is_refused(tmp_path):
     overlay = yaml.safe_load((ROOT / rehearsal.OVERLAY).read_text())
     overlay["pretrain"]["lr"] = 1e-3
     overlay["pipeline"] = {"methods": ["scratch", "gvsl"]}
-    # sizes that would switch a code path: whole-volume SBM input to crops, a shallower network
+    # a size that would switch a code path (whole-volume SBM input to crops), and a batch size, which is not a size
+    # of the data: the overlay may not change them (a shallower network is not a valid setting at all)
     overlay["transfer"]["linear"]["crop"]["SBM"] = [16, 16, 16]
-    overlay["model"]["channels"] = [8] * 7
+    overlay["pretrain"]["batch_size"] = 1
     (tmp_path / rehearsal.OVERLAY).write_text(yaml.safe_dump(overlay))
     with pytest.raises(
         GVSLInputError,
-        match=r"changes \['model\.channels', 'pipeline\.methods', 'pretrain\.lr', "
+        match=r"changes \['pipeline\.methods', 'pretrain\.batch_size', 'pretrain\.lr', "
         r"'transfer\.linear\.crop\.SBM'\]",
     ):
-        rehearsal.rehearsal_params(tmp_path)
+        rehearsal.rehearsal_settings(tmp_path)
 
 
 def _prepared(source, out, root=None, **settings):
@@ -154,7 +161,7 @@ def test_stoic_standin_targets_come_from_reference_csv(tmp_path):
 
 def test_the_rehearsal_points_data_at_the_standins_as_the_readme_says():
     readme = (ROOT / "data-embedded" / "README.md").read_text()
-    for command in rehearsal.README_DATA_COMMANDS:
+    for command in README_DATA_COMMANDS:
         assert " ".join(command).replace("{data}", "/path/to/MM-WHS") in readme
 
 
@@ -162,12 +169,12 @@ def test_the_rehearsal_points_data_at_the_standins_as_the_readme_says():
 @pytest.mark.timeout(1800)  # 32 stages of about 20 s fixed cost each, and their work
 def test_rehearse_paper_runs_every_stage_of_the_paper_profile(tmp_path):
     pytest.importorskip("itk", reason="make test-slow installs ITK (requirements-itk.lock) for STOIC's .mha")
-    paper = yaml.safe_load((ROOT / rehearsal.PAPER).read_text())
+    paper = _paper()
     summary = rehearsal.rehearse(tmp_path / "rehearsal", ROOT)
     methods, tasks = paper["pipeline"]["methods"], paper["pipeline"]["tasks"]
     assert summary["cells"] == len(methods) * len(tasks) * 2 and summary["methods"] == sorted(methods)
     assert summary["sources"] == {task: s["source"] for task, s in paper["prepare"]["tasks"].items()}
-    assert json.loads((tmp_path / "rehearsal" / "gvsl-rehearsal.json").read_text())["status"] == "passed"
+    assert json.loads((tmp_path / "rehearsal" / MARKER).read_text())["status"] == "passed"
     project = tmp_path / "rehearsal" / "project"
     # the user's path: data.dvc imports the stand-ins' folder, and a second look finds nothing to run
     assert str(tmp_path / "rehearsal" / "datasets") in (project / "data.dvc").read_text()

@@ -14,6 +14,7 @@ from gvsl.checkpoint import PRETRAIN_STATE_FORMAT
 from gvsl.data.dataset import DatasetInfo, DatasetWriter
 from gvsl.errors import GVSLInputError
 from gvsl.nets import GVSL, GVSLConfig
+from gvsl.pipeline import compose
 from gvsl.pretext import registration_example
 
 TINY_CHANNELS = (8,) * 9
@@ -199,18 +200,23 @@ def test_bad_summaries_are_named(tmp_path):
 
 
 def test_provenance_names_sources_seeds_and_commits(summaries):
-    params = {
-        "profile": "unit",
-        "model": {"channels": list(TINY_CHANNELS)},
-        "pretrain": {"iterations": 2},
-        "transfer": {"linear": {"iterations": 3}},
-    }
-    facts = report.provenance(summaries, params)
+    settings = compose(
+        {
+            "profile": "unit",
+            "model": {"channels": list(TINY_CHANNELS)},
+            "pretrain": {"iterations": 2},
+            "transfer": {"linear": {"iterations": 3, "min_iterations": 0}},
+        }
+    )
+    facts = report.provenance(summaries, settings)
     assert facts["commits"] == ["abc1234", "def5678"]
     assert facts["transfer seeds per protocol"] == {"linear": [0, 1, 2], "finetune": [0, 1]}
     assert facts["pre-training seeds"] == [0, 1, 2]
     assert facts["data sources"] == {"SHC": ["phantom-ct"], "CCC": ["phantom-ct"]}
     assert facts["backbone widths"] == list(TINY_CHANNELS)
+    # every setting the run used, the defaults it kept too
+    assert facts["pre-training"]["iterations"] == 2 and facts["pre-training"]["lr"] == 1e-4
+    assert facts["transfer"]["linear"]["iterations"] == 3 and facts["transfer"]["finetune"]["iterations"] == 40_000
 
 
 def test_figure6_draws_one_mean_curve_per_method(tmp_path):
@@ -439,7 +445,7 @@ def test_every_number_names_its_seeds_and_commit(summaries):
 
 def test_html_page_holds_tables_figures_and_provenance(tmp_path, summaries):
     table = report.table1(summaries, profile="unit")
-    facts = report.provenance(summaries, {"profile": "unit"})
+    facts = report.provenance(summaries, compose({"profile": "unit"}))
     page = report.write_html(
         tmp_path / "report.html",
         report.with_sources(table, summaries),
@@ -464,7 +470,7 @@ def test_html_page_holds_tables_figures_and_provenance(tmp_path, summaries):
 
 def test_the_page_opens_on_a_summary_and_shows_empty_cells_and_counts_plainly(tmp_path, summaries):
     table = report.table1(summaries, profile="unit")
-    facts = report.provenance(summaries, {"profile": "unit", "pretrain": {"seeds": [0, 1], "options": {}}})
+    facts = report.provenance(summaries, compose({"profile": "unit", "pretrain": {"seeds": [0, 1]}}))
     found = report.claims(table, summaries)
     page = report.write_html(
         tmp_path / "report.html",

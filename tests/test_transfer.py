@@ -549,33 +549,26 @@ def test_a_plateau_rule_that_cannot_fire_at_its_cap_is_refused():
 
 def _profile_caps():
     """(profile, protocol, task, TransferConfig settings) for every cap the two profiles run with."""
-    import yaml
-
+    from gvsl.pipeline import load_settings
     from gvsl.table1 import PROTOCOLS, TASKS
 
     root = Path(__file__).resolve().parents[1]
     for profile in ("params.yaml", "profiles/paper.yaml"):
-        params = yaml.safe_load((root / profile).read_text())
+        settings = load_settings(root / profile)
         for protocol in PROTOCOLS:
-            settings = dict(params["transfer"][protocol])
+            runs = settings.transfer.protocol(protocol)
             for task in TASKS:
-                caps = settings["iterations"]
                 yield pytest.param(
                     profile,
                     protocol,
                     task,
                     {
-                        "iterations": caps[task] if isinstance(caps, dict) else caps,
-                        **{
-                            k: settings[k]
-                            for k in (
-                                "val_every",
-                                "min_iterations",
-                                "plateau_window",
-                                "plateau_delta",
-                                "plateau_needs_rise",
-                            )
-                        },
+                        "iterations": runs.cap(task),
+                        "val_every": runs.val_every,
+                        "min_iterations": runs.min_iterations,
+                        "plateau_window": runs.plateau_window,
+                        "plateau_delta": runs.plateau_delta,
+                        "plateau_needs_rise": runs.plateau_needs_rise,
                     },
                     id=f"{profile}-{protocol}-{task}",
                 )

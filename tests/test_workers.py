@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from gvsl.errors import GVSLInputError
+from gvsl.pipeline import compose
+from gvsl.pipeline.config import Workers
 from gvsl.pipeline.devices import stage_devices
-from gvsl.pipeline.layout import process_count
 from gvsl.pipeline.workers import available_cores, on_devices, run_jobs
 
 
@@ -51,29 +52,36 @@ def test_jobs_spread_over_every_device_stand_in_and_give_the_bits_of_one_device(
 
 
 def test_run_jobs_reads_the_stage_devices_and_the_executor():
-    params = {"pretrain": {"processes": 1, "devices": ["cpu", "cpu"]}, "executor": {"kind": "local"}}
-    results = run_jobs(training_step, [0, 1], params, "pretrain")
+    settings = compose({"pretrain": {"processes": 1, "devices": ["cpu", "cpu"]}, "executor": {"kind": "local"}})
+    results = run_jobs(training_step, [0, 1], settings, "pretrain")
     assert len({pid for _, _, pid, _ in results}) == 2 and os.getpid() not in {pid for _, _, pid, _ in results}
 
 
 def test_devices_auto_is_every_gpu_or_one_cpu_worker_per_process():
-    params = {"pretrain": {"processes": 2, "devices": "auto"}}
     expected = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else ["cpu"] * 2
-    assert stage_devices(params, "pretrain") == expected
-    assert stage_devices({"transfer": {"processes": 1, "devices": ["cpu", "cpu", "cpu"]}}, "transfer") == ["cpu"] * 3
+    assert stage_devices(Workers(processes=2, devices="auto"), "pretrain") == expected
+    assert stage_devices(Workers(processes=1, devices=["cpu", "cpu", "cpu"]), "transfer") == ["cpu"] * 3
 
 
-@pytest.mark.parametrize("devices", ["gpu", [], ["tpu"], ["cuda:99"], ["cpu:1"], [0]])
+@pytest.mark.parametrize("devices", [[], ["tpu"], ["cuda:99"], ["cpu:1"]])
 def test_bad_devices_name_the_key_and_the_valid_values(devices):
     with pytest.raises(GVSLInputError, match=r"params.yaml: transfer.devices.*auto, or a list of cpu") as raised:
-        stage_devices({"transfer": {"processes": 1, "devices": devices}}, "transfer")
+        stage_devices(Workers(processes=1, devices=devices), "transfer")
     assert "\n" not in str(raised.value)
 
 
-def test_processes_auto_is_one_per_available_core():
-    assert process_count({"pretrain": {"processes": "auto"}}, "pretrain") == available_cores() >= 1
-    with pytest.raises(GVSLInputError, match="pretrain.processes must be an integer >= 1 or 'auto'"):
-        process_count({"pretrain": {"processes": "all"}}, "pretrain")
+@pytest.mark.parametrize("devices", ["gpu", [0]])
+def test_devices_that_are_not_names_are_refused_when_the_settings_are_read(devices):
+    with pytest.raises(GVSLInputError, match=r"params.yaml: transfer.devices must be") as raised:
+        compose({"transfer": {"devices": devices}})
+    assert "\n" not in str(raised.value)
+
+
+def test_processes_auto_is_one_per_available_core(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert stage_devices(Workers(processes="auto"), "pretrain") == ["cpu"] * available_cores()
+    with pytest.raises(GVSLInputError, match="pretrain.processes must be an integer >= 1 or 'auto', got 'all'"):
+        compose({"pretrain": {"processes": "all"}})
 
 
 def test_a_gpu_worker_is_pinned_to_the_gpu_its_index_names_in_the_inherited_visible_list(monkeypatch):

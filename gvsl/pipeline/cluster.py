@@ -42,34 +42,29 @@ EXECUTOR_KINDS: dict[str, dict[str, Any]] = {
 }
 
 
-def executor_settings(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params.executor`` with its kind's defaults filled in (absent: ``{kind: local}``)."""
-    given = params.get("executor", {"kind": "local"})
+def executor_settings(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``executor`` settings ``given``, with their kind's defaults filled in."""
     kind = given.get("kind") if isinstance(given, Mapping) else None
     if kind not in EXECUTOR_KINDS:
-        raise GVSLInputError(f"params.yaml: executor.kind must be one of {list(EXECUTOR_KINDS)}; got {kind!r}")
+        raise GVSLInputError(f"executor.kind must be one of {list(EXECUTOR_KINDS)}; got {kind!r}")
     unknown = sorted(set(given) - {"kind", *EXECUTOR_KINDS[kind]})
     if unknown:
-        raise GVSLInputError(
-            f"params.yaml: executor ({kind}): unknown settings {unknown}; valid: {sorted(EXECUTOR_KINDS[kind])}"
-        )
+        raise GVSLInputError(f"executor ({kind}): unknown settings {unknown}; valid: {sorted(EXECUTOR_KINDS[kind])}")
     settings = {**EXECUTOR_KINDS[kind], **given}
     if kind == "slurm" and not isinstance(settings["partition"], str):
-        raise GVSLInputError(
-            f"params.yaml: executor.partition: the SLURM partition is required; got {settings['partition']!r}"
-        )
+        raise GVSLInputError(f"executor.partition: the SLURM partition is required; got {settings['partition']!r}")
     for key, least in (("gpus_per_job", 0), ("cpus_per_job", 1), ("timeout_min", 1)):
         value = settings.get(key, least)
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise GVSLInputError(f"params.yaml: executor.{key} must be an integer >= {least}; got {value!r}")
+            raise GVSLInputError(f"executor.{key} must be an integer >= {least}; got {value!r}")
     if not isinstance(settings.get("setup", []), list) or not isinstance(settings.get("additional", {}), Mapping):
         raise GVSLInputError(
-            "params.yaml: executor.setup must be a list of shell lines and executor.additional a "
+            "executor.setup must be a list of shell lines and executor.additional a "
             f"mapping of sbatch options; got {settings.get('setup')!r}, {settings.get('additional')!r}"
         )
     parallel = settings.get("max_parallel", "auto")
     if parallel != "auto" and not (isinstance(parallel, int) and parallel >= 1):
-        raise GVSLInputError(f"params.yaml: executor.max_parallel must be 'auto' or an integer >= 1; got {parallel!r}")
+        raise GVSLInputError(f"executor.max_parallel must be 'auto' or an integer >= 1; got {parallel!r}")
     return settings
 
 
@@ -80,7 +75,7 @@ def on_cluster(function: Any, jobs: Sequence[Any], settings: Mapping[str, Any], 
         import submitit
     except ImportError:
         raise GVSLInputError(
-            f"params.yaml: executor.kind {settings['kind']} needs submitit: pip install -r requirements-submitit.lock"
+            f"executor.kind {settings['kind']} needs submitit: pip install -r requirements-submitit.lock"
         ) from None
     from gvsl.runtime import progress_line
 

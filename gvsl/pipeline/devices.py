@@ -1,4 +1,4 @@
-"""Which devices a stage's independent jobs go to: ``<group>.devices`` in ``params.yaml``.
+"""Which devices a stage's independent jobs go to: ``<group>.devices`` (:class:`~gvsl.pipeline.config.Workers`).
 
 ``auto`` is every visible CUDA device, or, without CUDA, ``<group>.processes`` CPU workers; a list names
 them (``[cuda:0, cuda:1]``; ``cpu`` may repeat: each entry is one worker at one thread). Each device runs
@@ -7,27 +7,28 @@ one job at a time (:func:`gvsl.pipeline.workers.on_devices`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from gvsl.errors import GVSLInputError
-from gvsl.pipeline.layout import process_count, setting
+from gvsl.pipeline.config import Workers
 
 __all__ = ["stage_devices"]
 
 
-def stage_devices(params: Mapping[str, Any], group: str) -> list[str]:
-    """``params.<group>.devices`` as a list of device names, one worker each."""
-    value = setting(params, group, "devices")
+def stage_devices(workers: Workers, group: str) -> list[str]:
+    """``<group>.devices`` (``workers``) as a list of device names, one worker each."""
+    from gvsl.pipeline.workers import available_cores
+
+    value = workers.devices
     if value == "auto":
         if torch.cuda.is_available():
             return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
-        return ["cpu"] * process_count(params, group)
+        return ["cpu"] * (available_cores() if workers.processes == "auto" else workers.processes)
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     valid = "auto, or a list of cpu" + (f", cuda:0 … cuda:{visible - 1}" if visible else " (no CUDA device is visible)")
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, (list, tuple)) or not value:
         raise GVSLInputError(f"params.yaml: {group}.devices must be {valid}; got {value!r}")
     devices = []
     for name in value:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,50 +12,21 @@ import torch
 
 from gvsl.errors import GVSLInputError
 from gvsl.methods import PRETRAIN_METHODS, SCRATCH
-from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir, pretrain_seeds, setting
+from gvsl.pipeline.config import HeldoutSettings, Settings, as_settings
+from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir
 from gvsl.pipeline.workers import run_jobs
 from gvsl.runtime import progress_line
 
-#: ``params.pretrain`` keys the stage reads itself (the rest build :class:`gvsl.pretrain.PretrainConfig`)
-_PRETRAIN_STAGE_KEYS = {"seeds", "processes", "devices", "heldout", "options"}
 
-
-def pretrain_configs(method: str, params: Mapping[str, Any]) -> list[Any]:
+def pretrain_configs(method: str, settings: Settings | Mapping[str, Any]) -> list[Any]:
     """One :class:`gvsl.pretrain.PretrainConfig` per ``pretrain.seeds`` for a pre-training method, with its
     settings from ``pretrain.options.<method>`` (absent: the method's defaults)."""
-    from gvsl.pretrain import PretrainConfig
-
-    settings = {k: v for k, v in dict(setting(params, "pretrain")).items() if k not in _PRETRAIN_STAGE_KEYS}
-    for old, new in (("seed", "pretrain.seeds (a list)"), ("device", "pretrain.devices (auto or a list)")):
-        if old in settings:
-            raise GVSLInputError(f"params.yaml: pretrain.{old} is replaced by {new}")
-    options = dict(setting(params, "pretrain")).get("options") or {}
-    if not isinstance(options, Mapping):
-        raise GVSLInputError(f"params.yaml: pretrain.options must map methods to their settings, got {options!r}")
-    unknown = sorted(set(options) - set(PRETRAIN_METHODS))
-    if unknown:
-        raise GVSLInputError(
-            f"params.yaml: pretrain.options: unknown methods {unknown}; valid: {list(PRETRAIN_METHODS)}"
-        )
-    channels = tuple(setting(params, "model", "channels"))
-    try:
-        return [
-            PretrainConfig.from_dict(
-                {
-                    **settings,
-                    "method": method,
-                    "channels": channels,
-                    "seed": seed,
-                    "options": dict(options.get(method) or {}),
-                }
-            )
-            for seed in pretrain_seeds(params)
-        ]
-    except GVSLInputError as err:
-        raise GVSLInputError(f"params.yaml: pretrain ({method}): {err}") from None
+    return as_settings(settings).pretrain_configs(method)
 
 
-def pretrain_stage(params: Mapping[str, Any], build: Path = BUILD, progress: bool = False) -> dict[str, list[Path]]:
+def pretrain_stage(
+    settings: Settings | Mapping[str, Any], build: Path = BUILD, progress: bool = False
+) -> dict[str, list[Path]]:
     """Pre-train every method of ``pipeline.methods`` once per ``pretrain.seeds``; ``scratch`` only initialises.
 
     Every (method, seed) is one job; the jobs run side by side on ``pretrain.devices``
@@ -68,33 +39,27 @@ def pretrain_stage(params: Mapping[str, Any], build: Path = BUILD, progress: boo
 
     Returns the ``backbone.pt`` paths of each method, one per seed.
     """
-    methods = _methods(params)
-    _remove_stale_runs(methods, params, build)
-    backbones = {SCRATCH: _scratch(params, build)} if SCRATCH in methods else {}
-    configs = [config for method in methods if method != SCRATCH for config in pretrain_configs(method, params)]
+    settings = as_settings(settings)
+    methods = list(settings.pipeline.methods)
+    _remove_stale_runs(methods, settings.pretrain.seeds, build)
+    backbones = {SCRATCH: _scratch(settings, build)} if SCRATCH in methods else {}
+    configs = [config for method in settings.pipeline.pretrained for config in settings.pretrain_configs(method)]
     if configs:
-        heldout = _load_heldout(setting(params, "pretrain", "heldout"), configs[0].crop, build)
+        heldout = _load_heldout(settings.pretrain.heldout, configs[0].crop, build)
         configs.sort(key=_expected_cost, reverse=True)  # the longest first, so that the workers end evenly
-        paths = run_jobs(_pretrain_job, [(config, build, heldout, progress) for config in configs], params, "pretrain")
+        jobs = [(config, build, heldout, progress) for config in configs]
+        paths = run_jobs(_pretrain_job, jobs, settings, "pretrain")
         done = {(config.method, config.seed): path for config, path in zip(configs, paths)}
-        for method in (m for m in methods if m != SCRATCH):
-            backbones[method] = [done[method, seed] for seed in pretrain_seeds(params)]
+        for method in settings.pipeline.pretrained:
+            backbones[method] = [done[method, seed] for seed in settings.pretrain.seeds]
     return {method: backbones[method] for method in methods}
 
 
-def _methods(params: Mapping[str, Any]) -> list[str]:
-    methods = setting(params, "pipeline", "methods")
-    valid = [SCRATCH, *PRETRAIN_METHODS]
-    if not isinstance(methods, list) or not set(methods) <= set(valid) or len(set(methods)) != len(methods):
-        raise GVSLInputError(f"params.yaml: pipeline.methods must be distinct methods of {valid}; got {methods!r}")
-    return methods
-
-
-def _remove_stale_runs(methods: list[str], params: Mapping[str, Any], build: Path) -> None:
+def _remove_stale_runs(methods: list[str], pretrain_seeds: Sequence[int], build: Path) -> None:
     """DVC keeps this stage's output folder between runs (persist), so that an interrupted run resumes
     from its checkpoint; the folders of methods and seeds no longer asked for must go."""
     root = Path(build) / "pretrain"
-    seeds = {pretrain_dir("any", build, seed).name for seed in pretrain_seeds(params)}
+    seeds = {pretrain_dir("any", build, seed).name for seed in pretrain_seeds}
     for folder in sorted(p for p in root.glob("*") if p.is_dir()):
         if folder.name not in methods:
             shutil.rmtree(folder)
@@ -104,17 +69,15 @@ def _remove_stale_runs(methods: list[str], params: Mapping[str, Any], build: Pat
                 shutil.rmtree(stale)
 
 
-def _scratch(params: Mapping[str, Any], build: Path) -> list[Path]:
+def _scratch(settings: Settings, build: Path) -> list[Path]:
     """A freshly initialised backbone per pre-training seed: where every method of that seed starts."""
     from gvsl.checkpoint import save_backbone
     from gvsl.nets import UNet3D
-    from gvsl.nets.unet import check_channels
     from gvsl.provenance import environment, git_commit
 
-    channels = tuple(setting(params, "model", "channels"))
-    check_channels(channels, "params.yaml: model.channels")
+    channels = settings.model.channels
     backbones = []
-    for seed in pretrain_seeds(params):
+    for seed in settings.pretrain.seeds:
         torch.manual_seed(seed)
         backbone, path = UNet3D(1, channels), pretrain_dir(SCRATCH, build, seed) / "backbone.pt"
         if not _same_weights(path, backbone):  # an unchanged file keeps its provenance, and its transfer stage
@@ -169,18 +132,14 @@ def _pretrain_job(job: tuple[Any, Path, Any, bool], device: str) -> Path:
     return result.backbone
 
 
-def _load_heldout(settings: Any, crop: tuple[int, ...], build: Path):
-    """``params.pretrain.heldout`` = ``{task, split, pairs}`` → held-out pairs of that prepared task (required:
-    ``dvc.yaml`` makes the pre-training stages depend on that task's prepared data)."""
+def _load_heldout(heldout: HeldoutSettings | None, crop: tuple[int, ...], build: Path):
+    """``pretrain.heldout`` → held-out pairs of that prepared task (required: ``dvc.yaml`` makes the
+    pre-training stage depend on the prepared data); None without ``pretrain.heldout``."""
     from gvsl.pretrain import load_heldout
 
-    if not isinstance(settings, Mapping) or set(settings) != {"task", "split", "pairs"}:
-        raise GVSLInputError(
-            f"params.yaml: pretrain.heldout must be a mapping with keys task, split, pairs; got {settings!r}"
-        )
+    if heldout is None:
+        return None
     try:
-        return load_heldout(
-            prepared_dir(str(settings["task"]), build), str(settings["split"]), crop, int(settings["pairs"])
-        )
+        return load_heldout(prepared_dir(heldout.task, build), heldout.split, crop, heldout.pairs)
     except GVSLInputError as err:
         raise GVSLInputError(f"params.yaml: pretrain.heldout: {err}") from None

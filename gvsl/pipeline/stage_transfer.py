@@ -8,7 +8,7 @@ import math
 import shutil
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,14 +16,15 @@ from typing import Any
 import torch
 
 from gvsl.errors import GVSLInputError
-from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir, pretrain_seeds, setting, transfer_dir
+from gvsl.pipeline.config import Settings, as_settings
+from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir, transfer_dir
 from gvsl.pipeline.workers import run_jobs
 from gvsl.provenance import changed_inputs
 from gvsl.runtime import progress_line
 from gvsl.table1 import METHODS, PROTOCOLS, TASKS
 
 
-def transfer_seed(pretrain_seed: int, listed: int, seeds: list[int]) -> int:
+def transfer_seed(pretrain_seed: int, listed: int, seeds: Sequence[int]) -> int:
     """The transfer seed of the run of ``pretrain_seed`` for the listed ``transfer.<protocol>.seeds`` entry
     ``listed``: ``listed + pretrain_seed × (max(seeds) + 1)``.
 
@@ -37,57 +38,43 @@ def transfer_seed(pretrain_seed: int, listed: int, seeds: list[int]) -> int:
     return int(listed) + int(pretrain_seed) * (max(int(s) for s in seeds) + 1)
 
 
-def transfer_jobs(method: str, params: Mapping[str, Any], build: Path = BUILD) -> list[TransferJob]:
+def transfer_jobs(method: str, settings: Settings | Mapping[str, Any], build: Path = BUILD) -> list[TransferJob]:
     """Every transfer run of ``method``: task × protocol × pre-training seed × ``transfer.<protocol>.seeds``,
     each run with its own transfer seed (:func:`transfer_seed`), longest first.
 
-    ``params.transfer.<protocol>.crop.<task>`` may be ``null``: the training crop is then the prepared
+    ``transfer.<protocol>.crop.<task>`` may be ``null``: the training crop is then the prepared
     volume (every case of the generated cohorts has one shape), which lets a linear probe reuse its
     frozen features (see :class:`gvsl.transfer.TransferModel`).
     """
     from gvsl.data import load_prepared
     from gvsl.transfer import TransferConfig, num_outputs
 
+    settings = as_settings(settings)
     if method not in METHODS:
         raise GVSLInputError(f"unknown method {method!r}; valid: {list(METHODS)}")
     jobs = []
-    for task in setting(params, "pipeline", "tasks"):
-        if task not in TASKS:
-            raise GVSLInputError(f"params.yaml: pipeline.tasks: unknown task {task!r}; valid: {list(TASKS)}")
+    for task in settings.pipeline.tasks:
         dataset = load_prepared(prepared_dir(task, build), task=task)
         info = dataset.info
         for protocol in PROTOCOLS:
-            settings = dict(setting(params, "transfer", protocol))
-            seeds = settings.pop("seeds", None)
-            if not isinstance(seeds, list) or not seeds:
-                raise GVSLInputError(f"params.yaml: transfer.{protocol}.seeds must be a non-empty list, got {seeds!r}")
-            if not all(isinstance(s, int) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds):
-                raise GVSLInputError(
-                    f"params.yaml: transfer.{protocol}.seeds must be distinct integers >= 0, got {seeds!r}"
-                )
-            if "device" in settings:
-                raise GVSLInputError(
-                    f"params.yaml: transfer.{protocol}.device is replaced by transfer.devices (auto or a list)"
-                )
-            crop = setting(params, "transfer", protocol, "crop", task)
-            settings.pop("crop")
-            if isinstance(settings.get("iterations"), Mapping):  # a cap per task
-                settings["iterations"] = setting(params, "transfer", protocol, "iterations", task)
+            runs = settings.transfer.protocol(protocol)
+            try:
+                schedule, crop = runs.schedule(task), runs.task_crop(task)
+            except GVSLInputError as err:
+                raise GVSLInputError(f"params.yaml: transfer.{protocol}: {err}") from None
             if crop is None:
                 crop = dataset.load_case(dataset.ids("train")[0]).image.shape[-3:]
-            for pretrain_seed in pretrain_seeds(params):
-                for listed in seeds:
-                    seed = transfer_seed(pretrain_seed, listed, seeds)
+            for pretrain_seed in settings.pretrain.seeds:
+                for listed in runs.seeds:
+                    seed = transfer_seed(pretrain_seed, listed, runs.seeds)
                     try:
-                        config = TransferConfig.from_dict(
-                            {
-                                **settings,
-                                "task": info.task_type,
-                                "protocol": protocol,
-                                "crop": tuple(crop),
-                                "num_classes": num_outputs(info.task_type, info.classes),
-                                "seed": int(seed),
-                            }
+                        config = TransferConfig(
+                            **schedule,
+                            task=info.task_type,
+                            protocol=protocol,
+                            crop=tuple(crop),
+                            num_classes=num_outputs(info.task_type, info.classes),
+                            seed=seed,
                         )
                     except GVSLInputError as err:
                         raise GVSLInputError(f"params.yaml: transfer.{protocol} ({task}): {err}") from None
@@ -232,10 +219,10 @@ def _run_transfer_job(job: TransferJob, device: str) -> dict[str, Any]:
     return json.loads((job.out / "metrics.json").read_text())
 
 
-def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) -> list[dict[str, Any]]:
+def transfer_stage(method: str, settings: Settings | Mapping[str, Any], build: Path = BUILD) -> list[dict[str, Any]]:
     """Run every Table 1 cell of ``method`` (see :func:`transfer_jobs`); write one ``summary.json`` per cell.
 
-    Runs go side by side to ``params.transfer.devices``, one run per device at a time
+    Runs go side by side to ``transfer.devices``, one run per device at a time
     (:func:`gvsl.pipeline.workers.run_jobs`; on the CPU ``transfer.processes`` workers at one thread each). A
     summary's ``test``, ``val_curves``, ``converged`` and ``per_case`` list one entry
     per run, in the order of ``runs`` (``[pre-training seed, transfer seed]`` pairs); ``mean`` and
@@ -247,11 +234,12 @@ def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) 
     DVC keeps the stage's folder (``persist``), so a ``dvc repro`` interrupted during transfer resumes
     with the runs it had not finished. Folders of runs and cells the settings no longer ask for are removed.
     """
-    jobs = _with_inputs(transfer_jobs(method, params, build))
+    settings = as_settings(settings)
+    jobs = _with_inputs(transfer_jobs(method, settings, build))
     _remove_stale_runs(method, jobs, build)
     progress_line(f"transfer {method}: {len(jobs)} runs")
     began = time.perf_counter()
-    records = run_jobs(_run_transfer_job, jobs, params, "transfer")
+    records = run_jobs(_run_transfer_job, jobs, settings, "transfer")
     seconds = time.perf_counter() - began
     summaries = []
     cells = sorted({(job.task, job.protocol) for job in jobs}, key=lambda cell: (TASKS.index(cell[0]), cell[1]))
@@ -260,7 +248,7 @@ def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) 
             ((job, record) for job, record in zip(jobs, records) if (job.task, job.protocol) == (task, protocol)),
             key=lambda pair: (pair[0].pretrain_seed, pair[0].seed),
         )
-        summary = _cell_summary([job for job, _ in chosen], [record for _, record in chosen], params)
+        summary = _cell_summary([job for job, _ in chosen], [record for _, record in chosen], settings.profile)
         path = transfer_dir(task, protocol, method, build) / "summary.json"
         path.write_text(json.dumps(summary, indent=2) + "\n")
         summaries.append(summary)
@@ -268,7 +256,7 @@ def transfer_stage(method: str, params: Mapping[str, Any], build: Path = BUILD) 
     return summaries
 
 
-def _cell_summary(jobs: list[TransferJob], records: list[dict[str, Any]], params: Mapping[str, Any]) -> dict[str, Any]:
+def _cell_summary(jobs: list[TransferJob], records: list[dict[str, Any]], profile: str) -> dict[str, Any]:
     from gvsl.provenance import git_commit
 
     first = records[0]
@@ -308,6 +296,6 @@ def _cell_summary(jobs: list[TransferJob], records: list[dict[str, Any]], params
             }.values()
         ],
         "dataset_source": first["dataset_source"],
-        "profile": str(params.get("profile", "unnamed")),
+        "profile": profile,
         "commit": git_commit(),
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -42,19 +42,18 @@ def job_device(device: str) -> str:
     return "cpu" if device == "cpu" else "cuda:0"
 
 
-def run_jobs(function: JobFunction, jobs: Sequence[Any], params: Mapping[str, Any], group: str) -> list[Any]:
-    """``[function(job, device) for job in jobs]`` on ``params.<group>.devices`` (:mod:`gvsl.pipeline.devices`),
-    by the engine of ``params.executor`` (local processes unless it says otherwise)."""
-    from gvsl.pipeline.cluster import executor_settings
+def run_jobs(function: JobFunction, jobs: Sequence[Any], settings: Any, group: str) -> list[Any]:
+    """``[function(job, device) for job in jobs]`` on the devices of ``settings.<group>``
+    (:mod:`gvsl.pipeline.devices`), by the engine of ``settings.executor`` (local processes unless it says
+    otherwise); ``settings`` is the pipeline's :class:`~gvsl.pipeline.config.Settings`."""
     from gvsl.pipeline.devices import stage_devices
 
-    devices = stage_devices(params, group)
-    settings = executor_settings(params)
-    if settings["kind"] == "local":
+    devices = stage_devices(getattr(settings, group), group)
+    if settings.executor["kind"] == "local":
         return on_devices(function, jobs, devices)
     from gvsl.pipeline.cluster import on_cluster
 
-    return on_cluster(function, jobs, settings, devices)
+    return on_cluster(function, jobs, settings.executor, devices)
 
 
 def on_devices(function: JobFunction, jobs: Sequence[Any], devices: Sequence[str]) -> list[Any]:

@@ -3,12 +3,13 @@
 ``make rehearse-paper`` (``python -m gvsl.rehearsal``) does what a user of the paper profile does on
 a fresh clone, as the README's "The paper profile" describes it, in a copy of the project:
 
-1. one folder per dataset that ``profiles/paper.yaml`` reads, written by :mod:`gvsl.rehearsal.stand_ins`
+1. one folder per dataset that the paper profile reads, written by :mod:`gvsl.rehearsal.stand_ins`
    in the dataset's own formats (MM-WHS NIfTI, ASOCA NRRD, STOIC MetaImage with ``reference.csv``,
    CANDI, a folder of unlabeled CT);
 2. ``data/`` pointed at that folder with the README's commands (``dvc import-url``, ``dvc unfreeze``);
-3. ``params.yaml`` = ``profiles/paper.yaml`` with the overlay ``profiles/paper-rehearsal.yaml``,
-   which may change only sizes, iteration counts and widths (:data:`SHRINKABLE`);
+3. ``params.yaml`` = the resolved settings of ``profiles/paper.yaml`` with the overlay
+   ``profiles/paper-rehearsal.yaml`` laid over it, which may change only sizes, iteration counts and widths
+   (:data:`SHRINKABLE`);
 4. ``dvc repro``, then a check that every Table 1 cell of the paper profile came out, from the
    paper's sources.
 
@@ -24,24 +25,23 @@ slower, elsewhere. Reading ``.mha`` needs ITK (``pip install
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from gvsl.errors import GVSLInputError
+from gvsl.pipeline.config import Settings, compose, load_settings
+from gvsl.pipeline.profile import MARKER, fresh_folder, run_in_copy
+from gvsl.runtime import check_precision
+from gvsl.settings import leaves, merge
+from gvsl.table1 import PROTOCOLS
 
-__all__ = ["OVERLAY", "PAPER", "SHRINKABLE", "changed_settings", "rehearsal_params", "rehearse", "with_precision"]
+__all__ = ["OVERLAY", "PAPER", "SHRINKABLE", "changed_settings", "rehearsal_settings", "rehearse"]
 
 PAPER = Path("profiles/paper.yaml")
 OVERLAY = Path("profiles/paper-rehearsal.yaml")
@@ -62,39 +62,11 @@ SHRINKABLE = (
     "transfer.*.val_every",
     "transfer.*.min_iterations",
 )
-#: what the README tells a paper-profile user to run to point data/ at their datasets ({data}: that folder)
-README_DATA_COMMANDS = (
-    ("rm", "-rf", "data"),
-    ("dvc", "import-url", "--force", "{data}", "data"),
-    ("dvc", "unfreeze", "data.dvc"),
-)
-_MARKER = "gvsl-rehearsal.json"
-
-
-def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    leaves: dict[str, Any] = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            leaves.update(_leaves(value, f"{path}."))
-        else:
-            leaves[path] = value
-    return leaves
-
-
-def _merged(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(dict(base))
-    for key, value in overlay.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merged(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def changed_settings(paper: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Dotted path -> (paper's value, ``params``'s value) of every setting in which the two differ."""
-    before, after = _leaves(paper), _leaves(params)
+    before, after = leaves(paper), leaves(params)
     return {
         path: (before.get(path), after.get(path))
         for path in sorted(before.keys() | after.keys())
@@ -121,10 +93,11 @@ def _shrinks(path: str, before: Any, after: Any) -> bool:
     return not isinstance(before, list) or len(before) == len(after)
 
 
-def rehearsal_params(project: Path) -> dict[str, Any]:
-    """``profiles/paper.yaml`` with the overlay merged in, refused if it changes more than :data:`SHRINKABLE`."""
-    paper = yaml.safe_load((project / PAPER).read_text())
-    params = _merged(paper, yaml.safe_load((project / OVERLAY).read_text()) or {})
+def rehearsal_settings(project: Path, precision: str | None = None) -> Settings:
+    """The paper profile with the overlay laid over it, refused if it changes more than :data:`SHRINKABLE`;
+    with ``precision``, pre-training and every transfer protocol run at it (the summary lists that change)."""
+    paper = load_settings(project / PAPER).to_mapping()
+    params = load_settings(project / PAPER, [project / OVERLAY]).to_mapping()
     other = [
         path for path, (before, after) in changed_settings(paper, params).items() if not _shrinks(path, before, after)
     ]
@@ -133,149 +106,73 @@ def rehearsal_params(project: Path) -> dict[str, Any]:
             f"{OVERLAY}: changes {other}, which are not sizes, iterations or widths of the "
             f"paper profile of the same kind (allowed: {', '.join(SHRINKABLE)})"
         )
-    return params
+    if precision is not None:
+        check_precision(precision, "--precision")
+        at = {"precision": precision}
+        params = merge(params, {"pretrain": at, "transfer": {protocol: at for protocol in PROTOCOLS}})
+    return compose(params, where=f"{OVERLAY} over {PAPER}")
 
 
-def with_precision(params: Mapping[str, Any], precision: str | None) -> dict[str, Any]:
-    """``params`` with ``precision`` as pre-training's and every transfer protocol's (None: unchanged)."""
-    params = copy.deepcopy(dict(params))
-    if precision is None:
-        return params
-    from gvsl.runtime import check_precision
-    from gvsl.table1 import PROTOCOLS
-
-    check_precision(precision, "--precision")
-    params["pretrain"]["precision"] = precision
-    for protocol in PROTOCOLS:
-        params["transfer"][protocol]["precision"] = precision
-    return params
-
-
-def _project_files(source: Path) -> list[str]:
-    """What a fresh clone holds, with uncommitted edits (tracked, or untracked and not ignored), but
-    ``results/``: the copy must make its own, not show the committed ones."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=source,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return sorted(
-        name
-        for name in set(listed.split("\0"))
-        if name and not name.startswith("results/") and (source / name).is_file()
-    )
-
-
-def copy_project(source: Path, dest: Path, params: Mapping[str, Any] | None = None) -> Path:
-    """A committed git copy of the project at ``source``, with ``params`` as its params.yaml if given.
-
-    Committed, because DVCLive refuses a repository without commits, as a fresh clone never is.
-    """
-    for name in _project_files(source):
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / name, dest / name)
-    if params is not None:
-        (dest / "params.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=False))
-    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "a copy of the project"]):
-        subprocess.run(
-            ["git", "-c", "user.name=gvsl", "-c", "user.email=gvsl@localhost", *command], cwd=dest, check=True
-        )
-    return dest
-
-
-def _run(command: Sequence[str], cwd: Path) -> None:
-    # dvc and the stages' `python -m gvsl.stage` come from the environment running this
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    print("$", " ".join(command), flush=True)
-    # its own process group: if this process is stopped, dvc's stages (grandchildren) go with it
-    process = subprocess.Popen(list(command), cwd=cwd, env=env, start_new_session=True)
-    try:
-        returncode = process.wait()
-    except BaseException:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
-    if returncode:
-        raise GVSLInputError(f"rehearsal: `{' '.join(command)}` failed with exit status {returncode} (in {cwd})")
-
-
-def write_datasets(params: Mapping[str, Any], folder: Path) -> None:
+def write_datasets(settings: Settings, folder: Path) -> None:
     """One stand-in per prepared task of the profile, in the folder its ``root`` names under ``data/``."""
     from gvsl.rehearsal.stand_ins import write_fixture
 
-    for task, settings in params["prepare"]["tasks"].items():
-        root = Path(settings["root"])
+    for task, spec in settings.prepare.tasks.items():
+        root = Path(spec["root"])
         if root.parts[0] != "data":
             raise GVSLInputError(
                 f"prepare.tasks.{task}.root: {root} is not under data/, where the paper profile reads its datasets"
             )
-        write_fixture(settings["source"], folder.joinpath(*root.parts[1:]), seed=params["prepare"]["seed"])
+        write_fixture(spec["source"], folder.joinpath(*root.parts[1:]), seed=settings.prepare.seed)
 
 
-def check_outputs(project: Path, params: Mapping[str, Any]) -> dict[str, Any]:
+def check_outputs(project: Path, settings: Settings) -> dict[str, Any]:
     """Every Table 1 cell of the profile, each from its paper source; raises naming what is missing."""
     table = pd.read_csv(project / "results" / "table1.csv")
-    from gvsl.table1 import PROTOCOLS
-
-    expected = {
-        (m, t, p) for m in params["pipeline"]["methods"] for t in params["pipeline"]["tasks"] for p in PROTOCOLS
-    }
+    expected = {(m, t, p) for m in settings.pipeline.methods for t in settings.pipeline.tasks for p in PROTOCOLS}
     found = set(zip(table["method"], table["task"], table["protocol"]))
     if expected - found:
         raise GVSLInputError(f"rehearsal: Table 1 lacks the cells {sorted(expected - found)}")
     if table["value"].isna().any():
         raise GVSLInputError(f"rehearsal: cells without a value: {table[table['value'].isna()].to_dict('records')}")
     sources = {}
-    for task, settings in params["prepare"]["tasks"].items():
+    for task, spec in settings.prepare.tasks.items():
         info = json.loads((project / "build" / "prepared" / task / "dataset.json").read_text())
-        if info["source"] != settings["source"]:
-            raise GVSLInputError(
-                f"rehearsal: build/prepared/{task} came from {info['source']}, not {settings['source']}"
-            )
+        if info["source"] != spec["source"]:
+            raise GVSLInputError(f"rehearsal: build/prepared/{task} came from {info['source']}, not {spec['source']}")
         sources[task] = info["source"]
     return {"cells": len(found), "methods": sorted(set(table["method"])), "sources": sources}
 
 
 def rehearse(dest: str | Path, source: str | Path | None = None, precision: str | None = None) -> dict[str, Any]:
     """Rehearse the paper profile of the project at ``source`` in ``dest`` (replaced if a rehearsal), at
-    ``precision`` if given (:func:`with_precision`; the summary lists it among the changes from the paper).
+    ``precision`` if given (:func:`rehearsal_settings`; the summary lists it among the changes from the paper).
 
     Returns what ran: the cells of Table 1, the methods, each task's source, the seconds taken; the
-    same summary is written to ``dest/gvsl-rehearsal.json``.
+    same summary is written to ``dest/gvsl-profile-run.json``.
     """
-    from gvsl.pipeline import find_project
+    from gvsl.pipeline.layout import find_project
 
     source = find_project(None if source is None else Path(source))
-    dest = Path(dest).resolve()
-    if dest.exists():
-        if not (dest / _MARKER).is_file():
-            raise GVSLInputError(f"{dest}: exists and is not an earlier rehearsal; choose another --dest")
-        shutil.rmtree(dest)
     start = time.monotonic()
-    dest.mkdir(parents=True)
-    marker = dest / _MARKER
-    marker.write_text(json.dumps({"status": "running", "source": str(source)}))
+    dest = fresh_folder(Path(dest))
+    marker = dest / MARKER
     try:
-        params = with_precision(rehearsal_params(source), precision)
-        project = copy_project(source, dest / "project", params)
-        write_datasets(params, dest / "datasets")
-        for command in README_DATA_COMMANDS:
-            _run([part.format(data=dest / "datasets") for part in command], project)
-        _run(["dvc", "repro"], project)
+        settings = rehearsal_settings(source, precision)
+        write_datasets(settings, dest / "datasets")
+        project = run_in_copy(source, dest, settings, dest / "datasets")
+        paper = load_settings(source / PAPER).to_mapping()
         summary = {
             "status": "passed",
-            **check_outputs(project, params),
+            **check_outputs(project, settings),
             "seconds": round(time.monotonic() - start, 1),
             "changed_from_paper": {
-                path: list(values)
-                for path, values in changed_settings(yaml.safe_load((source / PAPER).read_text()), params).items()
+                path: list(values) for path, values in changed_settings(paper, settings.to_mapping()).items()
             },
         }
     except GVSLInputError as err:
         marker.write_text(json.dumps({"status": "failed", "error": str(err), "source": str(source)}, indent=2))
-        raise
+        raise GVSLInputError(f"rehearsal: {err}") from None
     marker.write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -18,8 +18,8 @@ import pandas as pd
 from matplotlib import pyplot as plt
 
 from gvsl.data import load_prepared
-from gvsl.methods import SCRATCH
-from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir, pretrain_seeds
+from gvsl.pipeline.config import Settings, as_settings
+from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir
 from gvsl.pretext import registration_example
 from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsne
 from gvsl.report.page import FIGURE_CAPTIONS, FIGURE_FOLDER, write_html
@@ -51,53 +51,55 @@ class Report:
     page: Path
 
 
-def _figures(params: Mapping[str, Any], summaries: pd.DataFrame, build: Path, pretrained: list[str]):
-    settings = params["report"]
-    seed = pretrain_seeds(params)[0]
-    tsne = settings["tsne"]
+def _figures(settings: Settings, summaries: pd.DataFrame, build: Path, pretrained: list[str]):
+    seed = settings.pretrain.seeds[0]
+    tsne = settings.report.tsne
     features = local_features(
         build / "pretrain",
         seed,
         FIGURE7_METHODS,
         prepared_dir("SHC", build),
-        max_per_class=tsne["max_per_class"],
-        seed=tsne["seed"],
+        max_per_class=tsne.max_per_class,
+        seed=tsne.seed,
     )
     example = registration_example(pretrain_dir("gvsl", build, seed) / "checkpoint.pt", prepared_dir("SHC", build))
-    fig6 = settings["fig6"]
+    fig6 = settings.report.fig6
     return {
-        "fig6_validation": figure6_validation(summaries, task=fig6["task"], protocol=fig6["protocol"]),
-        "fig7_tsne": figure7_tsne(features, load_prepared(prepared_dir("SHC", build)).info.classes, seed=tsne["seed"]),
+        "fig6_validation": figure6_validation(summaries, task=fig6.task, protocol=fig6.protocol),
+        "fig7_tsne": figure7_tsne(features, load_prepared(prepared_dir("SHC", build)).info.classes, seed=tsne.seed),
         "pretext_losses": figure_pretext_losses(build / "pretrain", pretrained),
         "fig8_ncc": figure8_pretext(build / "pretrain"),
         "registration": figure_registration(example),
     }
 
 
-def write_report(params: Mapping[str, Any], build: str | Path = BUILD, results: str | Path = "results") -> Report:
-    """Write ``results/`` from ``build/`` with the settings ``params`` (``params.yaml``) and return what it holds."""
+def write_report(
+    settings: Settings | Mapping[str, Any], build: str | Path = BUILD, results: str | Path = "results"
+) -> Report:
+    """Write ``results/`` from ``build/`` with the pipeline's ``settings`` and return what it holds."""
+    settings = as_settings(settings)
     build, results = Path(build), Path(results)
     figure_folder = results / FIGURE_FOLDER
     figure_folder.mkdir(parents=True, exist_ok=True)
     summaries = load_summaries(build / "transfer")
-    table = table1(summaries, profile=params["profile"])
+    table = table1(summaries, profile=settings.profile)
     table.to_csv(results / "table1.csv", index=False)
     markdown = table1_markdown(table)
     (results / "table1.md").write_text(markdown)
-    pretrained = [m for m in params["pipeline"]["methods"] if m != SCRATCH]
+    pretrained = settings.pipeline.pretrained
     pretext = pretext_metrics(load_pretext(build / "pretrain"))
     losses = pretext_losses(build / "pretrain", pretrained)
     metrics = {**metrics_summary(table), "pretext": pretext, "pretext_loss": losses}
     (results / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    found = claims(table, summaries, finetune_claims=params["report"].get("finetune_claims", True))
+    found = claims(table, summaries, finetune_claims=settings.report.finetune_claims)
     claims_table = claims_markdown(found)
     (results / "claims.md").write_text(claims_table)
-    figures = _figures(params, summaries, build, pretrained)
+    figures = _figures(settings, summaries, build, pretrained)
     if set(figures) != set(FIGURE_CAPTIONS):
         raise AssertionError(f"the report draws {sorted(figures)}, its page captions {sorted(FIGURE_CAPTIONS)}")
     for name in FIGURE_CAPTIONS:
         figures[name].savefig(figure_folder / f"{name}.png", dpi=100, bbox_inches="tight")
-    origin = provenance(summaries, params)
+    origin = provenance(summaries, settings)
     page = write_html(
         results / "report.html",
         with_sources(table, summaries),

@@ -315,10 +315,13 @@ def metrics_summary(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]
     return out
 
 
-def provenance(summaries: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, Any]:
-    """What produced the numbers: profile, data sources, seeds, commits and the settings that matter."""
+def provenance(summaries: pd.DataFrame, settings: Any) -> dict[str, Any]:
+    """What produced the numbers: profile, data sources, seeds, commits and the settings that matter
+    (``settings``: the pipeline's :class:`~gvsl.pipeline.config.Settings`)."""
+    from gvsl.settings import to_mapping
+
     return {
-        "profile": params.get("profile"),
+        "profile": settings.profile,
         "data sources": {
             task: sorted(set(summaries.loc[summaries["task"] == task, "dataset_source"]))
             for task in TASKS
@@ -341,7 +344,7 @@ def provenance(summaries: pd.DataFrame, params: Mapping[str, Any]) -> dict[str, 
                 }
             )
         ],
-        "backbone widths": params.get("model", {}).get("channels"),
-        "pre-training": params.get("pretrain"),
-        "transfer": params.get("transfer"),
+        "backbone widths": list(settings.model.channels),
+        "pre-training": to_mapping(settings.pretrain),
+        "transfer": to_mapping(settings.transfer),
     }

@@ -13,9 +13,9 @@ import torch
 from gvsl.errors import GVSLInputError
 from gvsl.methods import SCRATCH
 from gvsl.nets.unet import PAPER_CHANNELS, UNet3D, parse_channels
-from gvsl.runtime import PRECISIONS
+from gvsl.settings import add_flags, from_flags
 from gvsl.table1 import PROTOCOLS
-from gvsl.transfer.config import CLASS_WEIGHTINGS, METRIC_NAMES, SEG_LOSSES, TransferConfig, num_outputs
+from gvsl.transfer.config import METRIC_NAMES, TransferConfig, num_outputs
 from gvsl.transfer.train import TransferResult, run_transfer
 
 __all__ = ["add_arguments", "run", "transfer_prepared"]
@@ -113,61 +113,18 @@ def transfer_prepared(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = TransferConfig(task="segmentation", protocol="linear", num_classes=2)
+    """Flags of ``gvsl transfer``: one per setting of :class:`~gvsl.transfer.config.TransferConfig` but those
+    the dataset sets (task, classes), and the data, the output and the initialisation."""
     parser.add_argument("--data", required=True, type=Path, help="prepared dataset (task SHC, SAC, CCC or SBM)")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--init", default="scratch", help="scratch, or a backbone.pt / checkpoint / authors' weights")
-    parser.add_argument("--protocol", required=True, choices=PROTOCOLS)
-    parser.add_argument("--iterations", type=int, default=defaults.iterations)
-    parser.add_argument("--val-every", type=int, default=defaults.val_every)
-    parser.add_argument("--crop", type=int, nargs=3, metavar=("D", "H", "W"), default=list(defaults.crop))
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--seg-loss", choices=SEG_LOSSES, default=defaults.seg_loss)
+    parser.add_argument("--init", default=SCRATCH, help="scratch, or a backbone.pt / checkpoint / authors' weights")
     parser.add_argument(
-        "--class-weighting",
-        choices=CLASS_WEIGHTINGS,
-        default=defaults.class_weighting,
-        help="weights of the segmentation cross-entropy from the class frequencies",
+        "--channels",
+        default=",".join(map(str, PAPER_CHANNELS)),
+        help="nine comma-separated backbone widths, for --init scratch (default: the paper's)",
     )
-    parser.add_argument(
-        "--stop-on-plateau",
-        action="store_true",
-        help="end when the validation curve plateaus (see --min-iterations); --iterations is the cap",
-    )
-    parser.add_argument(
-        "--min-iterations",
-        type=int,
-        default=defaults.min_iterations,
-        help="the plateau rule applies from this iteration on",
-    )
-    parser.add_argument(
-        "--plateau-window",
-        type=float,
-        default=defaults.plateau_window,
-        help="plateaued: the last this fraction of iterations added less than --plateau-delta",
-    )
-    parser.add_argument(
-        "--plateau-delta",
-        type=float,
-        default=defaults.plateau_delta,
-        help="in score units (0.01 = one point of Dice or AUC)",
-    )
-    parser.add_argument(
-        "--plateau-without-rise",
-        action="store_true",
-        help="a curve whose first validation is its best may plateau (linear probes)",
-    )
-    parser.add_argument(
-        "--channels", default=",".join(map(str, PAPER_CHANNELS)), help="nine backbone widths, for --init scratch"
-    )
-    parser.add_argument("--device", default=defaults.device)
-    parser.add_argument(
-        "--precision",
-        default=defaults.precision,
-        choices=PRECISIONS,
-        help="auto (bf16 autocast on CUDA, fp32 on the CPU), fp32 or bf16",
-    )
+    add_flags(parser, TransferConfig, skip=("task", "num_classes"))
+    parser.set_defaults(protocol=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,25 +134,9 @@ def run(args: argparse.Namespace) -> int:
     if info.task_type not in METRIC_NAMES:
         raise GVSLInputError(f"{args.data}: dataset task {info.task} has no transfer protocol")
     num_classes = num_outputs(info.task_type, info.classes)
-    config = TransferConfig(
-        task=info.task_type,
-        protocol=args.protocol,
-        num_classes=num_classes,
-        iterations=args.iterations,
-        val_every=args.val_every,
-        lr=args.lr,
-        crop=tuple(args.crop),
-        seed=args.seed,
-        seg_loss=args.seg_loss,
-        device=args.device,
-        precision=args.precision,
-        class_weighting=args.class_weighting,
-        stop_on_plateau=args.stop_on_plateau,
-        min_iterations=args.min_iterations,
-        plateau_window=args.plateau_window,
-        plateau_delta=args.plateau_delta,
-        plateau_needs_rise=not args.plateau_without_rise,
-    )
+    if args.protocol is None:
+        raise GVSLInputError(f"--protocol: required, one of {list(PROTOCOLS)}")
+    config = from_flags(TransferConfig, args, task=info.task_type, num_classes=num_classes)
     result = transfer_prepared(args.data, args.out, args.init, config, channels=parse_channels(args.channels))
     print(
         f"{info.task} {args.protocol} test {result.metric_name} = "

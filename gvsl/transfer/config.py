@@ -4,25 +4,40 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from gvsl.errors import GVSLInputError
-from gvsl.runtime import check_precision
-from gvsl.settings import from_mapping
+from gvsl.runtime import PRECISIONS
+from gvsl.settings import Bounds, Checked, OneOf, from_mapping, to_mapping
 from gvsl.table1 import PROTOCOLS
 
-__all__ = ["CLASS_WEIGHTINGS", "METRIC_NAMES", "SEG_LOSSES", "PlateauRule", "TransferConfig", "num_outputs"]
+__all__ = [
+    "CLASS_WEIGHTINGS",
+    "METRIC_NAMES",
+    "SEG_LOSSES",
+    "STEPS",
+    "PlateauRule",
+    "TransferConfig",
+    "TransferSchedule",
+    "num_outputs",
+]
 
 CLASS_WEIGHTINGS = ("inverse", "sqrt_inverse", "none")
 SEG_LOSSES = ("dice", "ce", "dice_ce")
+
+#: the bounds of a step count (a run's iterations, its validation interval)
+STEPS = Bounds(1, integer=True)
+Fraction = Annotated[float, Bounds(0.0, 1.0, open_low=True, open_high=True)]
+NonNegativeScore = Annotated[float, Bounds(0.0, math.inf, open_high=True, words="a number >= 0")]
+NonNegativeCount = Annotated[int, Bounds(0, integer=True)]
 
 #: Validation metric of each task type a transfer trains (the key of the evaluation dict that selects the best model).
 METRIC_NAMES = {"segmentation": "mean_dice", "classification": "auc"}
 
 
 @dataclass(frozen=True)
-class PlateauRule:
+class PlateauRule(Checked):
     """A validation curve has plateaued when its last ``window`` of iterations added less than ``min_delta``.
 
     At a validation at iteration ``i >= min_iterations``, the *recent* validations are those after
@@ -41,21 +56,11 @@ class PlateauRule:
     validation curves and the time budget; no test number informs them.
     """
 
-    window: float = 0.25
-    min_delta: float = 0.01
-    min_iterations: int = 0
-    min_validations: int = 3
+    window: Fraction = 0.25
+    min_delta: NonNegativeScore = 0.01
+    min_iterations: NonNegativeCount = 0
+    min_validations: Annotated[int, Bounds(1, integer=True)] = 3
     needs_rise: bool = True
-
-    def __post_init__(self):
-        if not 0 < self.window < 1:
-            raise GVSLInputError(f"plateau_window must lie in (0, 1), got {self.window}")
-        if not (self.min_delta >= 0 and math.isfinite(self.min_delta)):
-            raise GVSLInputError(f"plateau_delta must be a number >= 0, got {self.min_delta}")
-        if int(self.min_iterations) < 0:
-            raise GVSLInputError(f"min_iterations must be >= 0, got {self.min_iterations}")
-        if int(self.min_validations) < 1:
-            raise GVSLInputError(f"min_validations must be >= 1, got {self.min_validations}")
 
     def reached(self, curve: Sequence[tuple[int, float]]) -> bool:
         """Whether ``curve`` (``(iteration, score)`` in order) has plateaued at its last validation."""
@@ -94,21 +99,17 @@ def num_outputs(task_type: str, classes: Sequence[str]) -> int:
     return len(classes) + 1 if task_type == "segmentation" else 1
 
 
-@dataclass
-class TransferConfig:
-    """Settings of one transfer run (``params.yaml`` → ``transfer`` group).
+@dataclass(kw_only=True)
+class TransferSchedule(Checked):
+    """How every transfer run trains and when it stops: the settings that one run (:class:`TransferConfig`)
+    and the pipeline's ``transfer.<protocol>`` groups (:class:`gvsl.pipeline.config.ProtocolSettings`)
+    share. The defaults are the paper's.
 
     Args:
-        task: ``segmentation`` or ``classification``.
-        protocol: ``linear`` (frozen backbone) or ``finetune`` (all parameters trained).
-        num_classes: segmentation: classes including background (≥ 2); classification: 1 (binary).
         iterations: optimisation steps (paper 4×10⁴).
         val_every: validate every this many iterations, and after the last (paper 200).
         batch_size: crops per step (paper 1).
         lr: Adam learning rate (paper 1e-4).
-        crop: training crop (D, H, W) in voxels; also the sliding-window size at inference and the
-            centre crop of classification inputs.
-        seed: seeds the head's initialisation and the crop sampling.
         class_weighting: weights of the segmentation cross-entropy from the class frequencies over
             the training labels: ``inverse``, ``sqrt_inverse`` (its square root) or ``none`` (see
             :mod:`gvsl.transfer.objectives`); no effect with ``seg_loss="dice"``.
@@ -117,77 +118,82 @@ class TransferConfig:
         stop_on_plateau: end the run once its validation curve plateaus (:class:`PlateauRule` of
             ``plateau_window``, ``plateau_delta`` and ``min_iterations``); ``iterations`` is then a cap.
             Either way the run reports whether its curve plateaued.
-        plateau_window, plateau_delta, min_iterations, plateau_needs_rise: the :class:`PlateauRule`.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``…
+        plateau_window: the recent fraction of the iterations that must add less than ``plateau_delta``.
+        plateau_delta: in score units (0.01 = one point of Dice or AUC).
+        min_iterations: the plateau rule applies from this iteration on.
+        plateau_needs_rise: a curve must have risen above its first validation to plateau (fine-tuning);
+            without it, a curve whose first validation is its best may plateau (linear probes).
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``fp32`` or ``bf16``
             (:func:`gvsl.runtime.autocast`), in training and evaluation; losses and metrics stay fp32.
     """
 
-    task: str
-    protocol: str
-    num_classes: int
-    iterations: int = 40_000
-    val_every: int = 200
-    batch_size: int = 1
-    lr: float = 1e-4
-    crop: tuple[int, int, int] = (96, 96, 96)
-    seed: int = 0
-    class_weighting: str = "inverse"
-    seg_loss: str = "dice_ce"
-    sw_overlap: float = 0.25
+    iterations: Annotated[int, STEPS] = 40_000
+    val_every: Annotated[int, STEPS] = 200
+    batch_size: Annotated[int, Bounds(1, integer=True)] = 1
+    lr: Annotated[float, Bounds(0.0, math.inf, open_low=True, open_high=True, words="a positive number")] = 1e-4
+    class_weighting: Annotated[str, OneOf(CLASS_WEIGHTINGS)] = "inverse"
+    seg_loss: Annotated[str, OneOf(SEG_LOSSES)] = "dice_ce"
+    sw_overlap: Annotated[float, Bounds(0.0, 1.0, open_high=True)] = 0.25
     stop_on_plateau: bool = False
-    plateau_window: float = 0.25
-    plateau_delta: float = 0.01
-    min_iterations: int = 0
+    plateau_window: Fraction = 0.25
+    plateau_delta: NonNegativeScore = 0.01
+    min_iterations: NonNegativeCount = 0
     plateau_needs_rise: bool = True
-    device: str = "auto"
-    precision: str = "auto"
+    precision: Annotated[str, OneOf(PRECISIONS)] = "auto"
 
     def __post_init__(self):
-        if self.task not in METRIC_NAMES:
-            raise GVSLInputError(f"task: unknown {self.task!r}; valid: {list(METRIC_NAMES)}")
-        if self.protocol not in PROTOCOLS:
-            raise GVSLInputError(f"protocol: unknown {self.protocol!r}; valid: {list(PROTOCOLS)}")
-        if self.class_weighting not in CLASS_WEIGHTINGS:
-            raise GVSLInputError(f"class_weighting: unknown {self.class_weighting!r}; valid: {list(CLASS_WEIGHTINGS)}")
-        if self.seg_loss not in SEG_LOSSES:
-            raise GVSLInputError(f"seg_loss: unknown {self.seg_loss!r}; valid: {list(SEG_LOSSES)}")
-        check_precision(self.precision)
-        if self.task == "segmentation" and int(self.num_classes) < 2:
-            raise GVSLInputError(
-                f"num_classes: segmentation needs >= 2 classes (background included), got {self.num_classes}"
-            )
-        if self.task == "classification" and int(self.num_classes) != 1:
-            raise GVSLInputError(f"num_classes: binary classification uses 1 output, got {self.num_classes}")
-        for name in ("iterations", "val_every", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise GVSLInputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        self.crop = tuple(int(c) for c in self.crop)
-        if len(self.crop) != 3 or min(self.crop) < 1:
-            raise GVSLInputError(f"crop: expecting three positive sizes (D H W), got {self.crop}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise GVSLInputError(f"lr must be a positive number, got {self.lr}")
-        if not 0 <= self.sw_overlap < 1:
-            raise GVSLInputError(f"sw_overlap must lie in [0, 1), got {self.sw_overlap}")
-        _ = self.plateau  # building the rule checks its settings
-        if self.min_iterations > self.iterations:
-            raise GVSLInputError(
-                f"min_iterations ({self.min_iterations}) exceeds iterations ({self.iterations}): "
-                "no run could ever plateau"
-            )
-        if self.stop_on_plateau and not self.plateau.can_fire(self.iterations, self.val_every):
-            raise GVSLInputError(
-                f"the plateau rule cannot fire within {self.iterations} iterations validated every {self.val_every}: "
-                f"it needs {2 if self.plateau_needs_rise else 1} validation(s) before its last "
-                f"max({self.plateau_window:g} of the iterations, 3 validations); validate more often or run longer"
-            )
+        super().__post_init__()
+        caps = self.iterations.values() if isinstance(self.iterations, Mapping) else [self.iterations]
+        for cap in caps:
+            if self.min_iterations > cap:
+                raise GVSLInputError(
+                    f"min_iterations ({self.min_iterations}) exceeds iterations ({cap}): no run could ever plateau"
+                )
+            if self.stop_on_plateau and not self.plateau.can_fire(cap, self.val_every):
+                raise GVSLInputError(
+                    f"the plateau rule cannot fire within {cap} iterations validated every {self.val_every}: "
+                    f"it needs {2 if self.plateau_needs_rise else 1} validation(s) before its last "
+                    f"max({self.plateau_window:g} of the iterations, 3 validations); validate more often or run longer"
+                )
 
     @property
     def plateau(self) -> PlateauRule:
         """The rule that says whether a validation curve has plateaued."""
         return PlateauRule(
-            self.plateau_window, self.plateau_delta, self.min_iterations, needs_rise=bool(self.plateau_needs_rise)
+            self.plateau_window, self.plateau_delta, self.min_iterations, needs_rise=self.plateau_needs_rise
         )
+
+
+@dataclass
+class TransferConfig(TransferSchedule):
+    """Settings of one transfer run: the schedule, and which task and protocol, on which crops, from which
+    seed on which device.
+
+    Args:
+        task: ``segmentation`` or ``classification``.
+        protocol: ``linear`` (frozen backbone) or ``finetune`` (all parameters trained).
+        num_classes: segmentation: classes including background (≥ 2); classification: 1 (binary).
+        crop: training crop (D, H, W) in voxels; also the sliding-window size at inference and the
+            centre crop of classification inputs.
+        seed: seeds the head's initialisation and the crop sampling.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``…
+    """
+
+    task: Annotated[str, OneOf(tuple(METRIC_NAMES))]
+    protocol: Annotated[str, OneOf(PROTOCOLS)]
+    num_classes: int
+    crop: Annotated[tuple[int, int, int], Bounds(1, integer=True)] = (96, 96, 96)
+    seed: Annotated[int, Bounds(0, integer=True)] = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.task == "segmentation" and self.num_classes < 2:
+            raise GVSLInputError(
+                f"num_classes: segmentation needs >= 2 classes (background included), got {self.num_classes}"
+            )
+        if self.task == "classification" and self.num_classes != 1:
+            raise GVSLInputError(f"num_classes: binary classification uses 1 output, got {self.num_classes}")
 
     @property
     def metric_name(self) -> str:
@@ -199,6 +205,4 @@ class TransferConfig:
         return from_mapping(cls, values, "transfer")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["crop"] = list(self.crop)
-        return d
+        return to_mapping(self)

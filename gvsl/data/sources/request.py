@@ -8,12 +8,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from tqdm.auto import tqdm
 
 from gvsl.data.preprocess import DEFAULT_HU_OFFSET
 from gvsl.errors import GVSLInputError
+from gvsl.settings import FINITE, Bounds, Checked, OneOf
 
 __all__ = ["MODALITIES", "PrepareRequest"]
 
@@ -22,19 +23,20 @@ MODALITIES = ("ct", "mr")
 _STAGE_FIELDS = ("task", "seed", "progress")
 
 
-def _triple(name: str, values: Sequence[float] | float | None, kind: type) -> tuple | None:
-    if values is None:
-        return None
-    values = [values] * 3 if isinstance(values, (int, float)) else list(values)
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3 or any(v <= 0 for v in values):
-        raise GVSLInputError(f"{name}: expecting one or three positive numbers, got {values}")
-    return tuple(kind(v) for v in values)
+def _triple(values: Any) -> Any:
+    """One number as three (a size or spacing given once for every axis); anything else as it is."""
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        return (values,) * 3
+    if isinstance(values, (list, tuple)) and len(values) == 1:
+        return tuple(values) * 3
+    return values
+
+
+Positive = Bounds(0.0, math.inf, open_low=True, open_high=True, words="positive")
 
 
 @dataclass
-class PrepareRequest:
+class PrepareRequest(Checked):
     """One ``gvsl prepare`` run; invalid settings raise :class:`GVSLInputError` when it is built.
 
     Attributes:
@@ -59,29 +61,19 @@ class PrepareRequest:
     source: str
     task: str | None = None
     root: Path | None = None
-    subjects: int | None = None
-    shape: tuple[int, int, int] | None = None
-    spacing: tuple[float, float, float] | None = None
-    seed: int = 0
-    window_offset: float | None = None
-    roi_mm: tuple[float, float, float] | None = None
-    modality: str | None = None
+    subjects: Annotated[int | None, Bounds(1, integer=True)] = None
+    shape: Annotated[tuple[int, int, int] | None, Positive] = None
+    spacing: Annotated[tuple[float, float, float] | None, Positive] = None
+    seed: Annotated[int, Bounds(0, integer=True)] = 0
+    window_offset: Annotated[float | None, FINITE] = None
+    roi_mm: Annotated[tuple[float, float, float] | None, Positive] = None
+    modality: Annotated[str | None, OneOf(MODALITIES)] = None
     progress: bool = False
 
     def __post_init__(self):
-        if self.modality is not None and self.modality not in MODALITIES:
-            raise GVSLInputError(f"modality {self.modality!r} is not one of {', '.join(MODALITIES)}")
-        if self.subjects is not None and self.subjects < 1:
-            raise GVSLInputError(f"subjects must be >= 1, got {self.subjects}")
-        if self.seed < 0:
-            raise GVSLInputError(f"seed must be >= 0, got {self.seed}")
-        if self.window_offset is not None and not math.isfinite(self.window_offset):
-            raise GVSLInputError(f"window offset must be a finite number of HU, got {self.window_offset}")
-        self.root = Path(self.root) if self.root is not None else None
-        self.shape = _triple("shape", self.shape, int)
-        self.spacing = _triple("spacing", self.spacing, float)
-        self.roi_mm = _triple("roi", self.roi_mm, float)
-        self.seed = int(self.seed)
+        for name in ("shape", "spacing", "roi_mm"):
+            setattr(self, name, _triple(getattr(self, name)))
+        super().__post_init__()
 
     @classmethod
     def from_params(cls, settings: Mapping[str, Any], *, task: str, seed: int, progress: bool = False
