@@ -51,12 +51,21 @@ __all__ = [
 DATASET_FORMAT = "gvsl-kit/prepared/1"
 SPLITS = ("train", "val", "test")
 #: task key -> task type; MSD is any Medical Segmentation Decathlon task
-TASK_TYPES = {"pretrain": "pretrain", "SHC": "segmentation", "SAC": "segmentation", "CCC": "classification",
-              "SBM": "segmentation", "MSD": "segmentation"}
+TASK_TYPES = {
+    "pretrain": "pretrain",
+    "SHC": "segmentation",
+    "SAC": "segmentation",
+    "CCC": "classification",
+    "SBM": "segmentation",
+    "MSD": "segmentation",
+}
 MANIFEST_COLUMNS = ("id", "split", "image", "label", "target")
 # task type -> whether each case must (True) or must not (False) carry a label / a target
-_REQUIRED = {"segmentation": {"label": True, "target": False}, "classification": {"label": False, "target": True},
-             "pretrain": {"label": False, "target": False}}
+_REQUIRED = {
+    "segmentation": {"label": True, "target": False},
+    "classification": {"label": False, "target": True},
+    "pretrain": {"label": False, "target": False},
+}
 
 
 @dataclass
@@ -194,8 +203,17 @@ class DatasetWriter:
         if self.task_type == "segmentation":
             (self.root / "labels").mkdir(exist_ok=True)
 
-    def add(self, case_id: str, split: str, image: np.ndarray, affine: np.ndarray, *,
-            label: np.ndarray | None = None, target: int | None = None, **provenance: Any) -> None:
+    def add(
+        self,
+        case_id: str,
+        split: str,
+        image: np.ndarray,
+        affine: np.ndarray,
+        *,
+        label: np.ndarray | None = None,
+        target: int | None = None,
+        **provenance: Any,
+    ) -> None:
         """Write one case. ``provenance`` (seed, source file…) becomes extra manifest columns."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -217,8 +235,16 @@ class DatasetWriter:
                 raise ValueError(f"{case_id}: label ids must fit uint8")
             label_rel = f"labels/{case_id}.nii.gz"
             write_nifti(self.root / label_rel, label.astype(np.uint8), affine)
-        self.rows.append({"id": case_id, "split": split, "image": image_rel, "label": label_rel,
-                          "target": "" if target is None else int(target), **provenance})
+        self.rows.append(
+            {
+                "id": case_id,
+                "split": split,
+                "image": image_rel,
+                "label": label_rel,
+                "target": "" if target is None else int(target),
+                **provenance,
+            }
+        )
 
     def finish(self, info: DatasetInfo) -> None:
         """Write ``manifest.csv`` and ``dataset.json`` (with the split counts) once every case is in."""
@@ -270,8 +296,9 @@ class PreparedDataset:
         if row["label"]:
             label = np.asarray(nib.load(str(self.root / row["label"])).dataobj, dtype=np.uint8)
             if label.shape != image.shape:
-                raise GVSLInputError(f"{self.root / row['label']}: label shape {label.shape} differs from "
-                                     f"image shape {image.shape}")
+                raise GVSLInputError(
+                    f"{self.root / row['label']}: label shape {label.shape} differs from image shape {image.shape}"
+                )
         target = None if pd.isna(row["target"]) else int(row["target"])
         return Case(case_id, image, label, target, np.asarray(img.affine))
 
@@ -282,8 +309,9 @@ class PreparedDataset:
 
 def _read_manifest(path: Path) -> pd.DataFrame:
     try:
-        manifest = pd.read_csv(path, dtype={"id": str, "split": str, "image": str, "label": str, "target": str},
-                               keep_default_na=False)
+        manifest = pd.read_csv(
+            path, dtype={"id": str, "split": str, "image": str, "label": str, "target": str}, keep_default_na=False
+        )
     except Exception as err:  # pandas raises ParserError, EmptyDataError, UnicodeDecodeError…
         raise GVSLInputError(f"{path}: not a readable CSV ({err})") from err
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]

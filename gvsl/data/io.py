@@ -195,13 +195,16 @@ def check_same_grid(image: Volume, label: Volume, *, atol_mm: float = 1e-3) -> N
     spacing, which absorbs float32 header rounding but not a shifted or resampled grid.
     """
     if image.array.shape != label.array.shape:
-        raise GVSLInputError(f"{label.path}: label shape {tuple(label.array.shape)} differs from image shape "
-                             f"{tuple(image.array.shape)} ({image.path.name})")
+        raise GVSLInputError(
+            f"{label.path}: label shape {tuple(label.array.shape)} differs from image shape "
+            f"{tuple(image.array.shape)} ({image.path.name})"
+        )
     tol = atol_mm * max(image.spacing)
     diff = np.abs(image.affine - label.affine).max()
     if diff > tol:
-        raise GVSLInputError(f"{label.path}: label affine differs from the image's ({image.path.name}) "
-                             f"by {diff:.3g} mm")
+        raise GVSLInputError(
+            f"{label.path}: label affine differs from the image's ({image.path.name}) by {diff:.3g} mm"
+        )
 
 
 def check_label_values(label: Volume, allowed: Iterable[int]) -> np.ndarray:
@@ -210,8 +213,9 @@ def check_label_values(label: Volume, allowed: Iterable[int]) -> np.ndarray:
     unexpected = np.setdiff1d(present, np.asarray(sorted(allowed)))
     if unexpected.size:
         shown = ", ".join(str(int(v)) for v in unexpected[:20]) + (", …" if unexpected.size > 20 else "")
-        raise GVSLInputError(f"{label.path}: unexpected label values {shown} "
-                             f"(expecting {sorted(int(v) for v in allowed)})")
+        raise GVSLInputError(
+            f"{label.path}: unexpected label values {shown} (expecting {sorted(int(v) for v in allowed)})"
+        )
     return present
 
 

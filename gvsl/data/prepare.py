@@ -28,8 +28,14 @@ from gvsl.data.sources import MODALITIES, SOURCES, PrepareRequest, source_spec
 __all__ = ["add_arguments", "prepare", "prepare_request", "run"]
 
 
-def prepare(source: str, out: str | os.PathLike, root: str | os.PathLike | None = None, *,
-            overwrite: bool = False, **settings: Any) -> Path:
+def prepare(
+    source: str,
+    out: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    **settings: Any,
+) -> Path:
     """Prepare ``source`` into the folder ``out``.
 
     Args:
@@ -68,20 +74,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, choices=list(SOURCES), help=f"data source ({sources})")
     parser.add_argument("--out", required=True, type=Path, help="output folder (written atomically)")
     parser.add_argument("--root", type=Path, help="folder holding a real dataset (searched recursively)")
-    parser.add_argument("--task", choices=sorted({t for s in SOURCES.values() for t in s.tasks}),
-                        help="task to prepare (default: the source's task; phantom-ct: all four in sub-folders)")
+    parser.add_argument(
+        "--task",
+        choices=sorted({t for s in SOURCES.values() for t in s.tasks}),
+        help="task to prepare (default: the source's task; phantom-ct: all four in sub-folders)",
+    )
     parser.add_argument("--subjects", type=int, help="generated: cases per task; real: seeded subset size")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="generated volume shape")
-    parser.add_argument("--spacing", type=float, nargs="+", metavar="MM",
-                        help="target voxel size in mm, one or three numbers (real data default: 1)")
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        nargs="+",
+        metavar="MM",
+        help="target voxel size in mm, one or three numbers (real data default: 1)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="base seed of subjects and splits (default 0)")
-    parser.add_argument("--window-offset", type=float,
-                        help=f"CT window: clip(HU + offset, 0, {CT_WINDOW_WIDTH:g}) / {CT_WINDOW_WIDTH:g} "
-                        f"(default offset {DEFAULT_HU_OFFSET:g})")
+    parser.add_argument(
+        "--window-offset",
+        type=float,
+        help=f"CT window: clip(HU + offset, 0, {CT_WINDOW_WIDTH:g}) / {CT_WINDOW_WIDTH:g} "
+        f"(default offset {DEFAULT_HU_OFFSET:g})",
+    )
     parser.add_argument("--roi", type=float, nargs=3, metavar="MM", help="ROI size in mm (default: per task)")
     parser.add_argument("--modality", choices=MODALITIES, help="ct or mr, for the folder and msd sources")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace a non-empty --out once the new one is complete")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty --out once the new one is complete"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -94,10 +112,19 @@ def run(args: argparse.Namespace) -> int:
     """Run ``gvsl prepare``; prints the output folder."""
     with warnings.catch_warnings():
         warnings.showwarning = _print_warning
-        request = PrepareRequest(source=args.source, task=args.task, root=args.root, subjects=args.subjects,
-                                 shape=args.shape, spacing=args.spacing, seed=args.seed,
-                                 window_offset=args.window_offset, roi_mm=args.roi, modality=args.modality,
-                                 progress=not args.quiet)
+        request = PrepareRequest(
+            source=args.source,
+            task=args.task,
+            root=args.root,
+            subjects=args.subjects,
+            shape=args.shape,
+            spacing=args.spacing,
+            seed=args.seed,
+            window_offset=args.window_offset,
+            roi_mm=args.roi,
+            modality=args.modality,
+            progress=not args.quiet,
+        )
         out = prepare_request(request, args.out, overwrite=args.overwrite)
     print(f"prepared {args.source} into {out}")
     return 0

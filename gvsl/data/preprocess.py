@@ -52,8 +52,9 @@ def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
     return np.asanyarray(img.dataobj), np.asarray(img.affine, dtype=np.float64)
 
 
-def resample(array: np.ndarray, affine: np.ndarray, spacing: Sequence[float], *, label: bool = False
-             ) -> tuple[np.ndarray, np.ndarray]:
+def resample(
+    array: np.ndarray, affine: np.ndarray, spacing: Sequence[float], *, label: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Resample to ``spacing`` mm, keeping the axis directions and the field-of-view centre.
 
     Args:
@@ -83,15 +84,24 @@ def resample(array: np.ndarray, affine: np.ndarray, spacing: Sequence[float], *,
     # output voxel -> input voxel
     to_input = np.linalg.inv(affine) @ out_affine
     source = array if label else array.astype(np.float32, copy=False)
-    out = ndimage.affine_transform(source, to_input[:3, :3], offset=to_input[:3, 3], output_shape=tuple(shape_out),
-                                   order=0 if label else 1, mode="nearest", prefilter=False)
+    out = ndimage.affine_transform(
+        source,
+        to_input[:3, :3],
+        offset=to_input[:3, 3],
+        output_shape=tuple(shape_out),
+        order=0 if label else 1,
+        mode="nearest",
+        prefilter=False,
+    )
     return out, out_affine
 
 
 def ct_window(hu: np.ndarray, offset: float = DEFAULT_HU_OFFSET) -> np.ndarray:
     """``clip(hu + offset, 0, 2048) / 2048`` as float32 in [0, 1] (see the module docstring for ``offset``)."""
-    return (np.clip(np.asarray(hu, dtype=np.float32) + np.float32(offset), 0.0, CT_WINDOW_WIDTH)
-            / np.float32(CT_WINDOW_WIDTH)).astype(np.float32)
+    return (
+        np.clip(np.asarray(hu, dtype=np.float32) + np.float32(offset), 0.0, CT_WINDOW_WIDTH)
+        / np.float32(CT_WINDOW_WIDTH)
+    ).astype(np.float32)
 
 
 def minmax(image: np.ndarray, *, name: str = "image") -> np.ndarray:
@@ -114,8 +124,9 @@ def foreground_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
     return objects[0] if objects else None
 
 
-def centred_roi(box: tuple[slice, slice, slice], shape: Sequence[int], *, margin: int = 0,
-                name: str = "volume", strict: bool = True) -> ROI:
+def centred_roi(
+    box: tuple[slice, slice, slice], shape: Sequence[int], *, margin: int = 0, name: str = "volume", strict: bool = True
+) -> ROI:
     """A ``shape``-sized crop centred on ``box``.
 
     Args:
@@ -132,15 +143,16 @@ def centred_roi(box: tuple[slice, slice, slice], shape: Sequence[int], *, margin
     """
     extent = [b.stop - b.start + 2 * margin for b in box]
     if strict and any(e > s for e, s in zip(extent, shape)):
-        raise GVSLInputError(f"{name}: region of interest {tuple(extent)} voxels (with a {margin}-voxel margin) "
-                             f"does not fit the fixed crop {tuple(shape)}; pass a larger ROI")
+        raise GVSLInputError(
+            f"{name}: region of interest {tuple(extent)} voxels (with a {margin}-voxel margin) "
+            f"does not fit the fixed crop {tuple(shape)}; pass a larger ROI"
+        )
     # Integer centre of the box, minus the crop's half-size (same rounding for odd and even sizes).
     start = tuple(int((b.start + b.stop) // 2 - s // 2) for b, s in zip(box, shape))
     return start, tuple(int(s) for s in shape)
 
 
-def crop_or_pad(array: np.ndarray, affine: np.ndarray, roi: ROI, *, fill: float = 0.0
-                ) -> tuple[np.ndarray, np.ndarray]:
+def crop_or_pad(array: np.ndarray, affine: np.ndarray, roi: ROI, *, fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Cut ``roi`` out of ``array``, padding with ``fill`` where it leaves the volume; shift the affine.
 
     Returns:

@@ -76,8 +76,15 @@ __all__ = ["BRAIN_CLASSES", "BrainSubject", "generate_subject"]
 
 #: class names of label values 1..7 (0 = background): tissue × region, so that intensity alone separates
 #: three groups (CSF, GM, WM) and only the layout tells the classes inside a group apart
-BRAIN_CLASSES: tuple[str, ...] = ("ventricles", "external_csf", "left_grey_matter", "right_grey_matter",
-                                  "left_white_matter", "right_white_matter", "cerebellum")
+BRAIN_CLASSES: tuple[str, ...] = (
+    "ventricles",
+    "external_csf",
+    "left_grey_matter",
+    "right_grey_matter",
+    "left_white_matter",
+    "right_white_matter",
+    "cerebellum",
+)
 VENTRICLES, EXTERNAL_CSF, LEFT_GM, RIGHT_GM, LEFT_WM, RIGHT_WM, CEREBELLUM = range(1, 8)
 #: the tissue (0 = CSF, 1 = GM, 2 = WM, 3 = GM or WM) each class is made of
 CLASS_TISSUE = {VENTRICLES: 0, EXTERNAL_CSF: 0, LEFT_GM: 1, RIGHT_GM: 1, LEFT_WM: 2, RIGHT_WM: 2, CEREBELLUM: 3}
@@ -125,9 +132,15 @@ def _template() -> _Template:
     # Imported on use: nilearn pulls in scikit-learn, seconds of import that only this generator needs.
     from nilearn import datasets
 
-    images = [load(resolution=TEMPLATE_RESOLUTION_MM) for load in (
-        datasets.load_mni152_template, datasets.load_mni152_gm_template, datasets.load_mni152_wm_template,
-        datasets.load_mni152_brain_mask)]
+    images = [
+        load(resolution=TEMPLATE_RESOLUTION_MM)
+        for load in (
+            datasets.load_mni152_template,
+            datasets.load_mni152_gm_template,
+            datasets.load_mni152_wm_template,
+            datasets.load_mni152_brain_mask,
+        )
+    ]
     affine = np.asarray(images[0].affine, dtype=np.float64)
     if any(img.shape != images[0].shape or not np.allclose(img.affine, affine) for img in images):
         raise RuntimeError("nilearn's MNI152 template, tissue maps and mask are not on one grid")
@@ -158,9 +171,9 @@ def _regions(tissue: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray) ->
     cerebellum = (z < CEREBELLUM_BELOW_Z_MM) & (y < CEREBELLUM_BEHIND_Y_MM)
     left = x < 0
     label = np.select(
-        [(tissue == 0) & central, tissue == 0, cerebellum,
-         (tissue == 1) & left, tissue == 1, left, np.ones_like(left)],
-        [VENTRICLES, EXTERNAL_CSF, CEREBELLUM, LEFT_GM, RIGHT_GM, LEFT_WM, RIGHT_WM])
+        [(tissue == 0) & central, tissue == 0, cerebellum, (tissue == 1) & left, tissue == 1, left, np.ones_like(left)],
+        [VENTRICLES, EXTERNAL_CSF, CEREBELLUM, LEFT_GM, RIGHT_GM, LEFT_WM, RIGHT_WM],
+    )
     return label.astype(np.uint8)
 
 
@@ -189,21 +202,23 @@ def _validate(shape: Sequence[int], spacing: Sequence[float]) -> _Grid:
     try:
         shape, spacing = tuple(shape), tuple(spacing)
     except TypeError:
-        raise GVSLInputError(f"mni-brain: shape and spacing must be sequences of three numbers, "
-                             f"got {shape!r} and {spacing!r}") from None
-    if len(shape) != 3 or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0
-                                  for n in shape):
+        raise GVSLInputError(
+            f"mni-brain: shape and spacing must be sequences of three numbers, got {shape!r} and {spacing!r}"
+        ) from None
+    if len(shape) != 3 or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in shape):
         raise GVSLInputError(f"mni-brain: shape must be three positive integers (voxels), got {shape!r}")
     if np.prod(shape) < 2:
         raise GVSLInputError(f"mni-brain: shape {shape!r} is one voxel, which has no intensity range to min-max")
-    if len(spacing) != 3 or not all(isinstance(s, numbers.Real) and not isinstance(s, bool)
-                                    and np.isfinite(s) and s > 0 for s in spacing):
+    if len(spacing) != 3 or not all(
+        isinstance(s, numbers.Real) and not isinstance(s, bool) and np.isfinite(s) and s > 0 for s in spacing
+    ):
         raise GVSLInputError(f"mni-brain: spacing must be three positive numbers (mm), got {spacing!r}")
     return tuple(int(n) for n in shape), tuple(float(s) for s in spacing)
 
 
-def generate_subject(seed: int, shape: Sequence[int] = (48, 57, 51),
-                     spacing: Sequence[float] = (4.0, 4.0, 4.0)) -> BrainSubject:
+def generate_subject(
+    seed: int, shape: Sequence[int] = (48, 57, 51), spacing: Sequence[float] = (4.0, 4.0, 4.0)
+) -> BrainSubject:
     """Generate one subject.
 
     Args:
@@ -234,8 +249,9 @@ def generate_subject(seed: int, shape: Sequence[int] = (48, 57, 51),
     source = template.centre_mm[:, None] + (rotation / zoom) @ (points - shift[:, None]) + displacement
     coords = template.world_to_index[:3, :3] @ source + template.world_to_index[:3, 3:]
     label = ndimage.map_coordinates(template.label, coords, order=0, mode="constant", cval=0).reshape(shape)
-    tissue = np.stack([ndimage.map_coordinates(t, coords, order=1, mode="constant", cval=0.0)
-                       for t in template.tissue]).reshape(3, *shape)
+    tissue = np.stack(
+        [ndimage.map_coordinates(t, coords, order=1, mode="constant", cval=0.0) for t in template.tissue]
+    ).reshape(3, *shape)
 
     bias_amplitude = rng.uniform(*BIAS_RANGE)
     bias = _smooth_fields(rng, 1, (BIAS_LATTICE_POINTS,) * 3, shape)[0]

@@ -11,7 +11,8 @@ affine is ``diag(spacing)``):
   cavity inside its myocardium (open at the base), a crescent right ventricle on the septum with an
   unlabelled thin wall, both atria, the ascending aorta rising from the LV base into the arch, and the
   pulmonary trunk rising from the RV outflow to its bifurcation; epicardial fat around it all;
-* three coronary arteries (LAD, LCx, RCA) on the epicardial surface, 3.5 mm in radius (about one voxel across at the default 5 mm).
+* three coronary arteries (LAD, LCx, RCA) on the epicardial surface, 3.5 mm in radius (about one voxel
+  across at the default 5 mm).
 
 Labels follow MM-WHS 2017 (:data:`HEART_CLASSES`, values 1..7). The arch, the descending aorta, the
 distal pulmonary branches and the RV wall are present but unlabelled, as in MM-WHS.
@@ -52,8 +53,21 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from gvsl.data.cohorts.phantom_heart import (  # noqa: F401  the label values are the phantom's too
-    AO, DESCENDING_TOP, HEART_CENTRE, HEART_CLASSES, LA, LV, MYO, PA, RA, RV, HeartMasks, HeartShape, canonical_heart)
+from gvsl.data.cohorts.phantom_heart import (
+    AO,
+    DESCENDING_TOP,
+    HEART_CENTRE,
+    HEART_CLASSES,
+    LA,
+    LV,
+    MYO,
+    PA,
+    RA,
+    RV,
+    HeartMasks,
+    HeartShape,
+    canonical_heart,
+)
 from gvsl.data.cohorts.shapes import Points, ellipsoid, rotation, smooth_field
 from gvsl.errors import GVSLInputError
 
@@ -109,8 +123,17 @@ class _Tissue:
         myocardium, bone, marrow = rng.uniform(70, 120), rng.uniform(600, 900), rng.uniform(180, 300)
         left = peak * (LEFT_HEART_SHARE[0] + phase * (LEFT_HEART_SHARE[1] - LEFT_HEART_SHARE[0]))
         right = peak * (RIGHT_HEART_SHARE[0] + phase * (RIGHT_HEART_SHARE[1] - RIGHT_HEART_SHARE[0]))
-        return cls(fat=fat, muscle=muscle, lung=lung, left_blood=left, right_blood=right, myocardium=myocardium,
-                   bone=bone, marrow=marrow, phase=phase)
+        return cls(
+            fat=fat,
+            muscle=muscle,
+            lung=lung,
+            left_blood=left,
+            right_blood=right,
+            myocardium=myocardium,
+            bone=bone,
+            marrow=marrow,
+            phase=phase,
+        )
 
 
 def _validate(shape: Sequence[int], spacing: Sequence[float]) -> tuple[tuple[int, ...], tuple[float, ...]]:
@@ -164,8 +187,12 @@ class _Spine:
         return cls(vertebra, cortex, canal, spinous)
 
 
-def generate_subject(seed: int, shape: Sequence[int] = (64, 64, 64), spacing: Sequence[float] = (5.0, 5.0, 5.0),
-                     opacity: bool | None = None) -> PhantomSubject:
+def generate_subject(
+    seed: int,
+    shape: Sequence[int] = (64, 64, 64),
+    spacing: Sequence[float] = (5.0, 5.0, 5.0),
+    opacity: bool | None = None,
+) -> PhantomSubject:
     """Generate one subject.
 
     Args:
@@ -190,8 +217,15 @@ def generate_subject(seed: int, shape: Sequence[int] = (64, 64, 64), spacing: Se
     has_opacity = _add_lung_findings(image, lungs, p, opacity, rng)
     image = ndimage.gaussian_filter(image, sigma=rng.uniform(0.4, 0.8), mode="nearest")
     image += rng.normal(0.0, rng.uniform(10.0, 30.0), size=shape).astype(np.float32)
-    return PhantomSubject(image_hu=image.astype(np.float32), heart=heart.label, coronary=heart.coronary.astype(np.uint8),
-                          opacity=has_opacity, spacing=spacing, heart_box=_box(heart.label > 0), lung_box=_box(lungs))
+    return PhantomSubject(
+        image_hu=image.astype(np.float32),
+        heart=heart.label,
+        coronary=heart.coronary.astype(np.uint8),
+        opacity=has_opacity,
+        spacing=spacing,
+        heart_box=_box(heart.label > 0),
+        lung_box=_box(lungs),
+    )
 
 
 @dataclass(frozen=True)
@@ -234,8 +268,9 @@ def _deformed_grid(rng: np.random.Generator, shape: tuple[int, ...], spacing: tu
     body = world.transformed(pose.rotation.T.astype(np.float32), pose.shift, pose.scale)
     coarse = 5
     strength = rng.uniform(2.0, 5.0)
-    return Points(*(np.asarray(c, np.float32) + smooth_field(rng, shape, coarse, strength)
-                    for c in (body.x, body.y, body.z)))
+    return Points(
+        *(np.asarray(c, np.float32) + smooth_field(rng, shape, coarse, strength) for c in (body.x, body.y, body.z))
+    )
 
 
 def _chest_wall(p: Points, shape: tuple[int, ...], trunk: _Trunk, tissue: _Tissue) -> np.ndarray:
@@ -246,8 +281,9 @@ def _chest_wall(p: Points, shape: tuple[int, ...], trunk: _Trunk, tissue: _Tissu
     image[trunk.ellipse(p, -trunk.fat_mm - trunk.muscle_mm) < 1] = tissue.fat
     # Ribs: a thin shell under the muscle, interrupted along z with a slant that follows the angle
     angle = np.arctan2(p.y, p.x)
-    shell = ((trunk.ellipse(p, -trunk.fat_mm - trunk.muscle_mm + 3.0) < 1)
-             & ~(trunk.ellipse(p, -trunk.fat_mm - trunk.muscle_mm - 5.0) < 1))
+    shell = (trunk.ellipse(p, -trunk.fat_mm - trunk.muscle_mm + 3.0) < 1) & ~(
+        trunk.ellipse(p, -trunk.fat_mm - trunk.muscle_mm - 5.0) < 1
+    )
     ribs = shell & (np.sin(2 * np.pi * (p.z + 18.0 * np.abs(angle)) / 26.0) > 0.45) & (np.abs(p.x) > 25.0)
     image[ribs] = tissue.bone
     return image
@@ -269,12 +305,19 @@ def _place_heart(p: Points, rng: np.random.Generator) -> tuple[HeartMasks, np.nd
     heart_scale = rng.uniform(0.9, 1.08)
     masks = canonical_heart(p.transformed(heart_rotation.T, heart_centre, heart_scale), HeartShape.draw(rng))
     arch_end = heart_centre + heart_scale * heart_rotation @ DESCENDING_TOP
-    descending = (((p.x - arch_end[0]) ** 2 + (p.y - arch_end[1]) ** 2) < 12.0 ** 2) & (p.z <= arch_end[2])
+    descending = (((p.x - arch_end[0]) ** 2 + (p.y - arch_end[1]) ** 2) < 12.0**2) & (p.z <= arch_end[2])
     return masks, descending
 
 
-def _paint_organs(image: np.ndarray, lungs: np.ndarray, spine: _Spine, heart: HeartMasks, descending: np.ndarray,
-                  tissue: _Tissue, rng: np.random.Generator) -> None:
+def _paint_organs(
+    image: np.ndarray,
+    lungs: np.ndarray,
+    spine: _Spine,
+    heart: HeartMasks,
+    descending: np.ndarray,
+    tissue: _Tissue,
+    rng: np.random.Generator,
+) -> None:
     """The lungs with their parenchymal texture, the spine, the vessels and the heart, in this order."""
     image[lungs] = (tissue.lung + smooth_field(rng, image.shape, max(image.shape) // 4, 25.0))[lungs]
     image[heart.envelope] = tissue.fat
@@ -294,8 +337,9 @@ def _paint_organs(image: np.ndarray, lungs: np.ndarray, spine: _Spine, heart: He
     image[heart.coronary] = tissue.left_blood
 
 
-def _add_lung_findings(image: np.ndarray, lungs: np.ndarray, p: Points, opacity: bool | None,
-                       rng: np.random.Generator) -> bool:
+def _add_lung_findings(
+    image: np.ndarray, lungs: np.ndarray, p: Points, opacity: bool | None, rng: np.random.Generator
+) -> bool:
     """Ground-glass opacities when ``opacity``; their look-alikes always when it is False, otherwise at times.
     Returns whether opacities were added (the CCC target)."""
     has_opacity = bool(opacity)
@@ -318,7 +362,7 @@ def _add_opacities(image: np.ndarray, lungs: np.ndarray, p: Points, rng: np.rand
         c = (p.x[tuple(centre)], p.y[tuple(centre)], p.z[tuple(centre)])
         sigma = rng.uniform(15.0, 30.0)
         d2 = (p.x - c[0]) ** 2 + (p.y - c[1]) ** 2 + (p.z - c[2]) ** 2
-        np.maximum(weight, np.exp(-d2 / (2 * sigma ** 2)), out=weight)
+        np.maximum(weight, np.exp(-d2 / (2 * sigma**2)), out=weight)
     lobules = np.clip(1.0 + smooth_field(rng, image.shape, max(image.shape) // 6, 0.4), 0.3, 1.5)
     weight = np.clip(weight * lobules, 0.0, 1.0) * lungs
     target = rng.uniform(-600.0, -350.0)

@@ -17,13 +17,36 @@ import numpy as np
 
 from gvsl.data.cohorts.shapes import Points, ellipsoid, frame, tube
 
-__all__ = ["AO", "AXIS_SCALE", "CHAMBER_SCALE", "CORONARY_RADIUS_MM", "DESCENDING_TOP", "HEART_CENTRE",
-           "HEART_CLASSES", "LA", "LV", "MAX_AXIS_TILT_DEG", "MYO", "PA", "RA", "RV", "HeartMasks", "HeartShape",
-           "canonical_heart"]
+__all__ = [
+    "AO",
+    "AXIS_SCALE",
+    "CHAMBER_SCALE",
+    "CORONARY_RADIUS_MM",
+    "DESCENDING_TOP",
+    "HEART_CENTRE",
+    "HEART_CLASSES",
+    "LA",
+    "LV",
+    "MAX_AXIS_TILT_DEG",
+    "MYO",
+    "PA",
+    "RA",
+    "RV",
+    "HeartMasks",
+    "HeartShape",
+    "canonical_heart",
+]
 
 #: MM-WHS 2017 class order: label values 205, 420, 500, 550, 600, 820, 850 become 1..7
-HEART_CLASSES = ("myocardium", "left_atrium", "left_ventricle", "right_atrium", "right_ventricle",
-                 "ascending_aorta", "pulmonary_artery")
+HEART_CLASSES = (
+    "myocardium",
+    "left_atrium",
+    "left_ventricle",
+    "right_atrium",
+    "right_ventricle",
+    "ascending_aorta",
+    "pulmonary_artery",
+)
 MYO, LA, LV, RA, RV, AO, PA = range(1, 8)
 
 CORONARY_RADIUS_MM = 3.5
@@ -72,8 +95,7 @@ class HeartShape:
         # tilt the long axis towards a random perpendicular direction
         tilt = np.deg2rad(MAX_AXIS_TILT_DEG) * np.sqrt(rng.uniform(0.0, 1.0))
         towards = rng.uniform(0.0, 2 * np.pi)
-        long_axis = (np.cos(tilt) * _LONG + np.sin(tilt) * (np.cos(towards) * _ACROSS_A
-                                                             + np.sin(towards) * _ACROSS_B))
+        long_axis = np.cos(tilt) * _LONG + np.sin(tilt) * (np.cos(towards) * _ACROSS_A + np.sin(towards) * _ACROSS_B)
         return cls(shift=shift, ao=float(sizes[4]), pa=float(sizes[5]), axes=frame(long_axis), **factors)
 
 
@@ -111,7 +133,7 @@ def canonical_heart(p: Points, shape: HeartShape) -> HeartMasks:
     ra_centre = rv_centre + np.array((26.0, -20.0, 26.0)) + shape.shift["ra"]
     ra_radii = np.array((20.0, 20.0, 24.0)) * shape.ra
     ra = (ellipsoid(p, ra_centre, ra_radii) < 1) & ~myo_outer & ~rv
-    atrial_walls = ((ellipsoid(p, la_centre, la_radii + 3.0) < 1) | (ellipsoid(p, ra_centre, ra_radii + 3.0) < 1))
+    atrial_walls = (ellipsoid(p, la_centre, la_radii + 3.0) < 1) | (ellipsoid(p, ra_centre, ra_radii + 3.0) < 1)
 
     # Aorta: root on the LV base, ascending (labelled) up to the arch, which turns posterior and left
     # into the descending aorta (unlabelled, drawn by the thorax).
@@ -124,8 +146,11 @@ def canonical_heart(p: Points, shape: HeartShape) -> HeartMasks:
     bifurcation = root + np.array((-22.0, -10.0, 36.0))
     trunk = tube(p, [outflow, root + np.array((-20.0, 12.0, 24.0)), bifurcation], 12.0 * shape.pa)
     left_pa = tube(p, [bifurcation, bifurcation + np.array((-40.0, -18.0, -2.0))], 9.0 * shape.pa)
-    right_pa = tube(p, [bifurcation, bifurcation + np.array((30.0, -22.0, -6.0)),
-                        bifurcation + np.array((62.0, -26.0, -10.0))], 9.0 * shape.pa)
+    right_pa = tube(
+        p,
+        [bifurcation, bifurcation + np.array((30.0, -22.0, -6.0)), bifurcation + np.array((62.0, -26.0, -10.0))],
+        9.0 * shape.pa,
+    )
     proximal = ellipsoid(p, bifurcation, (28.0, 28.0, 28.0)) < 1
 
     label = np.zeros(p.x.shape, np.uint8)
@@ -140,16 +165,26 @@ def canonical_heart(p: Points, shape: HeartShape) -> HeartMasks:
     unlabelled_blood = (arch | ((right_pa | left_pa) & ~proximal)) & (label == 0)
 
     coronary = _coronaries(p, axes, lv_radii, rv_centre, rv_radii, root) & (label == 0) & ~rv_wall
-    envelope = ((ellipsoid(p, (0, 0, 0), lv_radii + _MYO_MM + 8.0, axes) < 1)
-                | (ellipsoid(p, rv_centre, rv_radii + 8.0, rv_axes) < 1)
-                | (ellipsoid(p, la_centre, la_radii + 8.0) < 1) | (ellipsoid(p, ra_centre, ra_radii + 8.0) < 1))
+    envelope = (
+        (ellipsoid(p, (0, 0, 0), lv_radii + _MYO_MM + 8.0, axes) < 1)
+        | (ellipsoid(p, rv_centre, rv_radii + 8.0, rv_axes) < 1)
+        | (ellipsoid(p, la_centre, la_radii + 8.0) < 1)
+        | (ellipsoid(p, ra_centre, ra_radii + 8.0) < 1)
+    )
     branches = (right_pa | left_pa) & ~proximal & (label == 0) & ~coronary
-    return HeartMasks(label=label, walls=(rv_wall | atrial_walls) & (label == 0), envelope=envelope,
-                      coronary=coronary, unlabelled_blood=unlabelled_blood & ~coronary, pulmonary_branches=branches)
+    return HeartMasks(
+        label=label,
+        walls=(rv_wall | atrial_walls) & (label == 0),
+        envelope=envelope,
+        coronary=coronary,
+        unlabelled_blood=unlabelled_blood & ~coronary,
+        pulmonary_branches=branches,
+    )
 
 
-def _coronaries(p: Points, axes: np.ndarray, lv_radii: np.ndarray, rv_centre: np.ndarray, rv_radii: np.ndarray,
-                root: np.ndarray) -> np.ndarray:
+def _coronaries(
+    p: Points, axes: np.ndarray, lv_radii: np.ndarray, rv_centre: np.ndarray, rv_radii: np.ndarray, root: np.ndarray
+) -> np.ndarray:
     """LAD, LCx and RCA as tubes just outside the epicardium, starting at the aortic root."""
     outer = lv_radii + _MYO_MM
     long, across_a, across_b = axes
@@ -160,18 +195,23 @@ def _coronaries(p: Points, axes: np.ndarray, lv_radii: np.ndarray, rv_centre: np
         # angle from ACROSS_A towards -ACROSS_B, lifted off the surface by ``lift``
         ring = np.sqrt(max(1.0 - (level / radii[0]) ** 2, 0.02))
         angle = np.deg2rad(degrees)
-        return (centre + level * long + np.cos(angle) * (ring * radii[1] + lift) * across_a
-                - np.sin(angle) * (ring * radii[2] + lift) * across_b)
+        return (
+            centre
+            + level * long
+            + np.cos(angle) * (ring * radii[1] + lift) * across_a
+            - np.sin(angle) * (ring * radii[2] + lift) * across_b
+        )
 
     lv_ring = np.array((outer[0], outer[1], outer[2]))
     # LAD: anterior interventricular groove, base to apex; LCx: left atrioventricular groove, anterior to
     # posterior; RCA: right atrioventricular groove around the RV's acute margin.
-    lad = [root + np.array((-8.0, 8.0, -4.0))] + [around(np.zeros(3), lv_ring, level, 62.0)
-                                                  for level in np.linspace(-24.0, outer[0] * 0.98, 9)]
+    lad = [root + np.array((-8.0, 8.0, -4.0))] + [
+        around(np.zeros(3), lv_ring, level, 62.0) for level in np.linspace(-24.0, outer[0] * 0.98, 9)
+    ]
     base_level = _BASE_CUT * lv_radii[0] + 5.0
     lcx = [lad[1]] + [around(np.zeros(3), lv_ring, base_level, d) for d in np.linspace(75.0, 215.0, 8)]
     rv_ring = np.array((rv_radii[0], rv_radii[2], rv_radii[1]))  # RV semi-axes along (LONG, ACROSS_A, ACROSS_B)
-    rca = [root + np.array((10.0, 8.0, -2.0))] + [around(rv_centre, rv_ring, -22.0, d)
-                                                  for d in np.linspace(40.0, -150.0, 9)]
-    return (tube(p, lad, CORONARY_RADIUS_MM) | tube(p, lcx, CORONARY_RADIUS_MM)
-            | tube(p, rca, CORONARY_RADIUS_MM))
+    rca = [root + np.array((10.0, 8.0, -2.0))] + [
+        around(rv_centre, rv_ring, -22.0, d) for d in np.linspace(40.0, -150.0, 9)
+    ]
+    return tube(p, lad, CORONARY_RADIUS_MM) | tube(p, lcx, CORONARY_RADIUS_MM) | tube(p, rca, CORONARY_RADIUS_MM)

@@ -20,8 +20,13 @@ __all__ = ["upsample_lattice"]
 def _upsampling_matrix(coarse: int, size: int, prefilter: bool) -> np.ndarray:
     # the lattice's end points fall on the volume's end voxels
     positions = np.linspace(0.0, coarse - 1.0, size)[None]
-    return np.stack([ndimage.map_coordinates(basis, positions, order=3, mode="nearest", prefilter=prefilter)
-                     for basis in np.eye(coarse)], axis=1)
+    return np.stack(
+        [
+            ndimage.map_coordinates(basis, positions, order=3, mode="nearest", prefilter=prefilter)
+            for basis in np.eye(coarse)
+        ],
+        axis=1,
+    )
 
 
 def upsample_lattice(lattice: np.ndarray, shape: Sequence[int], *, prefilter: bool) -> np.ndarray:

@@ -18,9 +18,9 @@ that grid), the task's ROI crop, then the intensity window.
 """
 
 from gvsl.data.sources.candi import FREESURFER_NAMES
+from gvsl.data.sources.conventions import ROI_MM
 from gvsl.data.sources.heart import MMWHS_LABELS
 from gvsl.data.sources.msd import MSD_KEYS
-from gvsl.data.sources.conventions import ROI_MM
 from gvsl.data.sources.registry import SOURCES, SourceSpec, source_spec
 from gvsl.data.sources.request import MODALITIES, PrepareRequest
 from gvsl.data.sources.splits import PAPER_SPLITS, PHANTOM_COUNTS, assign_splits, scale_counts, subject_seed
@@ -38,8 +38,8 @@ __all__ = [
     "STOIC_COLUMNS",
     "PrepareRequest",
     "SourceSpec",
-    "source_spec",
     "assign_splits",
     "scale_counts",
+    "source_spec",
     "subject_seed",
 ]

@@ -10,8 +10,8 @@ import numpy as np
 from gvsl.data.dataset import DatasetInfo, DatasetWriter
 from gvsl.data.io import read_volume
 from gvsl.data.preprocess import roi_shape
-from gvsl.data.sources.discovery import match_pairs, read_pair
 from gvsl.data.sources.conventions import PAPER_SPACING, ROI_MM, brain_crop, cut_warning, label_lut, window_info
+from gvsl.data.sources.discovery import match_pairs, read_pair
 from gvsl.data.sources.splits import PAPER_SPLITS, select, split_counts
 from gvsl.errors import GVSLInputError
 
@@ -22,14 +22,37 @@ __all__ = ["FREESURFER_NAMES", "build_candi"]
 
 #: FreeSurfer aseg names of the structures CANDI's manual segmentations use
 FREESURFER_NAMES = {
-    2: "Left-Cerebral-White-Matter", 3: "Left-Cerebral-Cortex", 4: "Left-Lateral-Ventricle",
-    5: "Left-Inf-Lat-Vent", 7: "Left-Cerebellum-White-Matter", 8: "Left-Cerebellum-Cortex", 10: "Left-Thalamus",
-    11: "Left-Caudate", 12: "Left-Putamen", 13: "Left-Pallidum", 14: "3rd-Ventricle", 15: "4th-Ventricle",
-    16: "Brain-Stem", 17: "Left-Hippocampus", 18: "Left-Amygdala", 24: "CSF", 26: "Left-Accumbens-area",
-    28: "Left-VentralDC", 41: "Right-Cerebral-White-Matter", 42: "Right-Cerebral-Cortex",
-    43: "Right-Lateral-Ventricle", 44: "Right-Inf-Lat-Vent", 46: "Right-Cerebellum-White-Matter",
-    47: "Right-Cerebellum-Cortex", 49: "Right-Thalamus", 50: "Right-Caudate", 51: "Right-Putamen",
-    52: "Right-Pallidum", 53: "Right-Hippocampus", 54: "Right-Amygdala", 58: "Right-Accumbens-area",
+    2: "Left-Cerebral-White-Matter",
+    3: "Left-Cerebral-Cortex",
+    4: "Left-Lateral-Ventricle",
+    5: "Left-Inf-Lat-Vent",
+    7: "Left-Cerebellum-White-Matter",
+    8: "Left-Cerebellum-Cortex",
+    10: "Left-Thalamus",
+    11: "Left-Caudate",
+    12: "Left-Putamen",
+    13: "Left-Pallidum",
+    14: "3rd-Ventricle",
+    15: "4th-Ventricle",
+    16: "Brain-Stem",
+    17: "Left-Hippocampus",
+    18: "Left-Amygdala",
+    24: "CSF",
+    26: "Left-Accumbens-area",
+    28: "Left-VentralDC",
+    41: "Right-Cerebral-White-Matter",
+    42: "Right-Cerebral-Cortex",
+    43: "Right-Lateral-Ventricle",
+    44: "Right-Inf-Lat-Vent",
+    46: "Right-Cerebellum-White-Matter",
+    47: "Right-Cerebellum-Cortex",
+    49: "Right-Thalamus",
+    50: "Right-Caudate",
+    51: "Right-Putamen",
+    52: "Right-Pallidum",
+    53: "Right-Hippocampus",
+    54: "Right-Amygdala",
+    58: "Right-Accumbens-area",
     60: "Right-VentralDC",
 }
 
@@ -61,13 +84,33 @@ def build_candi(dest: Path, req: PrepareRequest, task: str) -> None:
         image, label = read_pair(image_path, label_path, label_map)
         label.array = lut(label.array)
         image_array, label_array, out_affine = brain_crop(image, label, spacing, crop_shape, case_id, cut)
-        writer.add(case_id, splits[case_id], image_array, out_affine, label=label_array,
-                   source_image=str(image_path.relative_to(root)), source_label=str(label_path.relative_to(root)))
+        writer.add(
+            case_id,
+            splits[case_id],
+            image_array,
+            out_affine,
+            label=label_array,
+            source_image=str(image_path.relative_to(root)),
+            source_label=str(label_path.relative_to(root)),
+        )
     cut_warning(cut, f"candi {root}")
-    writer.finish(DatasetInfo(task=task, classes=classes, spacing=spacing, source=req.source,
-                              window=window_info("mr", 0.0),
-                              label_values={str(k): v for k, v in label_map.items() if v},
-                              generator={"dataset": "CANDI", "root": str(req.root), "seed": req.seed,
-                                         "subjects": req.subjects, "roi": "brain centre",
-                                         "roi_mm": list(roi_mm), "roi_shape": list(crop_shape),
-                                         "split_counts": split_counts(splits)}))
+    writer.finish(
+        DatasetInfo(
+            task=task,
+            classes=classes,
+            spacing=spacing,
+            source=req.source,
+            window=window_info("mr", 0.0),
+            label_values={str(k): v for k, v in label_map.items() if v},
+            generator={
+                "dataset": "CANDI",
+                "root": str(req.root),
+                "seed": req.seed,
+                "subjects": req.subjects,
+                "roi": "brain centre",
+                "roi_mm": list(roi_mm),
+                "roi_shape": list(crop_shape),
+                "split_counts": split_counts(splits),
+            },
+        )
+    )

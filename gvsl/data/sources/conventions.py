@@ -28,8 +28,21 @@ from gvsl.data.preprocess import (
 )
 from gvsl.errors import GVSLInputError
 
-__all__ = ["MARGIN_MM", "PAPER_SPACING", "ROI_CENTRE_MM", "ROI_MM", "brain_crop", "cut_warning", "fixed_roi",
-           "label_lut", "margin_voxels", "roi_shape", "standardise", "window", "window_info"]
+__all__ = [
+    "MARGIN_MM",
+    "PAPER_SPACING",
+    "ROI_CENTRE_MM",
+    "ROI_MM",
+    "brain_crop",
+    "cut_warning",
+    "fixed_roi",
+    "label_lut",
+    "margin_voxels",
+    "roi_shape",
+    "standardise",
+    "window",
+    "window_info",
+]
 
 # Region-of-interest sizes in mm (converted to voxels at the target spacing) and box margins in mm.
 # Real data: a 176 mm cube holds a whole heart with its great vessels plus an 8 mm margin; the lung box
@@ -39,9 +52,15 @@ __all__ = ["MARGIN_MM", "PAPER_SPACING", "ROI_CENTRE_MM", "ROI_MM", "brain_crop"
 # checked); 320×240×280 mm chest. CANDI: the paper's 160×160×128 crop at 1 mm. The MNI152 brain (an adult
 # average, 146×180×148 mm labelled) rotated by up to 10° does not fit that crop, so mni-brain keeps a
 # 168×204×168 mm box.
-ROI_MM = {"heart": (176.0, 176.0, 176.0), "lung": (320.0, 256.0, 320.0), "brain": (160.0, 160.0, 128.0),
-          "phantom-heart": (200.0, 200.0, 200.0), "phantom-coronary": (156.0, 156.0, 144.0),
-          "phantom-lung": (320.0, 240.0, 280.0), "phantom-brain": (168.0, 204.0, 168.0)}
+ROI_MM = {
+    "heart": (176.0, 176.0, 176.0),
+    "lung": (320.0, 256.0, 320.0),
+    "brain": (160.0, 160.0, 128.0),
+    "phantom-heart": (200.0, 200.0, 200.0),
+    "phantom-coronary": (156.0, 156.0, 144.0),
+    "phantom-lung": (320.0, 240.0, 280.0),
+    "phantom-brain": (168.0, 204.0, 168.0),
+}
 #: centre (mm, RAS+, from the field of view's centre) of the generated cohorts' label-free ROIs: where the
 #: heart's labels / the coronaries sit on average over subjects (the middle of their range over seeds 0-199)
 ROI_CENTRE_MM = {"phantom-heart": (0.0, 30.0, 15.0), "phantom-coronary": (-10.0, 30.0, -5.0)}
@@ -49,8 +68,9 @@ MARGIN_MM = 8.0
 PAPER_SPACING = (1.0, 1.0, 1.0)
 
 
-def fixed_roi(image_shape: Sequence[int], spacing: Sequence[float], roi_mm: Sequence[float],
-              centre_mm: Sequence[float]) -> ROI:
+def fixed_roi(
+    image_shape: Sequence[int], spacing: Sequence[float], roi_mm: Sequence[float], centre_mm: Sequence[float]
+) -> ROI:
     """A ``roi_mm`` box centred ``centre_mm`` from the field of view's centre: placed from the image grid
     alone (no labels, no image content), as a user's preprocessing of a new scan would place it."""
     shape = roi_shape(roi_mm, spacing)
@@ -90,8 +110,12 @@ def window_info(modality: str, offset: float) -> dict[str, Any]:
     """What ``info.json`` records of :func:`window`."""
     if modality == "ct":
         width = f"{CT_WINDOW_WIDTH:g}"
-        return {"kind": "ct", "offset": offset, "width": CT_WINDOW_WIDTH,
-                "formula": f"clip(raw + offset, 0, {width}) / {width}"}
+        return {
+            "kind": "ct",
+            "offset": offset,
+            "width": CT_WINDOW_WIDTH,
+            "formula": f"clip(raw + offset, 0, {width}) / {width}",
+        }
     return {"kind": "minmax", "formula": "(raw - min) / (max - min)"}
 
 
@@ -102,8 +126,9 @@ def cut_warning(cut: list[str], what: str) -> None:
         warnings.warn(f"{what}: the fixed crop cut labelled voxels of {len(cut)} case(s): {shown}", stacklevel=3)
 
 
-def brain_crop(image: Volume, label: Volume, spacing: Sequence[float], crop_shape: Sequence[int], case_id: str,
-               cut: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def brain_crop(
+    image: Volume, label: Volume, spacing: Sequence[float], crop_shape: Sequence[int], case_id: str, cut: list[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CANDI-style crop: fixed size, centred on the labelled brain's bounding box, then min-max.
 
     Returns the image in [0, 1], the label and their affine; ``case_id`` is appended to ``cut`` when

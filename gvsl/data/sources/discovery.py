@@ -31,9 +31,14 @@ def case_id(path: Path) -> str:
     return path.name[: -len(suffix)] if suffix else path.name
 
 
-def match_pairs(root: Path, image_re: str, label_re: str, what: str,
-                label_dir: Callable[[Path], bool] = lambda p: True,
-                image_dir: Callable[[Path], bool] = lambda p: True) -> list[tuple[str, Path, Path]]:
+def match_pairs(
+    root: Path,
+    image_re: str,
+    label_re: str,
+    what: str,
+    label_dir: Callable[[Path], bool] = lambda p: True,
+    image_dir: Callable[[Path], bool] = lambda p: True,
+) -> list[tuple[str, Path, Path]]:
     """(case id, image, label) for every image under ``root`` whose name matches ``image_re``.
 
     ``image_re``/``label_re`` capture the case id in group 1. Images without a label are skipped
@@ -50,9 +55,11 @@ def match_pairs(root: Path, image_re: str, label_re: str, what: str,
         raise GVSLInputError(f"{root}: no {what} images found (looked for files named /{image_re}/)")
     unlabelled = sorted(set(images) - set(labels))
     if unlabelled:
-        warnings.warn(f"{root}: skipping {len(unlabelled)} {what} image(s) without a label "
-                      f"(/{label_re}/): {', '.join(unlabelled[:5])}{', …' if len(unlabelled) > 5 else ''}",
-                      stacklevel=3)
+        warnings.warn(
+            f"{root}: skipping {len(unlabelled)} {what} image(s) without a label "
+            f"(/{label_re}/): {', '.join(unlabelled[:5])}{', …' if len(unlabelled) > 5 else ''}",
+            stacklevel=3,
+        )
     pairs = [(cid, images[cid], labels[cid]) for cid in sorted(images) if cid in labels]
     if not pairs:
         raise GVSLInputError(f"{root}: no {what} image has a label (looked for files named /{label_re}/)")

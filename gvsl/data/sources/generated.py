@@ -106,16 +106,31 @@ def build_phantom_ct(dest: Path, req: PrepareRequest, task: str) -> None:
             cut.append(case_id)
         writer.add(case_id, split, image, image_affine, label=cropped, seed=seed)
     cut_warning(cut, f"phantom-ct {task}")
-    classes = {"pretrain": (), "SHC": phantom.HEART_CLASSES, "SAC": ("coronary_artery",),
-               "CCC": ("opacity",)}[task]
-    generator = {"generator": "gvsl.data.cohorts.phantom", "seed": req.seed, "shape": list(shape),
-                 "split_counts": list(counts), "subject_seed": SUBJECT_SEED_RULE}
+    classes = {"pretrain": (), "SHC": phantom.HEART_CLASSES, "SAC": ("coronary_artery",), "CCC": ("opacity",)}[task]
+    generator = {
+        "generator": "gvsl.data.cohorts.phantom",
+        "seed": req.seed,
+        "shape": list(shape),
+        "split_counts": list(counts),
+        "subject_seed": SUBJECT_SEED_RULE,
+    }
     if task != "pretrain":
-        roi = ("lung box (the generator's lungs)" if task == "CCC" else
-               f"fixed box, no labels: centred {list(ROI_CENTRE_MM[roi_kind])} mm from the field of view's centre")
+        roi = (
+            "lung box (the generator's lungs)"
+            if task == "CCC"
+            else f"fixed box, no labels: centred {list(ROI_CENTRE_MM[roi_kind])} mm from the field of view's centre"
+        )
         generator.update(roi=roi, roi_mm=list(roi_mm), roi_shape=list(crop_shape), margin_voxels=margin)
-    writer.finish(DatasetInfo(task=task, classes=classes, spacing=spacing, source=req.source,
-                              window=window_info("ct", offset), generator=generator))
+    writer.finish(
+        DatasetInfo(
+            task=task,
+            classes=classes,
+            spacing=spacing,
+            source=req.source,
+            window=window_info("ct", offset),
+            generator=generator,
+        )
+    )
 
 
 def build_mni_brain(dest: Path, req: PrepareRequest, task: str) -> None:
@@ -139,9 +154,22 @@ def build_mni_brain(dest: Path, req: PrepareRequest, task: str) -> None:
         image_array, label_array, out_affine = brain_crop(image, label, spacing, crop_shape, case_id, cut)
         writer.add(case_id, split, image_array, out_affine, label=label_array.astype(np.uint8), seed=seed)
     cut_warning(cut, "mni-brain")
-    writer.finish(DatasetInfo(task=task, classes=classes, spacing=spacing, source=req.source,
-                              window=window_info("mr", 0.0),
-                              generator={"generator": "gvsl.data.cohorts.brain", "seed": req.seed, "shape": list(shape),
-                                         "split_counts": list(counts), "roi": "brain centre",
-                                         "roi_mm": list(roi_mm), "roi_shape": list(crop_shape),
-                                         "subject_seed": SUBJECT_SEED_RULE}))
+    writer.finish(
+        DatasetInfo(
+            task=task,
+            classes=classes,
+            spacing=spacing,
+            source=req.source,
+            window=window_info("mr", 0.0),
+            generator={
+                "generator": "gvsl.data.cohorts.brain",
+                "seed": req.seed,
+                "shape": list(shape),
+                "split_counts": list(counts),
+                "roi": "brain centre",
+                "roi_mm": list(roi_mm),
+                "roi_shape": list(crop_shape),
+                "subject_seed": SUBJECT_SEED_RULE,
+            },
+        )
+    )

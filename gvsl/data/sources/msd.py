@@ -30,8 +30,9 @@ MSD_KEYS = ("name", "modality", "labels", "training")
 def _msd_description(root: Path) -> tuple[Path, dict[str, Any]]:
     candidates = [root / "dataset.json"] if (root / "dataset.json").is_file() else visible(root.glob("*/dataset.json"))
     if len(candidates) != 1:
-        raise GVSLInputError(f"{root}: expecting one Decathlon dataset.json (in the folder or one sub-folder), "
-                             f"found {len(candidates)}")
+        raise GVSLInputError(
+            f"{root}: expecting one Decathlon dataset.json (in the folder or one sub-folder), found {len(candidates)}"
+        )
     path = candidates[0]
     try:
         description = json.loads(path.read_text())
@@ -59,8 +60,13 @@ def build_msd(dest: Path, req: PrepareRequest, task: str) -> None:
     modality = _msd_modality(req, description, path)
     if task == "pretrain":
         entries = [e["image"] for e in description["training"]] + list(description.get("test", []))
-        pretrain_from_files(dest, req, [folder / e for e in entries], modality,
-                            {"dataset": f"MSD {description['name']}", "description": str(path.relative_to(root))})
+        pretrain_from_files(
+            dest,
+            req,
+            [folder / e for e in entries],
+            modality,
+            {"dataset": f"MSD {description['name']}", "description": str(path.relative_to(root))},
+        )
         return
     pairs = [(case_id(folder / e["image"]), folder / e["image"], folder / e["label"]) for e in description["training"]]
     for _, image_path, label_path in pairs:
@@ -72,13 +78,21 @@ def build_msd(dest: Path, req: PrepareRequest, task: str) -> None:
     if sorted(labels) != list(range(len(labels))):
         raise GVSLInputError(f"{path}: labels {sorted(labels)} are not 0..{len(labels) - 1}")
     classes = tuple(labels[k] for k in sorted(labels) if k)
-    segmentation_from_pairs(dest, req, task, pairs, label_map, classes, "",
-                            {"dataset": f"MSD {description['name']}", "modality": modality,
-                             "description": str(path.relative_to(root))})
+    segmentation_from_pairs(
+        dest,
+        req,
+        task,
+        pairs,
+        label_map,
+        classes,
+        "",
+        {"dataset": f"MSD {description['name']}", "modality": modality, "description": str(path.relative_to(root))},
+    )
 
 
-def pretrain_from_files(dest: Path, req: PrepareRequest, files: Sequence[Path | DicomSeries], modality: str,
-                        generator: dict[str, Any]) -> None:
+def pretrain_from_files(
+    dest: Path, req: PrepareRequest, files: Sequence[Path | DicomSeries], modality: str, generator: dict[str, Any]
+) -> None:
     """Unlabeled pre-training set: every file or DICOM series, canonical, resampled, windowed, whole (no crop).
 
     A file's case id is its name without the suffix; a series' is its :attr:`DicomSeries.name`.
@@ -107,12 +121,30 @@ def pretrain_from_files(dest: Path, req: PrepareRequest, files: Sequence[Path | 
         array, affine = standardise(volume, spacing)
         # a series is recorded by its folder and SeriesInstanceUID (a folder may hold several)
         series = {} if isinstance(scan, Path) else {"source_series": scan.uid}
-        writer.add(case, "train", window(array, modality, offset, str(where[case])), affine,
-                   source_image=str(where[case].relative_to(root)), **series)
-    writer.finish(DatasetInfo(task="pretrain", classes=(), spacing=spacing, source=req.source,
-                              window=window_info(modality, offset),
-                              generator={"root": str(req.root), "seed": req.seed, "subjects": req.subjects,
-                                         "modality": modality, **generator}))
+        writer.add(
+            case,
+            "train",
+            window(array, modality, offset, str(where[case])),
+            affine,
+            source_image=str(where[case].relative_to(root)),
+            **series,
+        )
+    writer.finish(
+        DatasetInfo(
+            task="pretrain",
+            classes=(),
+            spacing=spacing,
+            source=req.source,
+            window=window_info(modality, offset),
+            generator={
+                "root": str(req.root),
+                "seed": req.seed,
+                "subjects": req.subjects,
+                "modality": modality,
+                **generator,
+            },
+        )
+    )
 
 
 def _skipped_warning(root: Path, modality: str, skipped: Sequence[tuple[str, str]]) -> None:
@@ -120,8 +152,10 @@ def _skipped_warning(root: Path, modality: str, skipped: Sequence[tuple[str, str
     reasons: dict[str, list[str]] = {}
     for name, reason in skipped:
         reasons.setdefault(reason, []).append(name)
-    parts = [f"{reason}: {len(names)} ({'; '.join(names[:3])}{'; …' if len(names) > 3 else ''})"
-             for reason, names in reasons.items()]
+    parts = [
+        f"{reason}: {len(names)} ({'; '.join(names[:3])}{'; …' if len(names) > 3 else ''})"
+        for reason, names in reasons.items()
+    ]
     warnings.warn(f"{root}: skipping what is not a {modality.upper()} volume: {'; '.join(parts)}", stacklevel=3)
 
 
@@ -135,8 +169,9 @@ def build_folder(dest: Path, req: PrepareRequest, task: str) -> None:
     files = [p for p in found if volume_suffix(p)]
     series, skipped = find_dicom_series([p for p in found if not volume_suffix(p)], root, modality)
     if not files and not series:
-        raise GVSLInputError(f"{root}: no volumes found (looked for *{', *'.join(VOLUME_SUFFIXES)} and DICOM "
-                             f"{modality.upper()} series)")
+        raise GVSLInputError(
+            f"{root}: no volumes found (looked for *{', *'.join(VOLUME_SUFFIXES)} and DICOM {modality.upper()} series)"
+        )
     if skipped:
         _skipped_warning(root, modality, skipped)
     pretrain_from_files(dest, req, [*files, *series], modality, {"dataset": "folder"})

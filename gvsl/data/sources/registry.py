@@ -10,8 +10,8 @@ from gvsl.data.sources.candi import build_candi
 from gvsl.data.sources.generated import build_mni_brain, build_phantom_ct
 from gvsl.data.sources.heart import build_asoca, build_mmwhs
 from gvsl.data.sources.msd import build_folder, build_msd
-from gvsl.data.sources.stoic import build_stoic
 from gvsl.data.sources.request import PrepareRequest
+from gvsl.data.sources.stoic import build_stoic
 from gvsl.errors import GVSLInputError
 
 __all__ = ["SOURCES", "SourceSpec", "source_spec"]
@@ -28,15 +28,18 @@ class SourceSpec:
 
 
 SOURCES: dict[str, SourceSpec] = {
-    "phantom-ct": SourceSpec(build_phantom_ct, ("pretrain", "SHC", "SAC", "CCC"), True,
-                             "generated thorax CT cohorts (default profile)"),
+    "phantom-ct": SourceSpec(
+        build_phantom_ct, ("pretrain", "SHC", "SAC", "CCC"), True, "generated thorax CT cohorts (default profile)"
+    ),
     "mni-brain": SourceSpec(build_mni_brain, ("SBM",), True, "generated brain MR cohort (SBM analog)"),
     "mmwhs": SourceSpec(build_mmwhs, ("SHC",), False, "MM-WHS 2017 CT (ct_*_image/label.nii.gz)"),
     "asoca": SourceSpec(build_asoca, ("SAC",), False, "ASOCA 2020 (CTCA/*.nrrd + Annotations/*.nrrd)"),
     "stoic": SourceSpec(build_stoic, ("CCC",), False, "STOIC 2021 (*.mha + reference.csv)"),
     "candi": SourceSpec(build_candi, ("SBM",), False, "CANDI T1 (*_procimg.nii.gz + *_seg.nii.gz)"),
     "msd": SourceSpec(build_msd, ("MSD", "pretrain"), False, "Medical Segmentation Decathlon task folder"),
-    "folder": SourceSpec(build_folder, ("pretrain",), False, "your own unlabeled scans (volume files and DICOM series)"),
+    "folder": SourceSpec(
+        build_folder, ("pretrain",), False, "your own unlabeled scans (volume files and DICOM series)"
+    ),
 }
 
 

@@ -76,8 +76,9 @@ class PrepareRequest(Checked):
         super().__post_init__()
 
     @classmethod
-    def from_params(cls, settings: Mapping[str, Any], *, task: str, seed: int, progress: bool = False
-                    ) -> PrepareRequest:
+    def from_params(
+        cls, settings: Mapping[str, Any], *, task: str, seed: int, progress: bool = False
+    ) -> PrepareRequest:
         """The request of ``params.yaml`` → ``prepare.tasks.<task>`` (``settings``), with ``prepare.seed``."""
         valid = sorted(f.name for f in dataclasses.fields(cls) if f.name not in _STAGE_FIELDS)
         unknown = set(settings) - set(valid)

@@ -8,9 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 from gvsl.data.dataset import DatasetInfo, DatasetWriter
 from gvsl.data.preprocess import centred_roi, crop_or_pad, foreground_box, roi_shape
-from gvsl.data.sources.discovery import read_pair
 from gvsl.data.sources.conventions import (
-    PAPER_SPACING, ROI_MM, label_lut, margin_voxels, standardise, window, window_info)
+    PAPER_SPACING,
+    ROI_MM,
+    label_lut,
+    margin_voxels,
+    standardise,
+    window,
+    window_info,
+)
+from gvsl.data.sources.discovery import read_pair
 from gvsl.data.sources.splits import PAPER_SPLITS, select, split_counts
 from gvsl.errors import GVSLInputError
 
@@ -20,8 +27,16 @@ if TYPE_CHECKING:
 __all__ = ["segmentation_from_pairs"]
 
 
-def segmentation_from_pairs(dest: Path, req: PrepareRequest, task: str, pairs, label_map: dict[int, int],
-                            classes: Sequence[str], roi_kind: str, generator: dict[str, Any]) -> None:
+def segmentation_from_pairs(
+    dest: Path,
+    req: PrepareRequest,
+    task: str,
+    pairs,
+    label_map: dict[int, int],
+    classes: Sequence[str],
+    roi_kind: str,
+    generator: dict[str, Any],
+) -> None:
     """Read, check, map labels, 1 mm³, crop (around the label box, when ``roi_kind`` names an ROI), window, write."""
     root = req.root_folder()
     spacing = req.target_spacing(PAPER_SPACING)
@@ -47,13 +62,37 @@ def segmentation_from_pairs(dest: Path, req: PrepareRequest, task: str, pairs, l
             label_array, _ = crop_or_pad(label_array, affine, roi)
         else:
             image_array, out_affine = window(image_array, modality, offset, str(image_path)), affine
-        writer.add(case_id, splits[case_id], image_array, out_affine, label=label_array,
-                   source_image=str(image_path.relative_to(root)), source_label=str(label_path.relative_to(root)))
+        writer.add(
+            case_id,
+            splits[case_id],
+            image_array,
+            out_affine,
+            label=label_array,
+            source_image=str(image_path.relative_to(root)),
+            source_label=str(label_path.relative_to(root)),
+        )
     if crop_shape is not None:
-        generator = {**generator, "roi": f"{roi_kind} label box", "roi_mm": list(req.roi_mm or ROI_MM[roi_kind]),
-                     "roi_shape": list(crop_shape), "margin_voxels": margin}
-    writer.finish(DatasetInfo(task=task, classes=tuple(classes), spacing=spacing, source=req.source,
-                              window=window_info(modality, offset),
-                              label_values={str(k): int(v) for k, v in label_map.items() if v},
-                              generator={"root": str(req.root), "seed": req.seed, "subjects": req.subjects,
-                                         "split_counts": split_counts(splits), **generator}))
+        generator = {
+            **generator,
+            "roi": f"{roi_kind} label box",
+            "roi_mm": list(req.roi_mm or ROI_MM[roi_kind]),
+            "roi_shape": list(crop_shape),
+            "margin_voxels": margin,
+        }
+    writer.finish(
+        DatasetInfo(
+            task=task,
+            classes=tuple(classes),
+            spacing=spacing,
+            source=req.source,
+            window=window_info(modality, offset),
+            label_values={str(k): int(v) for k, v in label_map.items() if v},
+            generator={
+                "root": str(req.root),
+                "seed": req.seed,
+                "subjects": req.subjects,
+                "split_counts": split_counts(splits),
+                **generator,
+            },
+        )
+    )

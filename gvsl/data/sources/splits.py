@@ -16,17 +16,24 @@ import numpy as np
 from gvsl.data.dataset import SPLITS
 from gvsl.errors import GVSLInputError
 
-__all__ = ["PAPER_SPLITS", "PHANTOM_COUNTS", "SUBJECT_SEED_RULE", "assign_splits", "scale_counts", "seeded_subset",
-           "select", "split_counts", "subject_seed"]
+__all__ = [
+    "PAPER_SPLITS",
+    "PHANTOM_COUNTS",
+    "SUBJECT_SEED_RULE",
+    "assign_splits",
+    "scale_counts",
+    "seeded_subset",
+    "select",
+    "split_counts",
+    "subject_seed",
+]
 
 #: (train, val, test) cases in the paper (Sec. 4.1); MSD has no paper split: 60/20/20 %
-PAPER_SPLITS = {"SHC": (15, 5, 40), "SAC": (15, 5, 20), "CCC": (1000, 400, 600), "SBM": (40, 20, 43),
-                "MSD": (3, 1, 1)}
+PAPER_SPLITS = {"SHC": (15, 5, 40), "SAC": (15, 5, 20), "CCC": (1000, 400, 600), "SBM": (40, 20, 43), "MSD": (3, 1, 1)}
 #: default (train, val, test) subjects of the generated CPU cohorts
 #: (test evaluation is cheap, so the test splits take the paper's sizes where it has them, CCC's scaled;
 #: training splits stay small: they drive transfer cost)
-PHANTOM_COUNTS = {"pretrain": (48, 0, 0), "SHC": (8, 4, 40), "SAC": (8, 4, 20), "CCC": (24, 12, 48),
-                  "SBM": (8, 4, 43)}
+PHANTOM_COUNTS = {"pretrain": (48, 0, 0), "SHC": (8, 4, 40), "SAC": (8, 4, 20), "CCC": (24, 12, 48), "SBM": (8, 4, 43)}
 # cohort codes for subject seeds: seeds of different cohorts never collide
 _COHORT_CODES = {"pretrain": 1, "SHC": 2, "SAC": 3, "CCC": 4, "SBM": 5}
 _MAX_SUBJECTS = 10_000
@@ -51,7 +58,7 @@ def scale_counts(counts: Sequence[int], total: int, *, what: str) -> tuple[int, 
     counts = tuple(int(c) for c in counts)
     used = [i for i, c in enumerate(counts) if c > 0]
     if total < len(used):
-        raise GVSLInputError(f"{what}: {total} cases cannot fill the {len(used)} splits {SPLITS[:len(counts)]}")
+        raise GVSLInputError(f"{what}: {total} cases cannot fill the {len(used)} splits {SPLITS[: len(counts)]}")
     if sum(counts) == total:
         return counts
     exact = np.array(counts, dtype=float) * total / sum(counts)
@@ -62,8 +69,11 @@ def scale_counts(counts: Sequence[int], total: int, *, what: str) -> tuple[int, 
         if scaled[i] == 0:
             scaled[int(np.argmax(scaled))] -= 1
             scaled[i] = 1
-    warnings.warn(f"{what}: {total} cases instead of the {sum(counts)} of the reference split {counts}; "
-                  f"using the same proportions: {tuple(int(s) for s in scaled)}", stacklevel=3)
+    warnings.warn(
+        f"{what}: {total} cases instead of the {sum(counts)} of the reference split {counts}; "
+        f"using the same proportions: {tuple(int(s) for s in scaled)}",
+        stacklevel=3,
+    )
     return tuple(int(s) for s in scaled)
 
 
@@ -80,7 +90,7 @@ def seeded_subset(ids: Sequence[str], subjects: int | None, seed: int) -> list[s
     """The sorted ``ids``, or a seeded subset of ``subjects`` of them when there are more."""
     ids = sorted(ids)
     if subjects is not None and subjects < len(ids):
-        keep = np.random.default_rng(seed).permutation(len(ids))[: subjects]
+        keep = np.random.default_rng(seed).permutation(len(ids))[:subjects]
         ids = sorted(ids[i] for i in keep)
     return ids
 

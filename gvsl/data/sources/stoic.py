@@ -10,8 +10,8 @@ import pandas as pd
 from gvsl.data.dataset import DatasetInfo, DatasetWriter
 from gvsl.data.io import read_volume, volume_suffix
 from gvsl.data.preprocess import centred_roi, crop_or_pad, ct_window, foreground_box, lung_mask, roi_shape
-from gvsl.data.sources.discovery import unique_ids, visible
 from gvsl.data.sources.conventions import PAPER_SPACING, ROI_MM, margin_voxels, standardise, window_info
+from gvsl.data.sources.discovery import unique_ids, visible
 from gvsl.data.sources.splits import PAPER_SPLITS, select, split_counts
 from gvsl.errors import GVSLInputError
 
@@ -76,12 +76,33 @@ def build_stoic(dest: Path, req: PrepareRequest, task: str) -> None:
             raise GVSLInputError(f"{images[case_id]}: no lungs found by thresholding (is it a chest CT in HU?)")
         roi = centred_roi(box, crop_shape, margin=margin, name=str(images[case_id]), strict=False)
         image, out_affine = crop_or_pad(ct_window(hu, offset), affine, roi)
-        writer.add(case_id, splits[case_id], image, out_affine, target=targets[case_id],
-                   source_image=str(images[case_id].relative_to(root)))
-    writer.finish(DatasetInfo(task=task, classes=("covid",), spacing=spacing, source=req.source,
-                              window=window_info("ct", offset),
-                              generator={"dataset": "STOIC 2021", "root": str(req.root), "seed": req.seed,
-                                         "subjects": req.subjects, "reference": str(reference.relative_to(root)),
-                                         "target": "probCOVID", "roi": "lung", "roi_mm": list(roi_mm),
-                                         "roi_shape": list(crop_shape), "margin_voxels": margin,
-                                         "split_counts": split_counts(splits)}))
+        writer.add(
+            case_id,
+            splits[case_id],
+            image,
+            out_affine,
+            target=targets[case_id],
+            source_image=str(images[case_id].relative_to(root)),
+        )
+    writer.finish(
+        DatasetInfo(
+            task=task,
+            classes=("covid",),
+            spacing=spacing,
+            source=req.source,
+            window=window_info("ct", offset),
+            generator={
+                "dataset": "STOIC 2021",
+                "root": str(req.root),
+                "seed": req.seed,
+                "subjects": req.subjects,
+                "reference": str(reference.relative_to(root)),
+                "target": "probCOVID",
+                "roi": "lung",
+                "roi_mm": list(roi_mm),
+                "roi_shape": list(crop_shape),
+                "margin_voxels": margin,
+                "split_counts": split_counts(splits),
+            },
+        )
+    )
