@@ -317,11 +317,11 @@ def leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
-    """Each field's text in the ``Args:`` sections of ``cls``'s and its bases' docstrings (Google style;
-    ``a, b: text`` documents both)."""
+    """Each field's text in the ``Args:`` (or ``Attributes:``) sections of ``cls``'s and its bases' docstrings
+    (Google style; ``a, b: text`` documents both)."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
-        section = re.split(r"\n\s*Args:\s*\n", klass.__doc__ or "", maxsplit=1)
+        section = re.split(r"\n\s*(?:Args|Attributes):\s*\n", klass.__doc__ or "", maxsplit=1)
         if len(section) < 2:
             continue
         name = None
@@ -351,7 +351,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = 
         flag, kwargs = "--" + name.replace("_", "-"), _flag_kwargs(hint, checks)
         shown = defaults.get(name, dataclasses.MISSING)
         help_text = _plain(docs.get(name, "")).replace("%", "%%")
-        if shown is not dataclasses.MISSING:
+        if shown is not dataclasses.MISSING and shown is not None:
             shown = " ".join(map(str, shown)) if isinstance(shown, tuple) else shown
             help_text = f"{help_text} (default: {shown})".strip()
         parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=help_text, **kwargs)
@@ -365,6 +365,9 @@ def _plain(text: str) -> str:
 
 def _flag_kwargs(hint: Any, checks: tuple[Any, ...]) -> dict[str, Any]:
     choices = next((list(c.values) for c in checks if isinstance(c, OneOf)), None)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in args and len(args) == 2:
+        return _flag_kwargs(next(a for a in args if a is not type(None)), checks)  # absent: None
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is bool:
         return {"action": argparse.BooleanOptionalAction}

@@ -483,7 +483,7 @@ def test_cli_bad_input_exits_2_with_one_line(monkeypatch, capsys, tmp_path, kind
     code, captured = _cli(
         monkeypatch,
         capsys,
-        ["--source", "mmwhs", "--root", str(root), "--out", str(tmp_path / "out"), "--roi", "32", "32", "32"],
+        ["--source", "mmwhs", "--root", str(root), "--out", str(tmp_path / "out"), "--roi-mm", "32", "32", "32"],
     )
     # three cases instead of the paper's 60: one warning line, then the error line
     lines = captured.err.strip().splitlines()

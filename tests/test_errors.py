@@ -37,7 +37,7 @@ CLI_ERRORS = [
     ("prepare --source phantom-ct --out {out} --task SHC --subjects 0", "subjects must be an integer >= 1"),
     ("prepare --source phantom-ct --out {out} --task SHC --spacing -1", "spacing must be positive, got -1.0"),
     ("prepare --source phantom-ct --out {out} --task SHC --spacing 1 2", "spacing must be a list of 3 numbers or null"),
-    ("prepare --source phantom-ct --out {out} --task SHC --roi 0 10 10", "roi_mm must be positive, got 0.0"),
+    ("prepare --source phantom-ct --out {out} --task SHC --roi-mm 0 10 10", "roi_mm must be positive, got 0.0"),
     (
         "prepare --source phantom-ct --out {out} --task SHC --window-offset nan",
         "window_offset must be a finite number, got nan",

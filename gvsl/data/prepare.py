@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from gvsl.data.dataset import atomic_output
-from gvsl.data.preprocess import CT_WINDOW_WIDTH, DEFAULT_HU_OFFSET
-from gvsl.data.sources import MODALITIES, SOURCES, PrepareRequest, source_spec
+from gvsl.data.sources import SOURCES, PrepareRequest, source_spec
+from gvsl.settings import add_flags, from_flags
 
 __all__ = ["add_arguments", "prepare", "prepare_request", "run"]
 
@@ -73,14 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sources = "; ".join(f"{name}: {spec.help}" for name, spec in SOURCES.items())
     parser.add_argument("--source", required=True, choices=list(SOURCES), help=f"data source ({sources})")
     parser.add_argument("--out", required=True, type=Path, help="output folder (written atomically)")
-    parser.add_argument("--root", type=Path, help="folder holding a real dataset (searched recursively)")
     parser.add_argument(
         "--task",
         choices=sorted({t for s in SOURCES.values() for t in s.tasks}),
         help="task to prepare (default: the source's task; phantom-ct: all four in sub-folders)",
     )
-    parser.add_argument("--subjects", type=int, help="generated: cases per task; real: seeded subset size")
-    parser.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="generated volume shape")
     parser.add_argument(
         "--spacing",
         type=float,
@@ -88,15 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MM",
         help="target voxel size in mm, one or three numbers (real data default: 1)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="base seed of subjects and splits (default 0)")
-    parser.add_argument(
-        "--window-offset",
-        type=float,
-        help=f"CT window: clip(HU + offset, 0, {CT_WINDOW_WIDTH:g}) / {CT_WINDOW_WIDTH:g} "
-        f"(default offset {DEFAULT_HU_OFFSET:g})",
-    )
-    parser.add_argument("--roi", type=float, nargs=3, metavar="MM", help="ROI size in mm (default: per task)")
-    parser.add_argument("--modality", choices=MODALITIES, help="ct or mr, for the folder and msd sources")
+    add_flags(parser, PrepareRequest, skip=("source", "task", "spacing", "progress"))
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a non-empty --out once the new one is complete"
     )
@@ -112,19 +101,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``gvsl prepare``; prints the output folder."""
     with warnings.catch_warnings():
         warnings.showwarning = _print_warning
-        request = PrepareRequest(
-            source=args.source,
-            task=args.task,
-            root=args.root,
-            subjects=args.subjects,
-            shape=args.shape,
-            spacing=args.spacing,
-            seed=args.seed,
-            window_offset=args.window_offset,
-            roi_mm=args.roi,
-            modality=args.modality,
-            progress=not args.quiet,
-        )
+        request = from_flags(PrepareRequest, args, progress=not args.quiet)
         out = prepare_request(request, args.out, overwrite=args.overwrite)
     print(f"prepared {args.source} into {out}")
     return 0
