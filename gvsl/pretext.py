@@ -5,7 +5,9 @@ network learned to register. :func:`evaluate_pretext` runs a GVSL model's Z-matc
 set of pairs of held-out subjects (:class:`HeldOutPairs`, e.g. the SHC analog's validation split) and
 reports, per pair:
 
-* the NCC loss of the warped moving image against the fixed image (and of the unwarped one);
+* the NCC loss of the warped moving image against the fixed image (and of the unwarped one), whatever
+  similarity the model trained with, so that runs compare on one yardstick; a model trained with mutual
+  information (``GVSLOptions.similarity = "mi"``) also gets the MI loss of both;
 * when the subjects have labels, the atlas-registration Dice: the moving subject's labels warped
   onto the fixed grid against the fixed subject's labels, for no warp (identity), the affine part
   alone and the whole fused field.
@@ -35,7 +37,7 @@ from monai.transforms import ResizeWithPadOrCrop
 from gvsl.data import Case
 from gvsl.errors import GVSLInputError
 from gvsl.geometry import affine_from_parameters, affine_to_ddf, warp, warp_affine
-from gvsl.losses import local_ncc_loss
+from gvsl.losses import SIMILARITIES, local_ncc_loss, mutual_information_loss
 from gvsl.nets import GVSL
 
 __all__ = [
@@ -145,14 +147,17 @@ def heldout_pairs(
 
 @dataclass
 class PretextScores:
-    """Per-pair held-out scores (tensors of length N); Dice entries are None without labels, and
-    ``affine_dice`` is None for a model without an affine head."""
+    """Per-pair held-out scores (tensors of length N); Dice entries are None without labels,
+    ``affine_dice`` is None for a model without an affine head, and the MI losses are None unless the
+    registration was scored with ``similarity="mi"``."""
 
     ncc: torch.Tensor
     identity_ncc: torch.Tensor
     identity_dice: torch.Tensor | None = None
     affine_dice: torch.Tensor | None = None
     warped_dice: torch.Tensor | None = None
+    mi: torch.Tensor | None = None
+    identity_mi: torch.Tensor | None = None
 
     def summary(self) -> dict[str, float]:
         """Means over pairs, for logging (absent scores are left out)."""
@@ -174,11 +179,18 @@ def _mean_dice(warped_labels: torch.Tensor, fixed_labels: torch.Tensor, num_clas
 
 
 def score_registration(
-    pairs: HeldOutPairs, warped: torch.Tensor, ddf: torch.Tensor, affine: torch.Tensor | None = None
+    pairs: HeldOutPairs,
+    warped: torch.Tensor,
+    ddf: torch.Tensor,
+    affine: torch.Tensor | None = None,
+    similarity: str = "ncc",
 ) -> dict[str, torch.Tensor]:
     """Per-pair scores of one registration of ``pairs`` (on the device of ``warped``): the NCC loss of the
-    warped and of the unwarped moving image, and with labels the Dice for no warp, the affine part alone
-    (when ``affine`` is given) and the whole field ``ddf``. The :class:`PretextScores` fields."""
+    warped and of the unwarped moving image (with ``similarity="mi"`` their MI loss too), and with labels
+    the Dice for no warp, the affine part alone (when ``affine`` is given) and the whole field ``ddf``. The
+    :class:`PretextScores` fields."""
+    if similarity not in SIMILARITIES:
+        raise GVSLInputError(f"similarity: unknown {similarity!r}; valid: {list(SIMILARITIES)}")
     device = warped.device
     fixed, moving = pairs.fixed.to(device), pairs.moving.to(device)
     warped = warped.float()
@@ -186,6 +198,9 @@ def score_registration(
         "ncc": torch.stack([local_ncc_loss(w[None], f[None]) for w, f in zip(warped, fixed)]),
         "identity_ncc": torch.stack([local_ncc_loss(m[None], f[None]) for m, f in zip(moving, fixed)]),
     }
+    if similarity == "mi":
+        scores["mi"] = torch.stack([mutual_information_loss(w[None], f[None]) for w, f in zip(warped, fixed)])
+        scores["identity_mi"] = torch.stack([mutual_information_loss(m[None], f[None]) for m, f in zip(moving, fixed)])
     if pairs.labelled:
         fixed_labels = pairs.fixed_labels.to(device)
         moving_labels = pairs.moving_labels.to(device).float()
@@ -200,13 +215,15 @@ def score_registration(
 
 
 @torch.no_grad()
-def evaluate_pretext(model: GVSL, pairs: HeldOutPairs, batch_size: int = 4) -> PretextScores:
+def evaluate_pretext(model: GVSL, pairs: HeldOutPairs, batch_size: int = 4, similarity: str = "ncc") -> PretextScores:
     """Register every held-out pair with ``model`` (fixed = clean image A, moving = image B).
 
     Args:
         model: a GVSL with a Z-matching head (not a DDP wrapper).
         pairs: from :func:`heldout_pairs`.
         batch_size: pairs per forward pass.
+        similarity: the similarity the model trained with (``GVSLOptions.similarity``); the NCC loss is
+            scored either way, the MI loss as well under ``mi``.
 
     Raises:
         GVSLInputError: the model has no Z-matching head.
@@ -221,7 +238,7 @@ def evaluate_pretext(model: GVSL, pairs: HeldOutPairs, batch_size: int = 4) -> P
         for start in range(0, len(pairs), batch_size):
             chunk = pairs.subset(slice(start, start + batch_size))
             out = model(chunk.fixed.to(device), chunk.moving.to(device))
-            for name, value in score_registration(chunk, out.warped, out.ddf, out.affine).items():
+            for name, value in score_registration(chunk, out.warped, out.ddf, out.affine, similarity).items():
                 parts.setdefault(name, []).append(value.cpu())
     finally:
         model.train(was_training)

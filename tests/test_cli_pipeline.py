@@ -89,9 +89,21 @@ def test_pretrain_then_transfer_from_the_command_line(tmp_path, capsys):
     assert "SHC linear test mean_dice" in capsys.readouterr().out
 
 
+def test_pretrain_takes_the_similarity_as_an_option(tmp_path):
+    data = _segmentation_dataset(tmp_path / "SHC", "SHC")
+    argv = ["pretrain", "--data", str(data), "--out", str(tmp_path / "pre"), "--iterations", "2", "--crop"]
+    argv += ["16", "16", "16", "--channels", CHANNELS, "--device", "cpu", "--option", "similarity=mi"]
+    assert main(argv) == 0
+    assert (tmp_path / "pre" / "dvclive" / "plots" / "metrics" / "train" / "mi.tsv").exists()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
+        (
+            ["pretrain", "--data", "{data}", "--out", "{out}", "--option", "similarity=ssim"],
+            "similarity: unknown 'ssim'; valid: ['ncc', 'mi']",
+        ),
         (["pretrain", "--data", "{missing}", "--out", "{out}", "--iterations", "1"], "not found"),
         (["pretrain", "--data", "{data}", "--out", "{out}", "--channels", "8,16"], "expecting nine widths"),
         (

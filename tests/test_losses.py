@@ -1,8 +1,17 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gvsl.losses import GVSLLoss, local_ncc_loss, mse_loss, smoothness_loss
+from gvsl.geometry import warp
+from gvsl.losses import (
+    SIMILARITIES,
+    GVSLLoss,
+    local_ncc_loss,
+    mse_loss,
+    mutual_information_loss,
+    smoothness_loss,
+)
 from gvsl.nets import GVSL
 from tests.conftest import smooth_volume
 
@@ -106,3 +115,122 @@ def test_gvsl_loss_drops_on_a_tiny_pair():
     assert history[-1]["total"] < 0.7 * history[0]["total"]
     assert history[-1]["ncc"] < history[0]["ncc"]
     assert history[-1]["mse"] < history[0]["mse"]
+
+
+# ------------------------------------------------------------------------------------------ mutual information
+
+
+def unit(volume):
+    """``volume`` min-maxed to [0, 1], the range every window of the kit produces."""
+    return (volume - volume.min()) / (volume.max() - volume.min())
+
+
+def numpy_parzen_mi(a, b, bins=23, sigma_ratio=0.5):
+    """Mutual information (nats) of two intensity arrays from a Gaussian-Parzen joint histogram, in float64:
+    ``bins`` centres evenly over [0, 1], each voxel's weights normalised over the bins."""
+    centres = np.linspace(0.0, 1.0, bins)
+    sigma = sigma_ratio * (centres[1] - centres[0])
+
+    def weights(x):
+        x = np.clip(np.asarray(x, np.float64).ravel(), 0, 1)[:, None]
+        w = np.exp(-((x - centres) ** 2) / (2 * sigma**2))
+        return w / w.sum(axis=1, keepdims=True)
+
+    wa, wb = weights(a), weights(b)
+    joint = wa.T @ wb / len(wa)
+    product = np.outer(wa.mean(axis=0), wb.mean(axis=0))
+    inside = joint > 0
+    return float(np.sum(joint[inside] * np.log(joint[inside] / product[inside])))
+
+
+def levels_volume(levels, shape=(20, 20, 20), seed=0):
+    """A smooth volume quantised to ``levels`` (each region one intensity)."""
+    v = unit(smooth_volume(shape, seed=seed))
+    index = torch.clamp((v * len(levels)).long(), max=len(levels) - 1)
+    return torch.tensor(levels, dtype=torch.float32)[index]
+
+
+@pytest.mark.parametrize("case", ["smooth", "random", "batch of two"])
+def test_mutual_information_matches_a_numpy_parzen_histogram(case):
+    if case == "smooth":
+        a, b = unit(smooth_volume((16, 18, 14), seed=1)), unit(smooth_volume((16, 18, 14), seed=2))
+        b = 0.5 * a + 0.5 * b  # dependent, not a function of a
+    elif case == "random":
+        a = torch.rand(1, 1, 12, 12, 12)
+        b = torch.clamp(a**2 + 0.1 * torch.randn_like(a), 0, 1)
+    else:
+        a, b = unit(smooth_volume((12, 12, 12), seed=3, batch=2)), unit(smooth_volume((12, 12, 12), seed=4, batch=2))
+    # MONAI adds 1e-7 to the joint and to the product of the marginals inside the logarithm: about 1e-4 of the value
+    expected = np.mean([numpy_parzen_mi(x.numpy(), y.numpy()) for x, y in zip(a, b)])
+    assert expected > 0.05
+    assert mutual_information_loss(a, b).item() == pytest.approx(-expected, rel=2e-4)
+    assert mutual_information_loss(a, b, bins=12).item() == pytest.approx(
+        -np.mean([numpy_parzen_mi(x.numpy(), y.numpy(), bins=12) for x, y in zip(a, b)]), rel=2e-4
+    )
+
+
+def test_mutual_information_ignores_a_one_to_one_intensity_map_where_ncc_does_not():
+    # four regions at bin centres five bins apart and away from [0, 1]'s ends, so that every voxel's Parzen
+    # weights are a shifted copy of one kernel that no other level's reaches; a non-monotonic one-to-one map
+    # then only permutes the joint histogram's rows
+    centres = [k / 22 for k in (4, 9, 14, 19)]
+    x = levels_volume(centres)
+    remapped = levels_volume([centres[i] for i in (2, 0, 3, 1)])
+    self_mi = mutual_information_loss(x, x).item()
+    assert self_mi < -0.9
+    assert mutual_information_loss(remapped, x).item() == pytest.approx(self_mi, abs=1e-5)
+    assert mutual_information_loss(1 - x, x).item() == pytest.approx(self_mi, abs=1e-5)
+    # the local NCC of the same pair: perfect for the image itself, far from it once remapped
+    assert local_ncc_loss(x, x).item() < 1e-3 and local_ncc_loss(remapped, x).item() > 0.2
+    # and MI still sees misalignment and independence
+    assert mutual_information_loss(torch.roll(x, 3, dims=2), x).item() > self_mi + 0.2
+    assert mutual_information_loss(torch.rand_like(x), x).item() > -0.05
+
+
+def test_mutual_information_gradients_move_the_deformation_to_a_known_shift_under_another_contrast():
+    """The loss reaches a displacement through the warp: optimising one uniform displacement by MI finds the
+    shift that made the fixed image, although the fixed image's contrast is a non-linear, decreasing map of the
+    moving one's (1 − m²)."""
+    moving = unit(smooth_volume((24, 24, 24), seed=4))
+    true = torch.tensor([1.5, -1.0, 0.5])
+    fixed = 1 - warp(moving, true.view(1, 3, 1, 1, 1).expand(1, 3, 24, 24, 24).contiguous()) ** 2
+    shift = torch.zeros(3, requires_grad=True)
+    optimizer = torch.optim.Adam([shift], lr=0.1)
+    for _ in range(80):
+        loss = mutual_information_loss(warp(moving, shift.view(1, 3, 1, 1, 1).expand(1, 3, 24, 24, 24)), fixed)
+        optimizer.zero_grad()
+        loss.backward()
+        assert torch.isfinite(shift.grad).all() and shift.grad.abs().sum() > 0
+        optimizer.step()
+    torch.testing.assert_close(shift.detach(), true, atol=0.1, rtol=0)
+
+
+def test_mutual_information_errors():
+    a = torch.zeros(1, 1, 4, 4, 4)
+    with pytest.raises(ValueError, match="same shape"):
+        mutual_information_loss(a, torch.zeros(1, 1, 4, 4, 5))
+    with pytest.raises(ValueError, match="5-D"):
+        mutual_information_loss(torch.zeros(4, 4, 4), torch.zeros(4, 4, 4))
+    with pytest.raises(ValueError, match=r"similarity must be one of \['ncc', 'mi'\], got 'ssim'"):
+        GVSLLoss(similarity="ssim")
+
+
+def test_gvsl_loss_picks_its_similarity_and_ncc_stays_the_paper_sum():
+    torch.manual_seed(0)
+    model = GVSL(channels=(8, 16, 16, 16, 16, 16, 16, 8, 8), affine_channels=16, local_head_channels=8)
+    fixed = unit(smooth_volume((16, 16, 16), seed=3))
+    out = model(fixed, torch.roll(fixed, shifts=(2, 1, -1), dims=(2, 3, 4)))
+    assert SIMILARITIES == ("ncc", "mi")
+    ncc = GVSLLoss()(out, fixed)
+    assert list(ncc.parts) == ["ncc", "smooth", "mse"]
+    # the default is the loss as it was: the same terms, summed in the same order, bit for bit
+    by_hand = local_ncc_loss(out.warped, fixed) + smoothness_loss(out.flow) + mse_loss(out.restored, fixed)
+    assert torch.equal(ncc.total, by_hand)
+    assert torch.equal(GVSLLoss(similarity="ncc")(out, fixed).total, ncc.total)
+    mi = GVSLLoss(similarity="mi", ncc_weight=2.0)(out, fixed)
+    assert list(mi.parts) == ["mi", "smooth", "mse"]
+    assert torch.equal(mi["mi"], mutual_information_loss(out.warped, fixed))
+    assert torch.equal(mi.total, 2.0 * mi["mi"] + mi["smooth"] + mi["mse"])
+    mi.total.backward()
+    assert model.deformable_head is not None
+    assert all(p.grad is not None for p in model.deformable_head.parameters())

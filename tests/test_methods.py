@@ -312,12 +312,35 @@ def test_inpainting_loss_only_counts_the_masked_voxels():
         ("models_genesis", {"paint_prob": 1.5}, "paint_prob must be a probability"),
         ("inpainting", {"mask_fraction": 1.0}, "mask_fraction must be in \\(0, 1\\)"),
         ("gvsl", {"spatial": {"shear": 2.0}}, "shear must be < π/2"),
+        (
+            "gvsl",
+            {"similarity": "ssim"},
+            r"^pretrain.options.gvsl: similarity: unknown 'ssim'; valid: \['ncc', 'mi'\]",
+        ),
+        ("no_fundament", {"similarity": "NCC"}, r"similarity: unknown 'NCC'; valid: \['ncc', 'mi'\]$"),
         ("simsiam", "fast", "must be a mapping of settings"),
     ],
 )
 def test_bad_options_name_the_setting(key, options, message):
     with pytest.raises(GVSLInputError, match=message):
         build_method(key, options)
+
+
+def test_the_similarity_option_round_trips_and_reaches_the_loss():
+    assert build_method("gvsl").options.similarity == "ncc"
+    assert build_method("gvsl").criterion.similarity == "ncc"
+    method = build_method("no_affine", {"similarity": "mi"})
+    assert (method.options.similarity, method.criterion.similarity) == ("mi", "mi")
+    again = build_method("no_affine", method.options_dict())
+    assert again.options == method.options and again.options_dict()["similarity"] == "mi"
+    run = config("gvsl", options={**OPTIONS["gvsl"], "similarity": "mi"})
+    assert PretrainConfig.from_dict(run.to_dict()).build_method().options.similarity == "mi"
+    # what it trains on: the MI term replaces the NCC term
+    crops = method.sample(VolumeBank(volumes()), 2, CROP, torch.Generator().manual_seed(0))
+    net_inputs, targets = method.inputs(crops, torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    terms = method.loss(method.build(1, CHANNELS)(**net_inputs), targets)
+    assert list(terms.parts) == ["mi", "smooth", "mse"] and float(terms["mi"].detach()) < 0
 
 
 def test_bad_run_settings_for_a_method_are_refused():

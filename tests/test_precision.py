@@ -13,7 +13,7 @@ from monai.networks.layers import separable_filtering
 
 from gvsl.errors import GVSLInputError
 from gvsl.geometry import affine_from_parameters, affine_to_ddf, compose_affine_ddf, warp, warp_affine
-from gvsl.losses import local_ncc_loss, mse_loss, smoothness_loss
+from gvsl.losses import local_ncc_loss, mse_loss, mutual_information_loss, smoothness_loss
 from gvsl.methods import PRETRAIN_METHODS
 from gvsl.nets import GVSL
 from gvsl.nets.unet import ConvBlock
@@ -99,6 +99,27 @@ def test_ncc_smoothness_and_mse_under_bf16_autocast_equal_fp32():
     # half-precision inputs (what the network outputs under autocast) are computed on in fp32
     assert_same(from_bf16[0], smoothness_loss(flow.bfloat16().float()))
     assert_same(from_bf16[1], local_ncc_loss(moving.bfloat16().float(), fixed))
+
+
+def test_mutual_information_under_bf16_autocast_is_computed_in_fp32():
+    def unit(v):
+        return (v - v.min()) / (v.max() - v.min())
+
+    fixed, moving = (
+        unit(smooth_volume((20, 20, 20), seed=1, batch=2)),
+        unit(smooth_volume((20, 20, 20), seed=2, batch=2)),
+    )
+    moving = 0.6 * fixed + 0.4 * moving
+    expected = mutual_information_loss(moving, fixed)
+    weights = torch.rand(2, 23, 500)
+    with bf16():
+        # not vacuous: the joint histogram is a batched matrix product, which autocast runs in bf16
+        assert torch.bmm(weights, weights.transpose(1, 2)).dtype == torch.bfloat16
+        value = mutual_information_loss(moving, fixed)
+        from_bf16 = mutual_information_loss(moving.bfloat16(), fixed)
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    assert_same(value, expected)
+    assert_same(from_bf16, mutual_information_loss(moving.bfloat16().float(), fixed))
 
 
 # ------------------------------------------------------------------------------------------ geometry

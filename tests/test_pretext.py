@@ -91,6 +91,25 @@ def test_a_field_that_undoes_the_offset_registers_perfectly():
     assert scores.affine_dice is None and "affine_dice" not in scores.summary()
 
 
+def test_a_model_trained_with_mutual_information_is_scored_by_both_similarities():
+    from gvsl.losses import mutual_information_loss
+
+    fixed, moving = case("fixed", (8, 8, 8)), case("moving", (8, 10, 8))
+    pairs = heldout_pairs([fixed, moving], SHAPE).subset(slice(0, 1))
+    ncc_only, both = (
+        evaluate_pretext(Shift((0.0, 2.0, 0.0)), pairs),
+        evaluate_pretext(Shift((0.0, 2.0, 0.0)), pairs, similarity="mi"),
+    )
+    # the NCC and the Dice are what they are under "ncc": the yardstick every run shares
+    for name, value in ncc_only.summary().items():
+        assert both.summary()[name] == value
+    assert set(both.summary()) - set(ncc_only.summary()) == {"mi", "identity_mi"}
+    assert float(both.identity_mi) == pytest.approx(float(mutual_information_loss(pairs.moving, pairs.fixed)))
+    assert float(both.mi) < float(both.identity_mi)  # registered: more information shared
+    with pytest.raises(GVSLInputError, match=r"similarity: unknown 'ssim'; valid: \['ncc', 'mi'\]"):
+        evaluate_pretext(Shift((0.0, 2.0, 0.0)), pairs, similarity="ssim")
+
+
 def test_evaluation_leaves_the_model_and_random_state_alone():
     model = GVSL(channels=(8,) * 9, affine_channels=8, local_head_channels=8)
     pairs = heldout_pairs([case("a", (7, 8, 8)), case("b", (9, 8, 9))], SHAPE)

@@ -66,6 +66,8 @@ class HeldoutEvaluation:
         self.live, self.method, self.model, self.heldout, self.precision = live, method, model, heldout, precision
         self.batch_size, self.device, self.pretext_path = batch_size, device, pretext_path
         self.registers = method.registers
+        # the registration's own similarity is scored beside the NCC (GVSL's option; other methods have none)
+        self.similarity = getattr(method.options, "similarity", "ncc")
         self.crops = method.heldout_crops(heldout)
         self.first = _read_pretext(pretext_path, heldout) if resumed and self.registers else None
         has_affine = self.registers and bool(getattr(getattr(model, "config", None), "affine", False))
@@ -78,7 +80,7 @@ class HeldoutEvaluation:
             self.live, self.method, self.model, self.crops, self.batch_size, self.device, done, self.precision
         )
         if self.registers:
-            scores = _log_heldout(self.live, self.model, self.heldout, done)
+            scores = _log_heldout(self.live, self.model, self.heldout, done, self.similarity)
             if self.known is not None:
                 scores["misalignment"] = _log_misalignment(self.live, self.model, *self.known)
             if done == 0:
@@ -115,9 +117,11 @@ def _log_heldout_loss(
         live.log_metric(f"{HELDOUT_LOSS_LOG}/{term}", value / len(crops))
 
 
-def _log_heldout(live: Any, model: torch.nn.Module, heldout: HeldOutPairs, done: int) -> dict[str, Any]:
+def _log_heldout(
+    live: Any, model: torch.nn.Module, heldout: HeldOutPairs, done: int, similarity: str = "ncc"
+) -> dict[str, Any]:
     """Register the held-out pairs after ``done`` iterations and log the means under ``heldout/``."""
-    scores = evaluate_pretext(model, heldout)
+    scores = evaluate_pretext(model, heldout, similarity=similarity)
     means = scores.summary()
     live.step = done
     for name, value in means.items():
