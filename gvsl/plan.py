@@ -419,8 +419,8 @@ def make_plan(settings: Any, devices: int, kind: str, table: Mapping[str, Any] |
         pretrain.note = f"+ {len(seeds)} scratch initialisation(s), no training"
 
     transfer = StageEstimate("transfer")
-    shapes = {task: _prepared_shape(settings.prepare.tasks[task], task) for task in tasks}
-    splits = {task: _split_counts(settings.prepare.tasks[task], task) for task in tasks}
+    shapes = {task: _prepared_shape(settings.prepare.request(task), task) for task in tasks}
+    splits = {task: _split_counts(settings.prepare.request(task), task) for task in tasks}
     for task in tasks:
         for protocol in PROTOCOLS:
             runs = settings.transfer.protocol(protocol)
@@ -528,14 +528,14 @@ def _transfer_run(
     return seconds, memory / _GIB
 
 
-def _prepared_shape(spec: Mapping[str, Any], task: str) -> tuple[int, int, int]:
+def _prepared_shape(request: Any, task: str) -> tuple[int, int, int]:
     """The prepared volume shape of ``task`` from ``prepare.tasks.<task>``: its ROI (``roi_mm`` or the source's
     default box) at its spacing (or the source's default), as :mod:`gvsl.data.sources` builds it. Real
     datasets' cases vary; this is the box the kit crops them to."""
     from gvsl.data.preprocess import roi_shape
     from gvsl.data.sources.conventions import PAPER_SPACING, ROI_MM
 
-    source = spec["source"]
+    source = request.source
     kinds = {
         "phantom-ct": ({"CCC": "phantom-lung", "SAC": "phantom-coronary"}.get(task, "phantom-heart"), (5.0,) * 3),
         "mni-brain": ("phantom-brain", (4.0,) * 3),
@@ -550,21 +550,19 @@ def _prepared_shape(spec: Mapping[str, Any], task: str) -> tuple[int, int, int]:
             f"shape for it; known: {sorted(kinds)}"
         )
     roi_kind, spacing = kinds[source]
-    spacing = spec.get("spacing") or spacing
-    roi = spec.get("roi_mm") or ROI_MM[roi_kind]
-    return roi_shape(roi, spacing)
+    return roi_shape(request.roi_mm or ROI_MM[roi_kind], request.target_spacing(spacing))
 
 
-def _split_counts(spec: Mapping[str, Any], task: str) -> tuple[int, int, int]:
+def _split_counts(request: Any, task: str) -> tuple[int, int, int]:
     from gvsl.data.sources import PAPER_SPLITS, PHANTOM_COUNTS, scale_counts
 
-    counts = PHANTOM_COUNTS[task] if spec["source"] in ("phantom-ct", "mni-brain") else PAPER_SPLITS[task]
-    if spec.get("subjects"):
+    counts = PHANTOM_COUNTS[task] if request.source in ("phantom-ct", "mni-brain") else PAPER_SPLITS[task]
+    if request.subjects:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            counts = scale_counts(counts, int(spec["subjects"]), what=task)
+            counts = scale_counts(counts, request.subjects, what=task)
     return tuple(int(c) for c in counts)
 
 

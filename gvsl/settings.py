@@ -152,26 +152,28 @@ def _field_specs(cls: type) -> tuple[tuple[str, Any, tuple[Any, ...]], ...]:
     return tuple(specs)
 
 
-def _type_words(hint: Any) -> str:
+_SINGULAR = {int: "an integer", float: "a number", bool: "true or false", str: "text", Path: "a path"}
+_PLURAL = {int: "integers", float: "numbers", bool: "true/false values", str: "texts", Path: "paths"}
+
+
+def _type_words(hint: Any, plural: bool = False) -> str:
     origin = typing.get_origin(hint)
     if origin is Annotated:
-        return _type_words(hint.__origin__)
+        return _type_words(hint.__origin__, plural)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_words(arg) for arg in typing.get_args(hint))
+        return " or ".join(_type_words(arg, plural) for arg in typing.get_args(hint))
     if origin is tuple:
         args = typing.get_args(hint)
         if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_type_words(args[0])}"
-        return f"a list of {len(args)} {_type_words(args[0])}"
+            return f"a list of {_type_words(args[0], plural=True)}"
+        return f"a list of {len(args)} {_type_words(args[0], plural=True)}"
     if origin in (dict, Mapping) or hint is dict:
         return "a mapping"
     if origin is list:
         return "a list"
     if hint is type(None):
         return "null"
-    return {int: "integers", float: "numbers", bool: "true/false", str: "text", Path: "a path"}.get(
-        hint, getattr(hint, "__name__", str(hint))
-    )
+    return (_PLURAL if plural else _SINGULAR).get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _convert(value: Any, hint: Any, name: str) -> Any:
@@ -205,16 +207,18 @@ def _convert(value: Any, hint: Any, name: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise GVSLInputError(f"{name} must be {_type_words(hint)}, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(item, args[0], name) for item in value)
-        if len(value) != len(args):
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(value) != len(items):
             raise GVSLInputError(f"{name} must be {_type_words(hint)}, got {value!r}")
-        return tuple(_convert(item, arg, name) for item, arg in zip(value, args))
+        try:
+            return tuple(_convert(item, arg, name) for item, arg in zip(value, items))
+        except GVSLInputError:  # an item of the wrong type: the message shows the whole list
+            raise GVSLInputError(f"{name} must be {_type_words(hint)}, got {value!r}") from None
     if origin in (dict, Mapping) or hint is dict:
         if not isinstance(value, Mapping):
             raise GVSLInputError(f"{name} must be a mapping, got {value!r}")
         key_type, value_type = args or (Any, Any)
-        return {_convert(k, key_type, name): _convert(v, value_type, f"{name}.{k}") for k, v in value.items()}
+        return {_convert(k, key_type, f"{name} keys"): _convert(v, value_type, f"{name}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise GVSLInputError(f"{name} must be a list, got {value!r}")
@@ -339,22 +343,27 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
+def add_flags(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = (), prefix: str = "") -> None:
     """One flag per field of the settings dataclass ``cls`` (but ``skip``): ``--crop-jitter`` for
-    ``crop_jitter``, typed and with its valid names as the field declares them, its help from the class's
-    docstring and its default from the field. An absent flag leaves the field's default to the class."""
+    ``crop_jitter`` (``--<prefix>-crop-jitter`` with a ``prefix``), typed and with its valid names as the field
+    declares them, its help from the class's docstring and its default from the field; a field without a
+    default is a required flag. An absent flag leaves the field's default to the class."""
     docs = field_docs(cls)
     defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
     for name, hint, checks in _field_specs(cls):
         if name in skip:
             continue
-        flag, kwargs = "--" + name.replace("_", "-"), _flag_kwargs(hint, checks)
+        dest = f"{prefix}_{name}" if prefix else name
+        flag, kwargs = "--" + dest.replace("_", "-"), _flag_kwargs(hint, checks)
         shown = defaults.get(name, dataclasses.MISSING)
         help_text = _plain(docs.get(name, "")).replace("%", "%%")
         if shown is not dataclasses.MISSING and shown is not None:
             shown = " ".join(map(str, shown)) if isinstance(shown, tuple) else shown
             help_text = f"{help_text} (default: {shown})".strip()
-        parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=help_text, **kwargs)
+        required = shown is dataclasses.MISSING and not any(
+            f.name == name and f.default_factory is not dataclasses.MISSING for f in dataclasses.fields(cls)
+        )
+        parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=help_text, required=required, **kwargs)
 
 
 def _plain(text: str) -> str:
@@ -372,13 +381,25 @@ def _flag_kwargs(hint: Any, checks: tuple[Any, ...]) -> dict[str, Any]:
     if hint is bool:
         return {"action": argparse.BooleanOptionalAction}
     if origin is tuple and args and args[-1] is not Ellipsis:
-        return {"type": args[0], "nargs": len(args), "metavar": ("D", "H", "W")[: len(args)] or None}
+        return {"type": args[0], "nargs": len(args), **({"metavar": ("D", "H", "W")} if len(args) == 3 else {})}
     if origin is tuple:
         # "8,16,32" or "8 16 32": widths are written both ways
         return {"type": _number_list(args[0]), "nargs": "+", "action": _Flatten}
     if hint in (int, float, str, Path):
-        return {"type": hint, **({"choices": choices} if choices else {})}
-    raise TypeError(f"no command-line flag for a field of type {hint}")
+        # the valid names in the usage, but checked by the settings: a bad one is then the one-line error
+        # of every other bad value, not argparse's usage text
+        return {"type": hint, **({"metavar": "{" + ",".join(map(str, choices)) + "}"} if choices else {})}
+    # anything else (a mapping, a union of kinds) is given as YAML, as params.yaml would hold it
+    return {"type": _yaml_value, "metavar": "YAML"}
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"not a YAML value: {text!r}") from None
 
 
 def _number_list(kind: type):
@@ -397,9 +418,12 @@ class _Flatten(argparse.Action):
         setattr(namespace, self.dest, [item for group in values for item in group])
 
 
-def from_flags(cls: type[T], args: argparse.Namespace, **fixed: Any) -> T:
+def from_flags(cls: type[T], args: argparse.Namespace, prefix: str = "", **fixed: Any) -> T:
     """The settings of ``cls`` that :func:`add_flags` parsed into ``args`` (absent flags: the defaults),
     with ``fixed`` values set by the command."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    given = {name: value for name, value in vars(args).items() if name in names}
-    return _build(cls, {**given, **fixed})
+    names = {(f"{prefix}_{f.name}" if prefix else f.name): f.name for f in dataclasses.fields(cls)}
+    given = {names[dest]: value for dest, value in vars(args).items() if dest in names}
+    try:
+        return _build(cls, {**given, **fixed})
+    except GVSLInputError as err:
+        raise GVSLInputError(_within(prefix, cls, str(err)) if prefix else str(err)) from None

@@ -32,17 +32,20 @@ def test_the_paper_profile_is_the_defaults_and_the_default_profile_names_only_it
     paper = pipeline.load_settings(PROFILES["paper"]).to_mapping()
     assert paper == defaults  # the kit's defaults are the paper's; the paper profile is the empty overlay
     overlay = load(PROFILES["default"])
-    # every group that dvc.yaml tracks is in params.yaml (DVC refuses a stage whose params are missing)
-    tracked = {
-        key for stage in load(ROOT / "dvc.yaml")["stages"].values() for key in stage.get("do", stage).get("params", [])
-    }
-    assert tracked <= set(overlay)
-    # and it names no setting at its default, but in the per-task crop tables, which read as wholes
+    written = set(leaves(overlay)) | {".".join(p.split(".")[:n]) for p in leaves(overlay) for n in (1, 2, 3)}
+    # every key a dvc.yaml stage tracks is written in params.yaml (DVC reads the file as it is, and refuses a
+    # stage whose params are missing), for every task of its foreach
+    for stage in load(ROOT / "dvc.yaml")["stages"].values():
+        for key in stage.get("do", stage).get("params", []):
+            for task in overlay["prepare"]["tasks"] if "${key}" in key else [None]:
+                assert key.replace("${key}", str(task)) in written, key
+    # and it names no other setting at its default: but what DVC reads as written (its foreach lists, the
+    # per-task params) and the per-task crop tables, which read as wholes
+    read_by_dvc = ("profile", "pipeline.methods", "prepare.seed", "prepare.tasks.")
     redundant = [
         path
         for path, value in leaves(overlay).items()
-        if leaves(defaults).get(path, ...) == value
-        and not path.startswith(("transfer.linear.crop", "transfer.finetune.crop"))
+        if leaves(defaults).get(path, ...) == value and ".crop." not in path and not path.startswith(read_by_dvc)
     ]
     assert redundant == []
     assert pipeline.load_settings(PROFILES["default"]).profile == "default"

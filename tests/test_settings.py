@@ -66,17 +66,19 @@ def test_a_group_converts_yaml_values_to_its_types():
     [
         ({"rate": 0.0}, "x: rate must be in (0, 1], got 0.0"),
         ({"rate": math.nan}, "x: rate must be in (0, 1], got nan"),
-        ({"rate": "fast"}, "x: rate must be numbers, got 'fast'"),
-        ({"rate": True}, "x: rate must be numbers, got True"),
+        ({"rate": "fast"}, "x: rate must be a number, got 'fast'"),
+        ({"rate": True}, "x: rate must be a number, got True"),
         ({"mode": "c"}, "x: mode: unknown 'c'; valid: ['a', 'b']"),
         ({"crop": [4, 4]}, "x: crop must be a list of 3 integers, got [4, 4]"),
         ({"crop": [4, 0, 4]}, "x: crop must be an integer >= 1, got 0"),
-        ({"crop": [4, 2.5, 4]}, "x: crop must be integers, got 2.5"),
+        ({"crop": [4, 2.5, 4]}, "x: crop must be a list of 3 integers, got [4, 2.5, 4]"),
+        ({"widths": "wide"}, "x: widths must be a list of integers, got 'wide'"),
+        ({"caps": {1: 3}}, "x: caps must be an integer or a mapping, got {1: 3}"),
         ({"inner": {"size": 1}}, "x: inner.size must be an integer >= 2, got 1"),
         ({"inner": {"sise": 3}}, "x: inner: unknown settings ['sise']; valid: ['size']"),
         ({"inner": 3}, "x: inner must be a mapping of settings, got 3"),
         ({"caps": {"SHC": 0}}, "x: caps.SHC must be an integer >= 1, got 0"),
-        ({"flag": "yes"}, "x: flag must be true/false, got 'yes'"),
+        ({"flag": "yes"}, "x: flag must be true or false, got 'yes'"),
         (
             {"speed": 1},
             "x: unknown settings ['speed']; valid: ['caps', 'crop', 'flag', 'inner', 'mode', 'rate', 'widths']",
@@ -111,14 +113,31 @@ def test_flags_are_generated_from_the_fields_with_their_docs_types_and_defaults(
     add_flags(parser, Outer, skip=("inner", "caps"))
     help_text = parser.format_help()
     assert "a rate in (0, 1]; two lines of text (default: 0.5)" in " ".join(help_text.split())
-    assert "{a,b}" in help_text and "--crop D H W" in help_text and "--no-flag" in help_text
+    assert "--mode {a,b}" in help_text and "--crop D H W" in help_text and "--no-flag" in help_text
     args = parser.parse_args(["--rate", "0.25", "--crop", "1", "2", "3", "--widths", "4,5", "6", "--flag"])
     assert from_flags(Outer, args) == Outer(rate=0.25, crop=(1, 2, 3), widths=(4, 5, 6), flag=True)
     assert from_flags(Outer, parser.parse_args([])) == Outer()  # absent flags keep the class's defaults
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--mode", "c"])
-    with pytest.raises(GVSLInputError, match=r"^widths must be integers, got 'x'$"):
+    # a bad name is the settings' one-line error, as any other bad value
+    with pytest.raises(GVSLInputError, match=r"^mode: unknown 'c'; valid: \['a', 'b'\]$"):
+        from_flags(Outer, parser.parse_args(["--mode", "c"]))
+    with pytest.raises(GVSLInputError, match=r"^widths must be a list of integers, got \['x', 'y'\]$"):
         from_flags(Outer, parser.parse_args(["--widths", "x,y"]))
+
+
+def test_fields_without_a_flag_type_are_given_as_yaml_and_fields_without_a_default_are_required():
+    parser = argparse.ArgumentParser()
+    add_flags(parser, Outer, skip=("crop", "widths"), prefix="run")
+    args = parser.parse_args(["--run-caps", "{SHC: 3}", "--run-inner", "{size: 5}"])
+    assert from_flags(Outer, args, prefix="run") == Outer(caps={"SHC": 3}, inner=Inner(size=5))
+
+    @dataclass(kw_only=True)
+    class Needs(Checked):
+        name: str
+
+    required = argparse.ArgumentParser()
+    add_flags(required, Needs)
+    with pytest.raises(SystemExit):
+        required.parse_args([])
     assert field_docs(Outer)["mode"] == "``a`` or ``b``."
 
 

@@ -69,10 +69,7 @@ class ViewAugmentation:
     """
 
     def __init__(self, spatial: dict | None = None, intensity_prob: float = 0.8, noise_std: float = 0.05):
-        if not 0.0 <= intensity_prob <= 1.0:
-            raise ValueError(f"intensity_prob must be a probability in [0, 1], got {intensity_prob}")
-        if not noise_std >= 0.0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        # intensity_prob and noise_std are checked where they are set (gvsl.methods.siamese.ViewOptions)
         self.spatial = RandSpatialTransform(**(spatial or {}))
         self.intensity_prob = intensity_prob
         self.noise_std = noise_std

@@ -3,6 +3,7 @@ encoder pass over both views."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -11,7 +12,7 @@ import torch
 
 from gvsl.methods.augment import ViewAugmentation
 from gvsl.methods.base import Crops, PretrainMethod
-from gvsl.methods.options import Bounds, MethodOptions
+from gvsl.methods.options import Bounds, MethodOptions, Probability
 from gvsl.methods.pretext_heads import layout
 from gvsl.nets.unet import UNet3D
 
@@ -30,14 +31,14 @@ class ViewOptions(MethodOptions):
     """
 
     view_shift: Annotated[float, Bounds(0.0, 1.0, words="a fraction in [0, 1] of the crop")] = 0.25
-    intensity_prob: float = 0.8
-    noise_std: float = 0.05
+    intensity_prob: Probability = 0.8
+    noise_std: Annotated[float, Bounds(0.0, math.inf, open_high=True, words="a number >= 0")] = 0.05
     spatial: dict[str, Any] = field(default_factory=dict)
     projection_dim: Annotated[int, Bounds(2, integer=True)] = 128
 
     def __post_init__(self):
         super().__post_init__()
-        ViewAugmentation(self.spatial, self.intensity_prob, self.noise_std)
+        ViewAugmentation(self.spatial, self.intensity_prob, self.noise_std)  # checks the spatial ranges
 
 
 def encode_views(backbone: UNet3D, view_1: torch.Tensor, view_2: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from gvsl.methods import PRETRAIN_METHODS, SCRATCH, build_method
 from gvsl.nets import PAPER_CHANNELS
 from gvsl.nets.unet import check_channels
 from gvsl.pretrain.config import NonNegative, PretrainConfig, PretrainSchedule
+from gvsl.pretrain.heldout import HeldoutSettings
 from gvsl.settings import Bounds, Checked, OneOf, from_mapping, merge, to_mapping
 from gvsl.table1 import METHODS, PROTOCOLS, TASKS
 from gvsl.transfer.config import STEPS, TransferSchedule
@@ -105,14 +106,15 @@ class PrepareSettings(Checked):
         seed: base seed of generated subjects and of splits.
         tasks: one prepared dataset per task (``pretrain`` and Table 1's), each the settings of a
             :class:`gvsl.data.sources.PrepareRequest`: a ``source`` and its options (real sources read a
-            ``root`` under ``data/``). The paper's datasets by default.
+            ``root`` under ``data/``). The paper's datasets by default; an overlay's ``null`` removes a task.
     """
 
     seed: NonNegative = 0
-    tasks: dict[str, dict[str, Any]] = field(default_factory=_paper_datasets)
+    tasks: dict[str, dict[str, Any] | None] = field(default_factory=_paper_datasets)
 
     def __post_init__(self):
         super().__post_init__()
+        self.tasks = {task: spec for task, spec in self.tasks.items() if spec is not None}
         for task in self.tasks:
             self.request(task)  # every task's settings are checked when the settings are read
 
@@ -162,21 +164,6 @@ class Workers(Checked):
         super().__post_init__()
         if isinstance(self.devices, str) and self.devices != "auto":
             raise GVSLInputError(f"devices must be auto or a list of devices, got {self.devices!r}")
-
-
-@dataclass(kw_only=True)
-class HeldoutSettings(Checked):
-    """Held-out pairs registered during pre-training: subjects of a prepared task's split, never trained on.
-
-    Args:
-        task: the prepared task (the paper's MM-WHS validation subjects: SHC).
-        split: ``train`` or ``val`` (``test`` is Table 1's).
-        pairs: ordered pairs of different subjects.
-    """
-
-    task: str = "SHC"
-    split: Annotated[str, OneOf(("train", "val"))] = "val"
-    pairs: Annotated[int, STEPS] = 20
 
 
 @dataclass(kw_only=True)
@@ -234,13 +221,14 @@ class ProtocolSettings(TransferSchedule):
     Args:
         seeds: transfer runs per pre-training seed; each gets its own transfer seed
             (:func:`gvsl.pipeline.stage_transfer.transfer_seed`).
-        crop: each task's training crop, or null for whole prepared volumes (a linear probe then reuses
-            its frozen features); the paper's 96³ (SHC, SAC), 128³ (CCC) and the whole CANDI crop (SBM).
+        crop: each task's training crop, also its sliding window at inference, or null for whole prepared
+            volumes (a linear probe then reuses its frozen features): the paper's random 96³ crops and 96³
+            windows (SHC, SAC), the centre 128³ of the lung box (CCC) and the whole 160×160×128 CANDI crop (SBM).
         iterations: the cap, one for every task or one per task.
     """
 
     seeds: Seeds = (0, 1, 2)
-    crop: dict[str, tuple[int, int, int] | None] = field(
+    crop: Annotated[dict[str, tuple[int, int, int] | None], Bounds(1, integer=True)] = field(
         default_factory=lambda: {"SHC": (96, 96, 96), "SAC": (96, 96, 96), "CCC": (128, 128, 128), "SBM": None}
     )
     iterations: Annotated[int | dict[str, int], STEPS] = 40_000
@@ -249,7 +237,6 @@ class ProtocolSettings(TransferSchedule):
     def __post_init__(self):
         super().__post_init__()
         _distinct("seeds", self.seeds)
-        Bounds(1, integer=True).check("crop", self.crop)
 
     def cap(self, task: str) -> int:
         """The iteration cap of ``task``."""
@@ -273,6 +260,11 @@ class ProtocolSettings(TransferSchedule):
 @dataclass(kw_only=True)
 class TransferSettings(Workers):
     """The transfer stages.
+
+    The linear protocol's plateau rule goes without the rise (a probe can peak at its first validation: the
+    default profile's CCC probes whose best validation was the first ran to their 3000-iteration cap with it),
+    and both protocols weight the cross-entropy by the inverse class frequency (without it a probe on the
+    default's small cohorts predicts background only).
 
     Args:
         linear: the frozen-backbone protocol.
@@ -362,6 +354,12 @@ class Settings(Checked):
 
         super().__post_init__()
         self.executor = executor_settings(self.executor)
+        heldout = [self.pretrain.heldout.task] if self.pretrain.heldout is not None else []
+        missing = [
+            t for t in dict.fromkeys(["pretrain", *self.pipeline.tasks, *heldout]) if t not in self.prepare.tasks
+        ]
+        if missing:
+            raise GVSLInputError(f"prepare.tasks: no settings for {missing}, which the pipeline reads")
 
     def to_mapping(self) -> dict[str, Any]:
         """Every setting as plain YAML data (what :func:`compose` reads back to the same settings)."""

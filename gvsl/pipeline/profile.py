@@ -14,6 +14,7 @@ finished runs are kept and interrupted ones resume. The rehearsal of the paper p
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -28,7 +29,16 @@ import yaml
 from gvsl.errors import GVSLInputError
 from gvsl.pipeline.config import Settings, load_settings
 
-__all__ = ["README_DATA_COMMANDS", "claimed_folder", "copy_project", "fresh_folder", "run_command", "run_in_copy"]
+__all__ = [
+    "MARKER",
+    "README_DATA_COMMANDS",
+    "claimed_folder",
+    "copy_project",
+    "fresh_folder",
+    "run_command",
+    "run_in_copy",
+    "update_mark",
+]
 
 #: what the README tells a user of real data to run to point data/ at their datasets ({data}: that folder)
 README_DATA_COMMANDS = (
@@ -36,8 +46,10 @@ README_DATA_COMMANDS = (
     ("dvc", "import-url", "--force", "{data}", "data"),
     ("dvc", "unfreeze", "data.dvc"),
 )
-#: marks a folder this module made, which a later run may replace
+#: marks a folder this module made: the kind of run, its status, and the data folder its copy imported
 MARKER = "gvsl-profile-run.json"
+#: the marks of the same folders before this module: file name -> kind
+_EARLIER_MARKERS = {"gvsl-rehearsal.json": "rehearsal"}
 
 
 def _project_files(source: Path) -> list[str]:
@@ -57,6 +69,11 @@ def _project_files(source: Path) -> list[str]:
     )
 
 
+def _tracked_files(folder: Path) -> list[str]:
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=folder, check=True, capture_output=True, text=True).stdout
+    return [name for name in listed.split("\0") if name]
+
+
 def copy_project(
     source: Path, dest: Path, settings: Settings | Mapping[str, Any] | None = None, keep: Sequence[str] = ()
 ) -> Path:
@@ -66,7 +83,12 @@ def copy_project(
     Into an earlier copy, the files ``keep`` names stay as they are there. Committed, because DVCLive refuses
     a repository without commits, as a fresh clone never is.
     """
-    for name in _project_files(source):
+    listed = _project_files(source)
+    if (dest / ".git").is_dir():  # an earlier copy: what the project no longer holds goes
+        for name in set(_tracked_files(dest)) - set(listed) - set(keep) - {"params.yaml"}:
+            if not name.startswith("results/"):
+                (dest / name).unlink(missing_ok=True)
+    for name in listed:
         if name not in keep:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / name, dest / name)
@@ -98,40 +120,70 @@ def run_command(command: Sequence[str], cwd: Path) -> None:
         raise GVSLInputError(f"`{' '.join(command)}` failed with exit status {returncode} (in {cwd})")
 
 
-def fresh_folder(dest: Path) -> Path:
-    """``dest``, emptied if an earlier run of this module made it; refused if it holds anything else."""
-    dest = claimed_folder(dest)
-    shutil.rmtree(dest)
-    return claimed_folder(dest)
+def _mark(dest: Path) -> dict[str, Any] | None:
+    """What the mark of ``dest`` says (None: no mark, not a folder of this module's)."""
+    if (dest / MARKER).is_file():
+        try:
+            return dict(json.loads((dest / MARKER).read_text()))
+        except ValueError:
+            return {"kind": "unreadable"}
+    for name, kind in _EARLIER_MARKERS.items():
+        if (dest / name).is_file():
+            return {"kind": kind}
+    return None
 
 
-def claimed_folder(dest: Path) -> Path:
-    """``dest``, made and marked as this module's if new; refused if it exists without the mark."""
+def update_mark(dest: Path, **fields: Any) -> None:
+    """Add ``fields`` to the mark of ``dest``."""
+    (dest / MARKER).write_text(json.dumps({**(_mark(dest) or {}), **fields}, indent=2) + "\n")
+
+
+def claimed_folder(dest: Path, kind: str) -> Path:
+    """``dest``, made and marked as a ``kind`` run of this module's (``profile`` or ``rehearsal``) if new;
+    refused if it exists without the mark, or with another kind's."""
     dest = Path(dest).resolve()
-    if dest.exists() and not (dest / MARKER).is_file():
+    mark = _mark(dest)
+    if dest.exists() and mark is None:
         raise GVSLInputError(f"{dest}: exists and was not made by an earlier profile run; choose another --dest")
+    if mark is not None and mark.get("kind") != kind:
+        raise GVSLInputError(f"{dest}: holds a {mark.get('kind')} run, not a {kind} one; choose another --dest")
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / MARKER).write_text('{"status": "running"}\n')
+    update_mark(dest, kind=kind, status="running")
     return dest
 
 
-#: what an earlier copy keeps when it is refreshed: its data import and DVC's record of what it ran
-KEPT_IN_A_COPY = ("data.dvc", "dvc.lock")
+def fresh_folder(dest: Path, kind: str) -> Path:
+    """``dest``, emptied if an earlier ``kind`` run of this module made it; refused otherwise."""
+    dest = claimed_folder(dest, kind)
+    shutil.rmtree(dest)
+    return claimed_folder(dest, kind)
+
+
+#: what an earlier copy keeps when it is refreshed: its data import, its DVC configuration and DVC's record of
+#: what it ran (and its build/ and results/, which the project does not list)
+KEPT_IN_A_COPY = ("data.dvc", "dvc.lock", ".dvc/config")
 
 
 def run_in_copy(source: Path, dest: Path, settings: Settings, data: Path) -> Path:
     """Copy the project at ``source`` into ``dest/project`` with ``settings``, point its ``data/`` at ``data``
-    and run ``dvc repro`` there; returns the copy. An earlier copy there gets this checkout's code and the
-    ``settings``, and keeps its data and its DVC state (:data:`KEPT_IN_A_COPY`, ``build/``)."""
-    if not Path(data).is_dir():
+    and run ``dvc repro`` there; returns the copy.
+
+    An earlier copy there gets this checkout's code and the ``settings``, and keeps its DVC state
+    (:data:`KEPT_IN_A_COPY`, ``build/``); its data is imported again only if ``data`` is another folder than
+    the one it imported, or if that import did not finish.
+    """
+    data = Path(data).resolve()
+    if not data.is_dir():
         raise GVSLInputError(f"{data}: no such folder of datasets")
     project = Path(dest) / "project"
-    if (project / ".git").is_dir():
-        copy_project(source, project, settings, keep=KEPT_IN_A_COPY)
-    else:
-        copy_project(source, project, settings)
+    refresh = (project / ".git").is_dir()
+    copy_project(source, project, settings, keep=KEPT_IN_A_COPY if refresh else ())
+    mark = _mark(Path(dest)) or {}
+    if not refresh or mark.get("data") != str(data) or not mark.get("imported"):
+        update_mark(Path(dest), data=str(data), imported=False)
         for command in README_DATA_COMMANDS:
-            run_command([part.format(data=Path(data).resolve()) for part in command], project)
+            run_command([part.format(data=data) for part in command], project)
+        update_mark(Path(dest), imported=True)
     run_command(["dvc", "repro"], project)
     return project
 
@@ -149,12 +201,12 @@ def main(argv: list[str] | None = None) -> int:
             raise GVSLInputError("--data: name the folder of the datasets")
         source = find_project()
         settings = load_settings(args.profile)
-        dest = claimed_folder(args.dest or source / "build" / settings.profile)
+        dest = claimed_folder(args.dest or source / "build" / settings.profile, "profile")
         project = run_in_copy(source, dest, settings, Path(args.data))
     except GVSLInputError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
-    (dest / MARKER).write_text('{"status": "passed"}\n')
+    update_mark(dest, status="passed")
     print(f"{parser.prog}: the {settings.profile} profile's results are in {project / 'results'}")
     return 0
 

@@ -10,7 +10,7 @@ from typing import Any
 from gvsl.errors import GVSLInputError
 from gvsl.pretrain.config import PretrainConfig
 from gvsl.pretrain.engine import pretrain_prepared
-from gvsl.pretrain.heldout import load_heldout
+from gvsl.pretrain.heldout import HeldoutSettings, load_heldout
 from gvsl.settings import add_flags, from_flags
 
 __all__ = ["add_arguments", "parse_options", "run"]
@@ -38,8 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "evaluated on every --eval-every iterations (never trained on): the method's loss, "
         "and registration by a Z-matching head",
     )
-    parser.add_argument("--heldout-split", default="val", help="split of --heldout (default val)")
-    parser.add_argument("--heldout-pairs", type=int, default=20, help="ordered pairs of different subjects")
+    add_flags(parser, HeldoutSettings, skip=("task",), prefix="heldout")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
 
 
@@ -62,11 +61,10 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Run ``gvsl pretrain``; prints the backbone written."""
     config = from_flags(PretrainConfig, args, options=parse_options(args.option))
-    heldout = (
-        load_heldout(args.heldout, args.heldout_split, config.crop, args.heldout_pairs)
-        if args.heldout is not None
-        else None
-    )
+    heldout = None
+    if args.heldout is not None:
+        pairs = from_flags(HeldoutSettings, args, prefix="heldout")
+        heldout = load_heldout(args.heldout, pairs.split, config.crop, pairs.pairs)
     result = pretrain_prepared(args.data, args.out, config, resume=args.resume, heldout=heldout)
     print(f"wrote {result.backbone} ({result.iterations} iterations, {result.steps_per_second:.2f} steps/s)")
     return 0

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
@@ -16,8 +17,9 @@ from gvsl.errors import GVSLInputError
 from gvsl.methods import Crops, PretrainMethod
 from gvsl.pretext import HeldOutPairs, evaluate_misalignment, evaluate_pretext, heldout_pairs, misaligned_pairs
 from gvsl.runtime import autocast, channels_last
+from gvsl.settings import Bounds, Checked, OneOf
 
-__all__ = ["HELDOUT_LOG", "HELDOUT_LOSS_LOG", "PRETEXT_NAME", "HeldoutEvaluation", "load_heldout"]
+__all__ = ["HELDOUT_LOG", "HELDOUT_LOSS_LOG", "PRETEXT_NAME", "HeldoutEvaluation", "HeldoutSettings", "load_heldout"]
 
 PRETEXT_NAME = "pretext.json"
 HELDOUT_LOG = "heldout"
@@ -25,6 +27,21 @@ HELDOUT_LOSS_LOG = "heldout_loss"
 MISALIGNMENT_LOG = "misalignment"
 #: fixed seed of the held-out loss's augmentations: every evaluation sees the same inputs
 _HELDOUT_SEED = 12345
+
+
+@dataclass(kw_only=True)
+class HeldoutSettings(Checked):
+    """Held-out pairs registered during pre-training: subjects of a prepared task's split, never trained on.
+
+    Args:
+        task: the prepared task (the paper's MM-WHS validation subjects: SHC).
+        split: ``train`` or ``val`` (``test`` is Table 1's).
+        pairs: ordered pairs of different subjects.
+    """
+
+    task: str = "SHC"
+    split: Annotated[str, OneOf(("train", "val"))] = "val"
+    pairs: Annotated[int, Bounds(1, integer=True)] = 20
 
 
 def load_heldout(data: str | Path, split: str, crop: Sequence[int], pairs: int, seed: int = 0) -> HeldOutPairs:

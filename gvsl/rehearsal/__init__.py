@@ -36,7 +36,7 @@ import pandas as pd
 
 from gvsl.errors import GVSLInputError
 from gvsl.pipeline.config import Settings, compose, load_settings
-from gvsl.pipeline.profile import MARKER, fresh_folder, run_in_copy
+from gvsl.pipeline.profile import fresh_folder, run_in_copy, update_mark
 from gvsl.runtime import check_precision
 from gvsl.settings import leaves, merge
 from gvsl.table1 import PROTOCOLS
@@ -155,8 +155,7 @@ def rehearse(dest: str | Path, source: str | Path | None = None, precision: str 
 
     source = find_project(None if source is None else Path(source))
     start = time.monotonic()
-    dest = fresh_folder(Path(dest))
-    marker = dest / MARKER
+    dest = fresh_folder(Path(dest), "rehearsal")
     try:
         settings = rehearsal_settings(source, precision)
         write_datasets(settings, dest / "datasets")
@@ -171,9 +170,9 @@ def rehearse(dest: str | Path, source: str | Path | None = None, precision: str 
             },
         }
     except GVSLInputError as err:
-        marker.write_text(json.dumps({"status": "failed", "error": str(err), "source": str(source)}, indent=2))
+        update_mark(dest, status="failed", error=str(err), source=str(source))
         raise GVSLInputError(f"rehearsal: {err}") from None
-    marker.write_text(json.dumps(summary, indent=2))
+    update_mark(dest, **summary)
     return summary
 
 

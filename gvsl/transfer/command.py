@@ -14,7 +14,6 @@ from gvsl.errors import GVSLInputError
 from gvsl.methods import SCRATCH
 from gvsl.nets.unet import PAPER_CHANNELS, UNet3D, parse_channels
 from gvsl.settings import add_flags, from_flags
-from gvsl.table1 import PROTOCOLS
 from gvsl.transfer.config import METRIC_NAMES, TransferConfig, num_outputs
 from gvsl.transfer.train import TransferResult, run_transfer
 
@@ -124,7 +123,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="nine comma-separated backbone widths, for --init scratch (default: the paper's)",
     )
     add_flags(parser, TransferConfig, skip=("task", "num_classes"))
-    parser.set_defaults(protocol=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -134,8 +132,6 @@ def run(args: argparse.Namespace) -> int:
     if info.task_type not in METRIC_NAMES:
         raise GVSLInputError(f"{args.data}: dataset task {info.task} has no transfer protocol")
     num_classes = num_outputs(info.task_type, info.classes)
-    if args.protocol is None:
-        raise GVSLInputError(f"--protocol: required, one of {list(PROTOCOLS)}")
     config = from_flags(TransferConfig, args, task=info.task_type, num_classes=num_classes)
     result = transfer_prepared(args.data, args.out, args.init, config, channels=parse_channels(args.channels))
     print(
