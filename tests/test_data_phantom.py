@@ -8,22 +8,14 @@ import pytest
 from scipy import ndimage
 
 from gvsl.data.cohorts.phantom import (
-    AO,
     BODY_ROLL_DEG,
     BODY_SCALE,
     BODY_SHIFT_MM,
     BODY_TILT_DEG,
-    HEART_CLASSES,
-    LA,
-    LV,
-    MYO,
-    PA,
-    RA,
-    RV,
     body_pose,
     generate_subject,
 )
-from gvsl.data.cohorts.phantom_heart import CHAMBER_SCALE, HeartShape
+from gvsl.data.cohorts.phantom_heart import AO, CHAMBER_SCALE, HEART_CLASSES, LA, LV, MYO, PA, RA, RV, HeartShape
 from gvsl.data.preprocess import crop_or_pad
 from gvsl.data.sources.conventions import ROI_CENTRE_MM, ROI_MM, fixed_roi
 from gvsl.errors import GVSLInputError

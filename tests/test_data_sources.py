@@ -348,14 +348,9 @@ def fake_phantom_module():
         return FakePhantomSubject(hu, heart, coronary, opacity, tuple(spacing), (), lung_box)
 
     return types.SimpleNamespace(
-        HEART_CLASSES=(
-            "myocardium",
-            "left_atrium",
-            "left_ventricle",
-            "right_atrium",
-            "right_ventricle",
-            "ascending_aorta",
-            "pulmonary_artery",
+        HEART_CLASSES=tuple(
+            "myocardium left_atrium left_ventricle right_atrium right_ventricle ascending_aorta "
+            "pulmonary_artery".split()
         ),
         generate_subject=generate_subject,
     )

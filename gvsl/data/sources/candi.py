@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gvsl.data.dataset import DatasetInfo, DatasetWriter
+from gvsl.data.dataset import DatasetWriter
 from gvsl.data.io import read_volume
 from gvsl.data.preprocess import roi_shape
-from gvsl.data.sources.conventions import PAPER_SPACING, ROI_MM, brain_crop, cut_warning, label_lut, window_info
-from gvsl.data.sources.discovery import match_pairs, read_pair
+from gvsl.data.sources.conventions import PAPER_SPACING, ROI_MM, brain_crop, cut_warning, finish_dataset, label_lut
+from gvsl.data.sources.discovery import match_pairs, read_pair, source_paths
 from gvsl.data.sources.splits import PAPER_SPLITS, select, split_counts
 from gvsl.errors import GVSLInputError
 
@@ -84,33 +84,18 @@ def build_candi(dest: Path, req: PrepareRequest, task: str) -> None:
         image, label = read_pair(image_path, label_path, label_map)
         label.array = lut(label.array)
         image_array, label_array, out_affine = brain_crop(image, label, spacing, crop_shape, case_id, cut)
-        writer.add(
-            case_id,
-            splits[case_id],
-            image_array,
-            out_affine,
-            label=label_array,
-            source_image=str(image_path.relative_to(root)),
-            source_label=str(label_path.relative_to(root)),
-        )
+        sources = source_paths(root, image_path, label_path)
+        writer.add(case_id, splits[case_id], image_array, out_affine, label=label_array, **sources)
     cut_warning(cut, f"candi {root}")
-    writer.finish(
-        DatasetInfo(
-            task=task,
-            classes=classes,
-            spacing=spacing,
-            source=req.source,
-            window=window_info("mr", 0.0),
-            label_values={str(k): v for k, v in label_map.items() if v},
-            generator={
-                "dataset": "CANDI",
-                "root": str(req.root),
-                "seed": req.seed,
-                "subjects": req.subjects,
-                "roi": "brain centre",
-                "roi_mm": list(roi_mm),
-                "roi_shape": list(crop_shape),
-                "split_counts": split_counts(splits),
-            },
-        )
-    )
+    recorded = {
+        "dataset": "CANDI",
+        "root": str(req.root),
+        "seed": req.seed,
+        "subjects": req.subjects,
+        "roi": "brain centre",
+        "roi_mm": list(roi_mm),
+        "roi_shape": list(crop_shape),
+        "split_counts": split_counts(splits),
+    }
+    label_values = {str(k): v for k, v in label_map.items() if v}
+    finish_dataset(writer, req, task, classes, spacing, ("mr", 0.0), recorded, label_values)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from gvsl.data.dataset import DatasetInfo, DatasetWriter
 from gvsl.data.io import Volume
 from gvsl.data.preprocess import (
     CT_WINDOW_WIDTH,
@@ -104,6 +105,31 @@ def standardise(volume: Volume, spacing: Sequence[float], *, label: bool = False
 def window(array: np.ndarray, modality: str, offset: float, name: str) -> np.ndarray:
     """The CT window (``ct``) or min-max (``mr``) of ``array``; ``name`` names it in errors."""
     return ct_window(array, offset) if modality == "ct" else minmax(array, name=name)
+
+
+def finish_dataset(
+    writer: DatasetWriter,
+    req: Any,
+    task: str,
+    classes: Sequence[str],
+    spacing: Sequence[float],
+    window: tuple[str, float],
+    generator: dict[str, Any],
+    label_values: dict[str, int] | None = None,
+) -> None:
+    """Write a source's ``dataset.json`` and finish its prepared dataset: the task, its classes and voxel size,
+    the request's source, the intensity ``window`` (modality, offset; :func:`window_info`), what reproduces
+    the data (``generator``) and the source's label values where they were remapped."""
+    info = DatasetInfo(
+        task=task,
+        classes=tuple(classes),
+        spacing=spacing,
+        source=req.source,
+        window=window_info(*window),
+        generator=generator,
+        label_values=label_values or {},
+    )
+    writer.finish(info)
 
 
 def window_info(modality: str, offset: float) -> dict[str, Any]:

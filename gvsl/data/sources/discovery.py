@@ -10,7 +10,7 @@ from pathlib import Path
 from gvsl.data.io import Volume, check_label_values, check_same_grid, read_volume, volume_suffix
 from gvsl.errors import GVSLInputError
 
-__all__ = ["case_id", "match_pairs", "read_pair", "unique_ids", "visible"]
+__all__ = ["case_id", "match_pairs", "read_pair", "source_paths", "unique_ids", "visible"]
 
 
 def visible(paths: Iterable[Path]) -> list[Path]:
@@ -23,6 +23,14 @@ def unique_ids(pairs: dict[str, Path], path: Path, case: str) -> None:
     if case in pairs:
         raise GVSLInputError(f"{path}: case {case} also found at {pairs[case]}")
     pairs[case] = path
+
+
+def source_paths(root: Path, image: Path, label: Path | None = None) -> dict[str, str]:
+    """Where a case's files are, relative to the dataset's ``root``: what its manifest row records."""
+    paths = {"source_image": str(image.relative_to(root))}
+    if label is not None:
+        paths["source_label"] = str(label.relative_to(root))
+    return paths
 
 
 def case_id(path: Path) -> str:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gvsl.data.dataset import SPLITS, DatasetInfo, DatasetWriter
+from gvsl.data.dataset import SPLITS, DatasetWriter
 from gvsl.data.io import Volume, check_label_values
 from gvsl.data.preprocess import centred_roi, crop_or_pad, ct_window, foreground_box, roi_shape
 from gvsl.data.sources.conventions import (
@@ -34,10 +34,10 @@ from gvsl.data.sources.conventions import (
     ROI_MM,
     brain_crop,
     cut_warning,
+    finish_dataset,
     fixed_roi,
     margin_voxels,
     standardise,
-    window_info,
 )
 from gvsl.data.sources.splits import PHANTOM_COUNTS, SUBJECT_SEED_RULE, scale_counts, subject_seed
 from gvsl.errors import GVSLInputError
@@ -121,16 +121,7 @@ def build_phantom_ct(dest: Path, req: PrepareRequest, task: str) -> None:
             else f"fixed box, no labels: centred {list(ROI_CENTRE_MM[roi_kind])} mm from the field of view's centre"
         )
         generator.update(roi=roi, roi_mm=list(roi_mm), roi_shape=list(crop_shape), margin_voxels=margin)
-    writer.finish(
-        DatasetInfo(
-            task=task,
-            classes=classes,
-            spacing=spacing,
-            source=req.source,
-            window=window_info("ct", offset),
-            generator=generator,
-        )
-    )
+    finish_dataset(writer, req, task, classes, spacing, ("ct", offset), generator)
 
 
 def build_mni_brain(dest: Path, req: PrepareRequest, task: str) -> None:
@@ -154,22 +145,14 @@ def build_mni_brain(dest: Path, req: PrepareRequest, task: str) -> None:
         image_array, label_array, out_affine = brain_crop(image, label, spacing, crop_shape, case_id, cut)
         writer.add(case_id, split, image_array, out_affine, label=label_array.astype(np.uint8), seed=seed)
     cut_warning(cut, "mni-brain")
-    writer.finish(
-        DatasetInfo(
-            task=task,
-            classes=classes,
-            spacing=spacing,
-            source=req.source,
-            window=window_info("mr", 0.0),
-            generator={
-                "generator": "gvsl.data.cohorts.brain",
-                "seed": req.seed,
-                "shape": list(shape),
-                "split_counts": list(counts),
-                "roi": "brain centre",
-                "roi_mm": list(roi_mm),
-                "roi_shape": list(crop_shape),
-                "subject_seed": SUBJECT_SEED_RULE,
-            },
-        )
-    )
+    recorded = {
+        "generator": "gvsl.data.cohorts.brain",
+        "seed": req.seed,
+        "shape": list(shape),
+        "split_counts": list(counts),
+        "roi": "brain centre",
+        "roi_mm": list(roi_mm),
+        "roi_shape": list(crop_shape),
+        "subject_seed": SUBJECT_SEED_RULE,
+    }
+    finish_dataset(writer, req, task, classes, spacing, ("mr", 0.0), recorded)

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gvsl.data.dataset import DatasetInfo, DatasetWriter
+from gvsl.data.dataset import DatasetWriter
 from gvsl.data.io import VOLUME_SUFFIXES, read_volume, volume_suffix
-from gvsl.data.sources.conventions import PAPER_SPACING, standardise, window, window_info
+from gvsl.data.sources.conventions import PAPER_SPACING, finish_dataset, standardise, window
 from gvsl.data.sources.discovery import case_id, unique_ids, visible
 from gvsl.data.sources.segmentation import segmentation_from_pairs
 from gvsl.data.sources.splits import seeded_subset
@@ -129,22 +129,14 @@ def pretrain_from_files(
             source_image=str(where[case].relative_to(root)),
             **series,
         )
-    writer.finish(
-        DatasetInfo(
-            task="pretrain",
-            classes=(),
-            spacing=spacing,
-            source=req.source,
-            window=window_info(modality, offset),
-            generator={
-                "root": str(req.root),
-                "seed": req.seed,
-                "subjects": req.subjects,
-                "modality": modality,
-                **generator,
-            },
-        )
-    )
+    recorded = {
+        "root": str(req.root),
+        "seed": req.seed,
+        "subjects": req.subjects,
+        "modality": modality,
+        **generator,
+    }
+    finish_dataset(writer, req, "pretrain", (), spacing, (modality, offset), recorded)
 
 
 def _skipped_warning(root: Path, modality: str, skipped: Sequence[tuple[str, str]]) -> None:

@@ -6,18 +6,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gvsl.data.dataset import DatasetInfo, DatasetWriter
+from gvsl.data.dataset import DatasetWriter
 from gvsl.data.preprocess import centred_roi, crop_or_pad, foreground_box, roi_shape
 from gvsl.data.sources.conventions import (
     PAPER_SPACING,
     ROI_MM,
+    finish_dataset,
     label_lut,
     margin_voxels,
     standardise,
     window,
-    window_info,
 )
-from gvsl.data.sources.discovery import read_pair
+from gvsl.data.sources.discovery import read_pair, source_paths
 from gvsl.data.sources.splits import PAPER_SPLITS, select, split_counts
 from gvsl.errors import GVSLInputError
 
@@ -62,15 +62,8 @@ def segmentation_from_pairs(
             label_array, _ = crop_or_pad(label_array, affine, roi)
         else:
             image_array, out_affine = window(image_array, modality, offset, str(image_path)), affine
-        writer.add(
-            case_id,
-            splits[case_id],
-            image_array,
-            out_affine,
-            label=label_array,
-            source_image=str(image_path.relative_to(root)),
-            source_label=str(label_path.relative_to(root)),
-        )
+        sources = source_paths(root, image_path, label_path)
+        writer.add(case_id, splits[case_id], image_array, out_affine, label=label_array, **sources)
     if crop_shape is not None:
         generator = {
             **generator,
@@ -79,20 +72,12 @@ def segmentation_from_pairs(
             "roi_shape": list(crop_shape),
             "margin_voxels": margin,
         }
-    writer.finish(
-        DatasetInfo(
-            task=task,
-            classes=tuple(classes),
-            spacing=spacing,
-            source=req.source,
-            window=window_info(modality, offset),
-            label_values={str(k): int(v) for k, v in label_map.items() if v},
-            generator={
-                "root": str(req.root),
-                "seed": req.seed,
-                "subjects": req.subjects,
-                "split_counts": split_counts(splits),
-                **generator,
-            },
-        )
-    )
+    recorded = {
+        "root": str(req.root),
+        "seed": req.seed,
+        "subjects": req.subjects,
+        "split_counts": split_counts(splits),
+        **generator,
+    }
+    label_values = {str(k): int(v) for k, v in label_map.items() if v}
+    finish_dataset(writer, req, task, tuple(classes), spacing, (modality, offset), recorded, label_values)

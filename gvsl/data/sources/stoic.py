@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from gvsl.data.dataset import DatasetInfo, DatasetWriter
+from gvsl.data.dataset import DatasetWriter
 from gvsl.data.io import read_volume, volume_suffix
 from gvsl.data.preprocess import centred_roi, crop_or_pad, ct_window, foreground_box, lung_mask, roi_shape
-from gvsl.data.sources.conventions import PAPER_SPACING, ROI_MM, margin_voxels, standardise, window_info
+from gvsl.data.sources.conventions import PAPER_SPACING, ROI_MM, finish_dataset, margin_voxels, standardise
 from gvsl.data.sources.discovery import unique_ids, visible
 from gvsl.data.sources.splits import PAPER_SPLITS, select, split_counts
 from gvsl.errors import GVSLInputError
@@ -84,25 +84,17 @@ def build_stoic(dest: Path, req: PrepareRequest, task: str) -> None:
             target=targets[case_id],
             source_image=str(images[case_id].relative_to(root)),
         )
-    writer.finish(
-        DatasetInfo(
-            task=task,
-            classes=("covid",),
-            spacing=spacing,
-            source=req.source,
-            window=window_info("ct", offset),
-            generator={
-                "dataset": "STOIC 2021",
-                "root": str(req.root),
-                "seed": req.seed,
-                "subjects": req.subjects,
-                "reference": str(reference.relative_to(root)),
-                "target": "probCOVID",
-                "roi": "lung",
-                "roi_mm": list(roi_mm),
-                "roi_shape": list(crop_shape),
-                "margin_voxels": margin,
-                "split_counts": split_counts(splits),
-            },
-        )
-    )
+    recorded = {
+        "dataset": "STOIC 2021",
+        "root": str(req.root),
+        "seed": req.seed,
+        "subjects": req.subjects,
+        "reference": str(reference.relative_to(root)),
+        "target": "probCOVID",
+        "roi": "lung",
+        "roi_mm": list(roi_mm),
+        "roi_shape": list(crop_shape),
+        "margin_voxels": margin,
+        "split_counts": split_counts(splits),
+    }
+    finish_dataset(writer, req, task, ("covid",), spacing, ("ct", offset), recorded)
