@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -425,17 +426,17 @@ def make_plan(settings: Any, devices: int, kind: str, table: Mapping[str, Any] |
         for protocol in PROTOCOLS:
             runs = settings.transfer.protocol(protocol)
             run = _transfer_run(task, protocol, runs, shapes[task], splits[task], costs["transfer"], kind, table, used)
-            for method in methods:
-                for pretrain_seed in seeds:
-                    for seed in runs.seeds:
-                        transfer.jobs.append(
-                            JobEstimate(
-                                f"{task}-{protocol}-{method} p{pretrain_seed} t{seed}",
-                                run[0],
-                                run[1],
-                                dvc_stage=f"transfer@{method}",
-                            )
-                        )
+            # a run on a fraction of the labels is costed as one on all of them: its steps are the same
+            for method, fraction, pretrain_seed, seed in itertools.product(methods, runs.fractions, seeds, runs.seeds):
+                labels = "" if fraction == 1 else f" labels {fraction:g}"
+                transfer.jobs.append(
+                    JobEstimate(
+                        f"{task}-{protocol}-{method}{labels} p{pretrain_seed} t{seed}",
+                        run[0],
+                        run[1],
+                        dvc_stage=f"transfer@{method}",
+                    )
+                )
     prepare = StageEstimate(
         "prepare",
         [JobEstimate(task, 0.0, 0.0) for task in settings.prepare.tasks],

@@ -49,6 +49,7 @@ __all__ = [
     "holm",
     "holm_levels",
     "jackknife_gains",
+    "jackknife_scores",
     "paired_gain_interval",
     "seed_case_interval",
     "weighted_auc",
@@ -240,11 +241,42 @@ def jackknife_gains(
     seeds = list(range(len(method))) if seeds is None else [int(s) for s in seeds]
     if len(seeds) != len(method):
         raise ValueError(f"expecting one seed per pair of runs, got {len(seeds)} for {len(method)}")
-    weights = np.vstack([np.ones((1, cases)), 1.0 - np.eye(cases)])  # row 0: every case; row 1 + j: all but j
+    weights = _leave_one_out_weights(cases)
     gains = np.stack([score(m, weights) - score(b, weights) for m, b in zip(method, baseline)])  # (runs, 1 + N)
+    return _per_seed(gains, seeds, "no run has a defined score difference")
+
+
+def jackknife_scores(
+    runs: Sequence[np.ndarray],
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    seeds: Sequence[int] | None = None,
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Per seed, the score of one setting's runs on every test case and with each case left out: what
+    :func:`jackknife_gains` gives for a gain, for the setting's own score (its interval by
+    :func:`seed_case_interval`).
+
+    Raises:
+        ValueError: runs of unequal length, or none with a defined score.
+    """
+    if not runs or any(len(run) != len(runs[0]) for run in runs):
+        raise ValueError("expecting runs scored on the same cases")
+    seeds = list(range(len(runs))) if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != len(runs):
+        raise ValueError(f"expecting one seed per run, got {len(seeds)} for {len(runs)}")
+    weights = _leave_one_out_weights(len(runs[0]))
+    return _per_seed(np.stack([score(run, weights) for run in runs]), seeds, "no run has a defined score")
+
+
+def _leave_one_out_weights(cases: int) -> np.ndarray:
+    """Row 0 weighs every case; row 1 + j every case but j."""
+    return np.vstack([np.ones((1, cases)), 1.0 - np.eye(cases)])
+
+
+def _per_seed(values: np.ndarray, seeds: Sequence[int], none: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(runs, 1 + N) statistics averaged over the runs of each seed, runs without a defined one left out."""
     labels, full, deleted = [], [], []
     for seed in sorted(set(seeds)):
-        rows = gains[[i for i, s in enumerate(seeds) if s == seed]]
+        rows = values[[i for i, s in enumerate(seeds) if s == seed]]
         rows = rows[np.isfinite(rows[:, 0])]
         if len(rows):
             with warnings.catch_warnings():
@@ -253,7 +285,7 @@ def jackknife_gains(
                 full.append(rows[:, 0].mean())
                 deleted.append(np.nanmean(rows[:, 1:], axis=0))  # a case whose removal unscored a run: the others
     if not full:
-        raise ValueError("no run has a defined score difference")
+        raise ValueError(none)
     return labels, np.array(full), np.array(deleted)
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -169,6 +170,7 @@ TINY = {
             "min_iterations": 4,
             "plateau_needs_rise": True,
             "lr": 1e-2,
+            "fractions": [0.5, 1.0],
         },
         "finetune": {
             "seeds": [0],
@@ -176,6 +178,7 @@ TINY = {
             "iterations": {"SHC": 3, "CCC": 2},
             "val_every": 1,
             "min_iterations": 0,
+            "fractions": [1.0],
             "lr": 1e-3,
             "class_weighting": "sqrt_inverse",
         },
@@ -240,6 +243,20 @@ def test_pipeline_reproduces_the_report(tiny_project):
     for name in FIGURE_CAPTIONS:
         assert (tiny_project / "results" / FIGURE_FOLDER / f"{name}.png").stat().st_size > 1000
     assert (tiny_project / "results" / "figures" / "cohort-SHC.png").stat().st_size > 1000
+    # the label-efficiency curves: every method and task of the linear probes, at half and all of the labels;
+    # the full fraction's cells are Table 1's, the half-label ones train on fewer cases
+    efficiency = pd.read_csv(tiny_project / "results" / "label_efficiency.csv")
+    assert list(efficiency.columns) == report.LABEL_EFFICIENCY_COLUMNS
+    assert len(efficiency) == 6 * 2 * 2 and set(efficiency["protocol"]) == {"linear"}
+    assert set(efficiency["fraction"]) == {0.5, 1.0} and set(efficiency["n_runs"]) == {4}
+    full = efficiency[efficiency["fraction"] == 1.0].merge(table, on=["method", "task", "protocol"])
+    assert np.allclose(full["value_x"], full["value_y"])
+    for (_, _), cell in efficiency.groupby(["method", "task"]):
+        assert cell.sort_values("fraction")["labelled_cases"].is_monotonic_increasing
+        assert cell["labelled_cases"].iloc[0] < cell["labelled_cases"].iloc[1]
+    half = tiny_project / "build" / "transfer" / "gvsl" / "SHC-linear-labels0.5" / "summary.json"
+    half_cases = json.loads(half.read_text())["train_cases"]
+    assert all(set(h) < set(f) for h, f in zip(half_cases, summary["train_cases"]))  # nested, run by run
     page = (tiny_project / "results" / "report.html").read_text()
     # the summary opens the page, and the page shows no NaN
     assert page.index("<h2>Summary</h2>") < page.index("<h2>Table 1</h2>") and "NaN" not in page
@@ -302,7 +319,8 @@ def test_unchanged_pipeline_does_nothing_and_a_change_reruns_its_dependents(tiny
         changed = set(json.loads(dvc(tiny_project, "status", "--json")))
     finally:
         (tiny_project / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    assert changed == {f"transfer@{m}" for m in TINY["pipeline"]["methods"]}
+    # the transfer stages, and the report, whose page lists the transfer settings; not preparation or pre-training
+    assert changed == {f"transfer@{m}" for m in TINY["pipeline"]["methods"]} | {"report"}
 
 
 def test_a_change_to_the_network_code_reruns_every_stage_that_runs_it(tiny_project):
@@ -334,7 +352,8 @@ def test_transfer_keeps_finished_runs_and_redoes_changed_or_unfinished_ones(tiny
     lines = capfd.readouterr().out.splitlines()
     kept = [line for line in lines if "kept from an earlier run" in line]
     trained = [line for line in lines if ": test " in line]
-    assert len(kept) == 12 - 2 and sorted(line.split(":")[0] for line in trained) == [
+    # 2 tasks × 2 pre-training seeds × (linear: 2 transfer seeds × 2 label fractions + fine-tuning: 1) = 20 runs
+    assert len(kept) == 20 - 2 and sorted(line.split(":")[0] for line in trained) == [
         "transfer SHC-linear-rotation p0-t1",
         "transfer SHC-linear-rotation p1-t3",
     ]
@@ -349,7 +368,8 @@ def test_transfer_keeps_finished_runs_and_redoes_changed_or_unfinished_ones(tiny
     pipeline.transfer_stage("rotation", settings, build=build)
     lines = capfd.readouterr().out.splitlines()
     assert sum("kept from an earlier run" in line for line in lines) == 4  # fine-tuning: 2 tasks × 2 pre-training seeds
-    assert sum(": test " in line for line in lines) == 4  # SHC and CCC linear, two pre-training seeds
+    # SHC and CCC linear, two pre-training seeds, each on half and on all of the labels
+    assert sum(": test " in line for line in lines) == 8
     # each pre-training seed's run has its own transfer seed (gvsl.pipeline.stage_transfer.transfer_seed)
     assert sorted(p.name for p in cell.iterdir() if p.is_dir()) == ["p0-t0", "p1-t1"]
 

@@ -27,7 +27,11 @@ def _independent_counts(params: dict) -> tuple[int, int]:
     methods, seeds = params["pipeline"]["methods"], params["pretrain"]["seeds"]
     pretrainings = len([m for m in methods if m != "scratch"]) * len(seeds)
     transfer = sum(
-        len(methods) * len(params["pipeline"]["tasks"]) * len(seeds) * len(params["transfer"][p]["seeds"])
+        len(methods)
+        * len(params["pipeline"]["tasks"])
+        * len(seeds)
+        * len(params["transfer"][p]["seeds"])
+        * len(params["transfer"][p]["fractions"])
         for p in ("linear", "finetune")
     )
     return pretrainings, transfer
@@ -40,8 +44,8 @@ def _stage(plan, name):
 def test_paper_profile_plan_prints_jobs_and_device_hours(capsys):
     params = _resolved(PAPER)
     pretrainings, transfer = _independent_counts(params)
-    # the issue's numbers: 12 pre-trainings (13 rows, scratch not trained, one seed), 13 × 4 × 2 × 3 = 312 runs
-    assert (pretrainings, transfer) == (12, 312)
+    # 12 pre-trainings (13 rows, scratch not trained, one seed), 13 × 4 × 2 × 3 seeds × 3 label fractions = 936 runs
+    assert (pretrainings, transfer) == (12, 936)
     assert main(["plan", "--params", str(PAPER), "--devices", "8", "--device-kind", "h100"]) == 0
     out = capsys.readouterr().out
     rows = {
@@ -49,7 +53,7 @@ def test_paper_profile_plan_prints_jobs_and_device_hours(capsys):
         for line in out.splitlines()
         if line[:9].strip() in ("prepare", "pretrain", "transfer", "report", "total")
     }
-    assert rows["pretrain"][1] == "12" and rows["transfer"][1] == "312" and rows["prepare"][1] == "5"
+    assert rows["pretrain"][1] == "12" and rows["transfer"][1] == "936" and rows["prepare"][1] == "5"
     assert float(rows["pretrain"][2]) > 10 and float(rows["transfer"][2]) > 10  # device-hours
     assert rows["pretrain"][4].startswith("GiB")
     assert "ESTIMATE" in out and "make gpu-check" in out
@@ -62,7 +66,8 @@ def test_plan_counts_jobs_as_the_pipeline_does():
     plan = make_plan(params, 2, "cpu")
     pretrainings, transfer = _independent_counts(params)
     assert len(_stage(plan, "pretrain").jobs) == pretrainings == 25
-    assert len(_stage(plan, "transfer").jobs) == transfer == 240
+    # Table 1's 240 runs, and as many linear probes on a quarter and a half of the labels
+    assert len(_stage(plan, "transfer").jobs) == transfer == 480
     assert transfer_seed(4, 0, [0]) == 4  # one transfer run per (pre-training seed, listed seed), as counted
 
 

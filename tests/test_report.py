@@ -29,10 +29,12 @@ def auc_cases(above):
     return {"probability": [*NEGATIVES, *(a - 0.5 for a in above)], "target": [0] * 4 + [1] * 4}
 
 
-def write_summary(root, task, protocol, method, tests, metric="dice", curves=None, commit="abc1234", converged=True):
+def write_summary(
+    root, task, protocol, method, tests, metric="dice", curves=None, commit="abc1234", converged=True, fraction=1.0
+):
     """``tests``: per run, a test Dice (every case scores it) or, for AUC, ``auc_cases``' argument. Run s has
     pre-training seed s and transfer seed s (each pre-training seed's run its own transfer seed)."""
-    folder = root / method / f"{task}-{protocol}"
+    folder = root / method / (f"{task}-{protocol}" if fraction == 1 else f"{task}-{protocol}-labels{fraction:g}")
     folder.mkdir(parents=True)
     if metric == "auc":
         per_case = [auc_cases(above) for above in tests]
@@ -59,6 +61,8 @@ def write_summary(root, task, protocol, method, tests, metric="dice", curves=Non
         "dataset_source": "phantom-ct",
         "profile": "unit",
         "commit": commit,
+        "fraction": fraction,
+        "train_cases": [[f"train{i}" for i in range(round(8 * fraction))]] * len(tests),
     }
     (folder / "summary.json").write_text(json.dumps(summary))
     return summary
@@ -573,3 +577,46 @@ def test_every_figure_the_report_stage_writes_has_a_caption():
     # one folder holds them all, so dvc.yaml lists no figure by name
     assert folders == [f"results/{FIGURE_FOLDER}"]
     assert FIGURE_CAPTIONS
+
+
+def test_label_efficiency_rows_intervals_and_gains_per_fraction(tmp_path):
+    root = tmp_path / "transfer"
+    for fraction, shift in ((0.25, 0.0), (1.0, 0.2)):
+        write_summary(root, "SHC", "linear", "scratch", [0.20 + shift, 0.30 + shift] * 3, fraction=fraction)
+        write_summary(root, "SHC", "linear", "gvsl", [0.50 + shift, 0.60 + shift] * 3, fraction=fraction)
+    write_summary(root, "SHC", "finetune", "scratch", [0.7] * 6)  # one fraction only: no curve
+    table1_rows = report.load_summaries(root)
+    assert set(table1_rows["fraction"]) == {1.0} and len(table1_rows) == 3  # Table 1 reads the full fractions
+    efficiency = report.label_efficiency(report.load_summaries(root, label_fractions=True))
+    assert list(efficiency.columns) == report.LABEL_EFFICIENCY_COLUMNS
+    assert list(zip(efficiency["method"], efficiency["fraction"])) == [
+        ("scratch", 0.25),
+        ("scratch", 1.0),
+        ("gvsl", 0.25),
+        ("gvsl", 1.0),
+    ]
+    gvsl_quarter = efficiency.iloc[2]
+    assert gvsl_quarter["value"] == pytest.approx(55.0) and gvsl_quarter["gain"] == pytest.approx(30.0)
+    assert gvsl_quarter["labelled_cases"] == 2 and efficiency.iloc[3]["labelled_cases"] == 8
+    # six pre-training seeds: an interval, Table 1's (its coverage is tests/test_stats.py's), around the mean
+    assert gvsl_quarter["low"] < 55.0 < gvsl_quarter["high"]
+    from gvsl.stats import jackknife_scores, seed_case_interval, weighted_mean_dice
+
+    runs = [np.full((5, 1), t) for t in [0.5, 0.6] * 3]  # per case, the Dice of its one class
+    _, full, deleted = jackknife_scores(runs, weighted_mean_dice, list(range(6)))
+    expected = seed_case_interval(full, deleted)
+    assert (gvsl_quarter["low"], gvsl_quarter["high"]) == pytest.approx((100 * expected.low, 100 * expected.high))
+    assert efficiency.loc[efficiency["method"] == "scratch", "gain"].isna().all()
+    figure = report.figure_label_efficiency(efficiency)
+    assert len(figure.axes[0].lines) == 2
+
+
+def test_jackknife_scores_are_the_gains_over_a_baseline_that_scores_zero():
+    from gvsl.stats import jackknife_gains, jackknife_scores, weighted_mean_dice
+
+    rng = np.random.default_rng(0)
+    runs = [rng.uniform(0.2, 0.9, (7, 2)) for _ in range(6)]  # per case, the Dice of two classes
+    seeds = [0, 0, 1, 1, 2, 2]
+    scores = jackknife_scores(runs, weighted_mean_dice, seeds)
+    gains = jackknife_gains(runs, [np.zeros((7, 2))] * 6, weighted_mean_dice, seeds)
+    assert scores[0] == gains[0] and np.allclose(scores[1], gains[1]) and np.allclose(scores[2], gains[2])

@@ -586,3 +586,26 @@ def test_the_plateau_rule_can_fire_at_every_cap_the_profiles_run_with(profile, p
     # and a curve still rising at the cap has not plateaued
     rising = [(iteration, 0.1 * k) for k, iteration in enumerate(validated)]
     assert not config.plateau.reached(rising)
+
+
+def test_label_subsets_are_nested_seeded_and_keep_both_classes():
+    from gvsl.transfer.cases import label_subset
+
+    cases = [Case(f"c{i}", np.zeros((4, 4, 4), np.float32), target=int(i < 3)) for i in range(12)]
+    subsets = {f: label_subset(cases, f, seed=5) for f in (0.1, 0.25, 0.5, 1.0)}
+    ids = {f: [c.id for c in chosen] for f, chosen in subsets.items()}
+    assert ids[1.0] == [c.id for c in cases]
+    assert set(ids[0.1]) <= set(ids[0.25]) <= set(ids[0.5]) <= set(ids[1.0])  # nested
+    assert all(ids[f] == sorted(ids[f], key=lambda i: int(i[1:])) for f in ids)  # in the cases' order
+    assert [len(ids[f]) for f in (0.1, 0.25, 0.5)] == [2, 4, 7]  # ceil per class: of 3 of class 1, of 9 of class 0
+    assert all({c.target for c in subsets[f]} == {0, 1} for f in subsets)  # both classes, however few
+    assert ids[0.25] == [c.id for c in label_subset(cases, 0.25, seed=5)]  # seeded
+    assert any(ids[0.25] != [c.id for c in label_subset(cases, 0.25, seed=s)] for s in range(6, 12))
+    segmentation = [
+        Case(f"s{i}", np.zeros((4, 4, 4), np.float32), label=np.zeros((4, 4, 4), np.uint8)) for i in range(8)
+    ]
+    assert len(label_subset(segmentation, 0.01, seed=0)) == 1  # at least one case
+    with pytest.raises(GVSLInputError, match=r"label fraction must be in \(0, 1\], got 0"):
+        label_subset(cases, 0, seed=0)
+    with pytest.raises(GVSLInputError, match="label_fraction must be a fraction in"):
+        TransferConfig("classification", "linear", 1, label_fraction=1.5)

@@ -225,9 +225,17 @@ class ProtocolSettings(TransferSchedule):
             volumes (a linear probe then reuses its frozen features): the paper's random 96³ crops and 96³
             windows (SHC, SAC), the centre 128³ of the lung box (CCC) and the whole 160×160×128 CANDI crop (SBM).
         iterations: the cap, one for every task or one per task.
+        fractions: the fractions of each task's labelled training cases that runs train on (1 included: Table
+            1's cells); every fraction runs every seed, on nested, seeded subsets
+            (:func:`gvsl.transfer.cases.label_subset`), for the label-efficiency curves.
     """
 
     seeds: Seeds = (0, 1, 2)
+    fractions: Annotated[tuple[float, ...], Bounds(0.0, 1.0, open_low=True, words="fractions in (0, 1]")] = (
+        0.25,
+        0.5,
+        1.0,
+    )
     crop: Annotated[dict[str, tuple[int, int, int] | None], Bounds(1, integer=True)] = field(
         default_factory=lambda: {"SHC": (96, 96, 96), "SAC": (96, 96, 96), "CCC": (128, 128, 128), "SBM": None}
     )
@@ -237,6 +245,9 @@ class ProtocolSettings(TransferSchedule):
     def __post_init__(self):
         super().__post_init__()
         _distinct("seeds", self.seeds)
+        _distinct("fractions", self.fractions)
+        if 1.0 not in self.fractions:
+            raise GVSLInputError(f"fractions must include 1 (Table 1's runs), got {list(self.fractions)}")
 
     def cap(self, task: str) -> int:
         """The iteration cap of ``task``."""

@@ -22,9 +22,11 @@ def pretrain_dir(method: str, build: Path = BUILD, seed: int | None = None) -> P
     return folder if seed is None else folder / f"seed{seed}"
 
 
-def transfer_dir(task: str, protocol: str, method: str, build: Path = BUILD) -> Path:
-    """``build/transfer/<method>/<TASK>-<protocol>``: one Table 1 cell (the method's stage writes all of its cells)."""
-    return Path(build) / "transfer" / method / f"{task}-{protocol}"
+def transfer_dir(task: str, protocol: str, method: str, build: Path = BUILD, fraction: float = 1.0) -> Path:
+    """``build/transfer/<method>/<TASK>-<protocol>``: one Table 1 cell (the method's stage writes all of its cells);
+    with a ``fraction`` of the labels below 1, its label-efficiency cell ``<TASK>-<protocol>-labels<fraction>``."""
+    cell = f"{task}-{protocol}" if fraction == 1 else f"{task}-{protocol}-labels{fraction:g}"
+    return Path(build) / "transfer" / method / cell
 
 
 def find_project(start: Path | None = None) -> Path:

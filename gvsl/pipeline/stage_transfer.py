@@ -21,7 +21,7 @@ from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir, transfer_dir
 from gvsl.pipeline.workers import run_jobs
 from gvsl.provenance import changed_inputs
 from gvsl.runtime import progress_line
-from gvsl.table1 import METHODS, PROTOCOLS, TASKS
+from gvsl.table1 import METHODS, PROTOCOLS
 
 
 def transfer_seed(pretrain_seed: int, listed: int, seeds: Sequence[int]) -> int:
@@ -64,21 +64,26 @@ def transfer_jobs(method: str, settings: Settings | Mapping[str, Any], build: Pa
                 raise GVSLInputError(f"params.yaml: transfer.{protocol}: {err}") from None
             if crop is None:
                 crop = dataset.load_case(dataset.ids("train")[0]).image.shape[-3:]
-            for pretrain_seed in settings.pretrain.seeds:
-                for listed in runs.seeds:
-                    seed = transfer_seed(pretrain_seed, listed, runs.seeds)
-                    try:
-                        config = TransferConfig(
-                            **schedule,
-                            task=info.task_type,
-                            protocol=protocol,
-                            crop=tuple(crop),
-                            num_classes=num_outputs(info.task_type, info.classes),
-                            seed=seed,
-                        )
-                    except GVSLInputError as err:
-                        raise GVSLInputError(f"params.yaml: transfer.{protocol} ({task}): {err}") from None
-                    jobs.append(TransferJob(task, protocol, method, int(pretrain_seed), int(seed), config, build))
+            runs_of_cell = [
+                (pretrain_seed, transfer_seed(pretrain_seed, listed, runs.seeds), fraction)
+                for fraction in runs.fractions
+                for pretrain_seed in settings.pretrain.seeds
+                for listed in runs.seeds
+            ]
+            for pretrain_seed, seed, fraction in runs_of_cell:
+                try:
+                    config = TransferConfig(
+                        **schedule,
+                        task=info.task_type,
+                        protocol=protocol,
+                        crop=tuple(crop),
+                        num_classes=num_outputs(info.task_type, info.classes),
+                        seed=seed,
+                        label_fraction=fraction,
+                    )
+                except GVSLInputError as err:
+                    raise GVSLInputError(f"params.yaml: transfer.{protocol} ({task}): {err}") from None
+                jobs.append(TransferJob(task, protocol, method, int(pretrain_seed), int(seed), config, build))
     # Roughly the longest first (fine-tuning before probes on cached features, then steps × crop volume),
     # so that the process pool ends evenly.
     return sorted(
@@ -104,12 +109,23 @@ class TransferJob:
     inputs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def fraction(self) -> float:
+        """The fraction of the labelled training cases the run trains on (1: a Table 1 run)."""
+        return self.config.label_fraction
+
+    @property
     def name(self) -> str:
-        return f"{self.task}-{self.protocol}-{self.method} p{self.pretrain_seed}-t{self.seed}"
+        labels = "" if self.fraction == 1 else f" ({self.fraction:g} of the labels)"
+        return f"{self.task}-{self.protocol}-{self.method} p{self.pretrain_seed}-t{self.seed}{labels}"
+
+    @property
+    def cell(self) -> Path:
+        """The folder of the run's cell: Table 1's, or a label-efficiency cell beside it."""
+        return transfer_dir(self.task, self.protocol, self.method, self.build, self.fraction)
 
     @property
     def out(self) -> Path:
-        return transfer_dir(self.task, self.protocol, self.method, self.build) / f"p{self.pretrain_seed}-t{self.seed}"
+        return self.cell / f"p{self.pretrain_seed}-t{self.seed}"
 
     @property
     def backbone(self) -> Path:
@@ -188,7 +204,7 @@ def _remove_stale_runs(method: str, jobs: list[TransferJob], build: Path) -> Non
     across runs (an interrupted stage keeps its finished runs), and the report reads every cell in it."""
     root = build / "transfer" / method
     runs = {job.out for job in jobs}
-    cells = {job.out.parent for job in jobs}
+    cells = {job.cell for job in jobs}
     for cell in (p for p in root.glob("*") if p.is_dir()):
         if cell not in cells:
             shutil.rmtree(cell)
@@ -242,14 +258,14 @@ def transfer_stage(method: str, settings: Settings | Mapping[str, Any], build: P
     records = run_jobs(_run_transfer_job, jobs, settings, "transfer")
     seconds = time.perf_counter() - began
     summaries = []
-    cells = sorted({(job.task, job.protocol) for job in jobs}, key=lambda cell: (TASKS.index(cell[0]), cell[1]))
-    for task, protocol in cells:
+    cells = sorted({job.cell for job in jobs})
+    for cell in cells:
         chosen = sorted(
-            ((job, record) for job, record in zip(jobs, records) if (job.task, job.protocol) == (task, protocol)),
+            ((job, record) for job, record in zip(jobs, records) if job.cell == cell),
             key=lambda pair: (pair[0].pretrain_seed, pair[0].seed),
         )
         summary = _cell_summary([job for job, _ in chosen], [record for _, record in chosen], settings.profile)
-        path = transfer_dir(task, protocol, method, build) / "summary.json"
+        path = cell / "summary.json"
         path.write_text(json.dumps(summary, indent=2) + "\n")
         summaries.append(summary)
     progress_line(f"transfer {method}: done in {seconds:.0f} s")
@@ -266,6 +282,8 @@ def _cell_summary(jobs: list[TransferJob], records: list[dict[str, Any]], profil
         "task": jobs[0].task,
         "protocol": jobs[0].protocol,
         "method": jobs[0].method,
+        "fraction": jobs[0].fraction,
+        "train_cases": [r.get("train_cases") for r in records],
         "metric": first["metric"],
         "seeds": sorted({job.seed for job in jobs}),
         "pretrain_seeds": sorted({job.pretrain_seed for job in jobs}),

@@ -56,6 +56,7 @@ SHRINKABLE = (
     "pretrain.eval_every",
     "pretrain.heldout.pairs",
     "transfer.*.seeds",
+    "transfer.*.fractions",
     "transfer.*.crop.*",
     "transfer.*.iterations",
     "transfer.*.iterations.*",
@@ -88,6 +89,8 @@ def _shrinks(path: str, before: Any, after: Any) -> bool:
         return True  # the paper profile leaves the voxel size at its default, 1 mm
     if path.endswith(".seeds"):  # fewer runs: the first of the paper's seeds
         return isinstance(after, list) and 0 < len(after) <= len(before) and after == before[: len(after)]
+    if path.endswith(".fractions"):  # fewer label fractions: some of the paper's, all of the labels among them
+        return isinstance(after, list) and 1.0 in after and set(after) <= set(before)
     if isinstance(before, bool) or type(before) is not type(after):
         return False
     return not isinstance(before, list) or len(before) == len(after)

@@ -10,6 +10,7 @@ them under ``results/``.
 - :mod:`gvsl.report.table` — the transfer summaries, Table 1, its gains over scratch, metrics and provenance.
 - :mod:`gvsl.report.paper_claims` — the paper's claims, tested per task, corrected for multiplicity (Holm).
 - :mod:`gvsl.report.figures` — Figures 6 and 7 (validation curves, t-SNE of local features).
+- :mod:`gvsl.report.label_efficiency` — the transfer scores against the fraction of labelled training cases.
 - :mod:`gvsl.report.pretext_task` — the pretext task: held-out metrics, Figure 8, a registered example drawn.
 
 The report reads and draws; what runs a network (local features: :func:`gvsl.transfer.local_features`; a
@@ -22,6 +23,7 @@ registration: :func:`gvsl.pretext.registration_example`) lives in the compute pa
 # (method names, paper values, ablations) is gvsl.table1's, re-exported.
 from gvsl.report.build import Report, write_report
 from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsne, figure_run_curves
+from gvsl.report.label_efficiency import LABEL_EFFICIENCY_COLUMNS, figure_label_efficiency, label_efficiency
 from gvsl.report.page import write_html
 from gvsl.report.paper_claims import ALPHA, CLAIMS_COLUMNS, FINETUNE_CLAIM, claims, claims_markdown
 from gvsl.report.pretext_task import (  # noqa: F401
@@ -55,6 +57,7 @@ __all__ = [
     "CLAIMS_COLUMNS",
     "FIGURE7_METHODS",
     "FINETUNE_CLAIM",
+    "LABEL_EFFICIENCY_COLUMNS",
     "METHOD_NAMES",
     "PAPER_TABLE1",
     "PRETEXT_LABELS",
@@ -66,11 +69,13 @@ __all__ = [
     "figure6_validation",
     "figure7_tsne",
     "figure8_pretext",
+    "figure_label_efficiency",
     "figure_pretext_losses",
     "figure_registration",
     "figure_run_curves",
     "figure_training_terms",
     "gain_interval",
+    "label_efficiency",
     "load_pretext",
     "load_summaries",
     "metrics_summary",

@@ -2,8 +2,8 @@
 
 :func:`write_report` reads the transfer summaries and the pre-training runs, lays out Table 1 and the claims,
 draws every figure of :data:`gvsl.report.page.FIGURE_CAPTIONS` into ``results/figures/report/``, and writes
-``table1.csv``, ``table1.md``, ``claims.md``, ``metrics.json`` and ``report.html``. The report notebook calls
-it and shows what it returns.
+``table1.csv``, ``table1.md``, ``claims.md``, ``label_efficiency.csv``, ``metrics.json`` and ``report.html``.
+The report notebook calls it and shows what it returns.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from gvsl.pipeline.config import Settings, as_settings
 from gvsl.pipeline.layout import BUILD, prepared_dir, pretrain_dir
 from gvsl.pretext import registration_example
 from gvsl.report.figures import FIGURE7_METHODS, figure6_validation, figure7_tsne
+from gvsl.report.label_efficiency import figure_label_efficiency, label_efficiency
 from gvsl.report.page import FIGURE_CAPTIONS, FIGURE_FOLDER, write_html
 from gvsl.report.paper_claims import claims, claims_markdown
 from gvsl.report.pretext_task import (
@@ -49,9 +50,10 @@ class Report:
     figures: dict[str, plt.Figure]
     provenance: dict[str, Any]
     page: Path
+    label_efficiency: pd.DataFrame
 
 
-def _figures(settings: Settings, summaries: pd.DataFrame, build: Path, pretrained: list[str]):
+def _figures(settings: Settings, summaries: pd.DataFrame, efficiency: pd.DataFrame, build: Path, pretrained: list[str]):
     seed = settings.pretrain.seeds[0]
     tsne = settings.report.tsne
     features = local_features(
@@ -70,6 +72,7 @@ def _figures(settings: Settings, summaries: pd.DataFrame, build: Path, pretraine
         "pretext_losses": figure_pretext_losses(build / "pretrain", pretrained),
         "fig8_ncc": figure8_pretext(build / "pretrain"),
         "registration": figure_registration(example),
+        "label_efficiency": figure_label_efficiency(efficiency),
     }
 
 
@@ -91,10 +94,12 @@ def write_report(
     losses = pretext_losses(build / "pretrain", pretrained)
     metrics = {**metrics_summary(table), "pretext": pretext, "pretext_loss": losses}
     (results / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    efficiency = label_efficiency(load_summaries(build / "transfer", label_fractions=True))
+    efficiency.to_csv(results / "label_efficiency.csv", index=False)
     found = claims(table, summaries, finetune_claims=settings.report.finetune_claims)
     claims_table = claims_markdown(found)
     (results / "claims.md").write_text(claims_table)
-    figures = _figures(settings, summaries, build, pretrained)
+    figures = _figures(settings, summaries, efficiency, build, pretrained)
     if set(figures) != set(FIGURE_CAPTIONS):
         raise AssertionError(f"the report draws {sorted(figures)}, its page captions {sorted(FIGURE_CAPTIONS)}")
     for name in FIGURE_CAPTIONS:
@@ -111,4 +116,5 @@ def write_report(
         losses,
         claims=found,
     )
-    return Report(markdown, claims_table, pd.DataFrame(losses).T, pd.DataFrame(pretext).T, figures, origin, page)
+    losses_table, pretext_table = pd.DataFrame(losses).T, pd.DataFrame(pretext).T
+    return Report(markdown, claims_table, losses_table, pretext_table, figures, origin, page, efficiency)

@@ -78,8 +78,9 @@ def cell_overview(summaries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     )
 
 
-def load_summaries(transfer_root: str | Path) -> pd.DataFrame:
-    """One row per transfer setting, from ``<transfer_root>/<method>/<TASK>-<protocol>/summary.json``."""
+def load_summaries(transfer_root: str | Path, label_fractions: bool = False) -> pd.DataFrame:
+    """One row per transfer setting, from ``<transfer_root>/<method>/<TASK>-<protocol>/summary.json``: Table 1's
+    cells (every labelled case), or with ``label_fractions`` the label-efficiency cells too (column ``fraction``)."""
     root = Path(transfer_root)
     files = sorted(root.glob("*/*/summary.json"))
     if not files:
@@ -95,8 +96,9 @@ def load_summaries(transfer_root: str | Path) -> pd.DataFrame:
             raise GVSLInputError(f"{path}: transfer summary lacks {sorted(missing)}")
         if (summary["method"], summary["protocol"], summary["task"]) not in PAPER_TABLE1:
             raise GVSLInputError(f"{path}: unknown setting {summary['task']}-{summary['protocol']}-{summary['method']}")
-        rows.append({**summary, "path": str(path)})
-    return pd.DataFrame(rows)
+        rows.append({"fraction": 1.0, **summary, "path": str(path)})
+    found = pd.DataFrame(rows)
+    return found if label_fractions else found[found["fraction"] == 1.0].reset_index(drop=True)
 
 
 def table1(summaries: pd.DataFrame, profile: str) -> pd.DataFrame:

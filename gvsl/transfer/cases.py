@@ -8,6 +8,7 @@ larger than a training volume is an error, never padded silently.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,10 +20,33 @@ from gvsl.errors import GVSLInputError
 from gvsl.transfer.config import TransferConfig
 
 # one Case for prepared datasets and for transfer (gvsl.data.Case), importable from here too
-__all__ = ["Case"]
+__all__ = ["Case", "label_subset"]
 
 #: Probability that a segmentation training crop is centred on a foreground voxel.
 FOREGROUND_PROBABILITY = 0.5
+
+
+def label_subset(cases: Sequence[Case], fraction: float, seed: int) -> list[Case]:
+    """The labelled training cases a run of ``fraction`` of them uses: nested and seeded.
+
+    The cases are put in an order drawn from ``seed``, and a fraction takes the first ``ceil(fraction · n)``
+    of them (at least one), so a smaller fraction's cases are among every larger one's of the same seed.
+    Classification draws within each target, so that every fraction keeps both classes. The cases keep
+    their order in ``cases``; ``fraction`` 1 is every case.
+    """
+    if not 0 < fraction <= 1:
+        raise GVSLInputError(f"label fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return list(cases)
+    rng = np.random.default_rng(seed)
+    targets = [case.target for case in cases]
+    strata = sorted({t for t in targets if t is not None}) or [None]
+    chosen: set[int] = set()
+    for stratum in strata:
+        members = [i for i, t in enumerate(targets) if t == stratum or stratum is None]
+        order = rng.permutation(len(members))
+        chosen.update(members[k] for k in order[: max(1, math.ceil(fraction * len(members)))])
+    return [case for i, case in enumerate(cases) if i in chosen]
 
 
 @dataclass

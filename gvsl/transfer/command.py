@@ -14,6 +14,7 @@ from gvsl.errors import GVSLInputError
 from gvsl.methods import SCRATCH
 from gvsl.nets.unet import PAPER_CHANNELS, UNet3D, parse_channels
 from gvsl.settings import add_flags, from_flags
+from gvsl.transfer.cases import label_subset
 from gvsl.transfer.config import METRIC_NAMES, TransferConfig, num_outputs
 from gvsl.transfer.train import TransferResult, run_transfer
 
@@ -57,6 +58,7 @@ def transfer_prepared(
     else:
         backbone = load_backbone(init)
     splits = {name: dataset.load_split(name) for name in ("train", "val", "test")}
+    splits["train"] = label_subset(splits["train"], config.label_fraction, config.seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     class_names = ["background", *info.classes] if info.task_type == "segmentation" else None
@@ -89,6 +91,7 @@ def transfer_prepared(
             "stop_on_plateau": config.stop_on_plateau,
         },
         "per_case": result.test_cases,
+        "train_cases": [case.id for case in splits["train"]],
         "seconds": result.seconds,
         "environment": environment(resolve_device(config.device)),
         "seconds_per_iteration": result.seconds_per_iteration,

@@ -17,6 +17,7 @@ __all__ = [
     "METRIC_NAMES",
     "SEG_LOSSES",
     "STEPS",
+    "LabelFraction",
     "PlateauRule",
     "TransferConfig",
     "TransferSchedule",
@@ -31,6 +32,8 @@ STEPS = Bounds(1, integer=True)
 Fraction = Annotated[float, Bounds(0.0, 1.0, open_low=True, open_high=True)]
 NonNegativeScore = Annotated[float, Bounds(0.0, math.inf, open_high=True, words="a number >= 0")]
 NonNegativeCount = Annotated[int, Bounds(0, integer=True)]
+#: a fraction of the labelled training cases
+LabelFraction = Annotated[float, Bounds(0.0, 1.0, open_low=True, words="a fraction in (0, 1]")]
 
 #: Validation metric of each task type a transfer trains (the key of the evaluation dict that selects the best model).
 METRIC_NAMES = {"segmentation": "mean_dice", "classification": "auc"}
@@ -175,7 +178,10 @@ class TransferConfig(TransferSchedule):
         num_classes: segmentation: classes including background (≥ 2); classification: 1 (binary).
         crop: training crop (D, H, W) in voxels; also the sliding-window size at inference and the
             centre crop of classification inputs.
-        seed: seeds the head's initialisation and the crop sampling.
+        seed: seeds the head's initialisation, the crop sampling and which labelled cases ``label_fraction``
+            keeps.
+        label_fraction: the fraction of the labelled training cases the run trains on (nested and seeded:
+            :func:`gvsl.transfer.cases.label_subset`); validation and test cases are every case.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``…
     """
 
@@ -184,6 +190,7 @@ class TransferConfig(TransferSchedule):
     num_classes: int
     crop: Annotated[tuple[int, int, int], Bounds(1, integer=True)] = (96, 96, 96)
     seed: Annotated[int, Bounds(0, integer=True)] = 0
+    label_fraction: LabelFraction = 1.0
     device: str = "auto"
 
     def __post_init__(self):
