@@ -46,10 +46,9 @@ def value_interval(record: Mapping[str, Any], level: float = 0.95) -> tuple[floa
 
     metric = record["metric"]
     score, strata = _score(record["per_case"][0], metric)
-    seeds, full, deleted = jackknife_scores(
+    _, full, deleted = jackknife_scores(
         [_per_case(case, metric) for case in record["per_case"]], score, [run[0] for run in record["runs"]]
     )
-    del seeds
     groups = None if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
     interval = seed_case_interval(full, deleted, groups, level)
     return interval.estimate, interval.low, interval.high
